@@ -1,0 +1,42 @@
+# Every target installs what it needs: a fresh machine needs nothing but `make test` or `make demo`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install haproxy lint test demo bench chaos clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP) haproxy
+
+# HAProxy 2.6 from Debian's packages when the machine has none.
+haproxy:
+	@command -v haproxy >/dev/null 2>&1 || { \
+	  echo "haproxy not found: installing it from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+	@haproxy -v | head -n 1
+
+lint: $(STAMP)
+	$(BIN)/ruff check reconciler tests bench
+	$(BIN)/ruff format --check reconciler tests bench
+	$(BIN)/mypy
+
+test: install lint
+	$(BIN)/pytest -q -p no:cacheprovider
+
+demo: install
+	$(BIN)/python -m reconciler.demo
+
+bench: install
+	$(BIN)/python -m bench
+
+chaos: install
+	$(BIN)/python -m bench.chaos
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

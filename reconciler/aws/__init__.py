@@ -1,0 +1,1 @@
+"""Adapters that talk to AWS: the only modules that import boto3."""

@@ -1,0 +1,324 @@
+"""
+The values the controller computes with.
+
+Three observations feed every cycle: what AWS says (``Instance``, ``Group``, ``AwsObservation``),
+what the config file says (``ConfigServer``, ``ConfigBackend``), and what the running HAProxy says
+(``RuntimeServer``, ``RuntimeObservation``). The planner turns them into a ``Plan`` made of
+``RuntimeStep`` and ``ServerLine`` values plus report ``Row``. Everything here is a frozen value with
+no I/O, so the pure core can be tested with plain constructors.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+# -- AWS -------------------------------------------------------------------------------------------
+
+#: The only lifecycle state that serves. An allow-list, so states AWS adds later never serve.
+SERVING_LIFECYCLE_STATE = "InService"
+SERVING_HEALTH_STATUS = "Healthy"
+SERVING_EC2_STATE = "running"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """One member of an Auto Scaling group, joined with its EC2 description."""
+
+    instance_id: str
+    lifecycle_state: str
+    health_status: str
+    #: EC2 ``State.Name``; ``None`` when DescribeInstances did not return the instance.
+    ec2_state: str | None
+    #: The primary private IPv4 address; ``None`` when it has none (yet).
+    private_ip: str | None
+
+    @property
+    def not_serving_reason(self) -> str | None:
+        """Why this instance must not receive traffic, or ``None`` when it should."""
+        if self.lifecycle_state != SERVING_LIFECYCLE_STATE:
+            return f"lifecycle {self.lifecycle_state}"
+        if self.health_status != SERVING_HEALTH_STATUS:
+            return f"health {self.health_status}"
+        if self.ec2_state != SERVING_EC2_STATE:
+            return f"EC2 {self.ec2_state or 'not found'}"
+        if not self.private_ip:
+            return "no private IPv4 address"
+        return None
+
+    @property
+    def serving(self) -> bool:
+        """True when the instance belongs in its backends."""
+        return self.not_serving_reason is None
+
+    @property
+    def gone(self) -> bool:
+        """
+        True when draining is pointless: the machine is terminated or being shut down, so no
+        connection to it can finish.
+        """
+        return self.ec2_state in (None, "shutting-down", "terminated", "stopping", "stopped")
+
+
+@dataclass(frozen=True)
+class Group:
+    """An Auto Scaling group as read in one cycle."""
+
+    name: str
+    desired_capacity: int
+    instances: tuple[Instance, ...]
+
+
+@dataclass(frozen=True)
+class AwsObservation:
+    """
+    The result of reading a set of group names.
+
+    A name is in *groups* when it was read completely, in *errors* (with the reason) when any read
+    concerning it failed. A requested name in neither does not exist.
+    """
+
+    groups: Mapping[str, Group] = field(default_factory=dict)
+    errors: Mapping[str, str] = field(default_factory=dict)
+
+
+# -- HAProxy config file ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConfigServer:
+    """One ``server`` line of a backend or listen section, as written in the file."""
+
+    name: str
+    #: The address word without the port, as written (may be a hostname, ``${VAR}``, ``[::1]``).
+    address: str
+    #: The port, or ``None`` when the line has none or it is not a plain number.
+    port: int | None
+    #: The explicit ``id`` keyword's value, if any.
+    server_id: int | None
+    #: Every word after the address except ``id <n>``, in order.
+    options: tuple[str, ...]
+    #: Index of the line in the parsed document (0-based).
+    line_index: int
+
+
+@dataclass(frozen=True)
+class ConfigBackend:
+    """A ``backend`` or ``listen`` section as far as the controller cares."""
+
+    name: str
+    servers: tuple[ConfigServer, ...]
+    #: The effective ``balance`` algorithm (inherited from defaults, else ``roundrobin``).
+    balance: str
+    #: The effective ``hash-type`` method word (``map-based`` when unset).
+    hash_type: str
+    #: Reasons this section cannot be managed at all (``.if`` block, ``$`` in a name...).
+    problems: tuple[str, ...] = ()
+
+    @property
+    def takes_dynamic_servers(self) -> bool:
+        """True when HAProxy 2.6 accepts ``add server`` for this backend's algorithm."""
+        algorithm = self.balance.split("(", 1)[0]
+        if algorithm in ("roundrobin", "leastconn", "first", "random"):
+            return True
+        if algorithm == "static-rr":
+            return False
+        return self.hash_type == "consistent"
+
+
+# -- HAProxy runtime -------------------------------------------------------------------------------
+
+# ``srv_admin_state`` bits (HAProxy 2.6 ``enum srv_admin``).
+ADMIN_FMAINT = 0x01
+ADMIN_IMAINT = 0x02
+ADMIN_CMAINT = 0x04
+ADMIN_FDRAIN = 0x08
+ADMIN_IDRAIN = 0x10
+ADMIN_RMAINT = 0x20
+ADMIN_HMAINT = 0x40
+# ``srv_check_state`` bits.
+CHECK_CONFIGURED = 0x02
+CHECK_ENABLED = 0x04
+# ``srv_check_result`` values.
+CHECK_RESULT_PASSED = 3
+CHECK_RESULT_CONDPASS = 4
+
+
+@dataclass(frozen=True)
+class RuntimeServer:
+    """One server of the running HAProxy: a ``show servers state`` row joined with ``show stat``."""
+
+    backend: str
+    name: str
+    server_id: int
+    #: ``srv_addr``; ``-`` when the server has no address.
+    address: str
+    port: int | None
+    op_state: int
+    admin_state: int
+    check_state: int
+    check_result: int
+    seconds_in_state: int
+    #: ``show stat`` ``scur``, ``qcur`` and ``idle_conn_cur``.
+    sessions: int = 0
+    queued: int = 0
+    idle_connections: int = 0
+    #: ``show stat`` ``status`` and ``check_status`` (for reports only).
+    status: str = ""
+    check_status: str = ""
+
+    @property
+    def in_maintenance(self) -> bool:
+        """Forced, inherited or resolution maintenance (``admin & 0x23``)."""
+        return bool(self.admin_state & (ADMIN_FMAINT | ADMIN_IMAINT | ADMIN_RMAINT))
+
+    @property
+    def draining(self) -> bool:
+        """Forced or inherited drain."""
+        return bool(self.admin_state & (ADMIN_FDRAIN | ADMIN_IDRAIN))
+
+    @property
+    def has_check(self) -> bool:
+        """A health check is configured and enabled."""
+        wanted = CHECK_CONFIGURED | CHECK_ENABLED
+        return self.check_state & wanted == wanted
+
+    @property
+    def check_passed(self) -> bool:
+        """The last health check passed."""
+        return self.check_result in (CHECK_RESULT_PASSED, CHECK_RESULT_CONDPASS)
+
+    @property
+    def idle(self) -> bool:
+        """No session, queued request or idle connection: ``del server`` will succeed."""
+        return self.sessions == 0 and self.queued == 0 and self.idle_connections == 0
+
+
+@dataclass(frozen=True)
+class RuntimeObservation:
+    """The servers of the requested backends, by backend name; a missing name is not running."""
+
+    backends: Mapping[str, tuple[RuntimeServer, ...]]
+
+
+# -- plan ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerLine:
+    """A managed server as it must appear in the file and at runtime."""
+
+    name: str
+    address: str
+    port: int
+    server_id: int | None
+    #: The backend's ``server_options``, split into words.
+    options: tuple[str, ...]
+
+    @property
+    def has_check(self) -> bool:
+        """The options turn on a health check."""
+        return "check" in self.options
+
+    def words(self) -> tuple[str, ...]:
+        """Every word after ``server``: name, address, ``id``, then the options."""
+        ident = ("id", str(self.server_id)) if self.server_id is not None else ()
+        return (self.name, f"{self.address}:{self.port}", *ident, *self.options)
+
+
+class StepKind(enum.Enum):
+    """One runtime API move for one server. Each is safe to repeat after a crash."""
+
+    #: ``add server`` + ``enable health`` + ``state drain`` (warm-up) or ``state ready``.
+    ADD = "add"
+    #: Warm-up done (first check passed), or put back after a forced drain/maint: ``state ready``.
+    READY = "ready"
+    #: Hold a desired server out of traffic until its check passes: ``state drain``.
+    WARM_UP = "warm-up"
+    #: Point an existing server at a new address: ``state maint``, ``set server addr``, warm-up.
+    READDRESS = "readdress"
+    #: Stop new traffic to a server that is leaving: ``state drain``.
+    DRAIN = "drain"
+    #: Drained, or its instance is gone: ``state maint``.
+    MAINT = "maint"
+    #: Sessions outlived the drain timeout: ``shutdown sessions server``.
+    KILL_SESSIONS = "kill-sessions"
+    #: In maintenance with nothing attached: ``del server``.
+    DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class RuntimeStep:
+    """A step for one server of one backend; *line* is set for ADD and READDRESS."""
+
+    backend: str
+    server: str
+    kind: StepKind
+    line: ServerLine | None = None
+
+
+class Change(enum.Enum):
+    """What a cycle does (or did) to one server, for reports."""
+
+    ADD = "add"
+    REMOVE = "remove"
+    ADDRESS = "address"
+    OPTIONS = "options"
+    WARMING = "warming"
+    DRAINING = "draining"
+    UNCHANGED = "unchanged"
+    HELD = "held"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the per-backend report."""
+
+    server: str
+    instance_id: str
+    address: str
+    change: Change
+    reason: str
+
+
+@dataclass(frozen=True)
+class BackendPlan:
+    """
+    Everything one cycle does to one backend.
+
+    *refused* is set when the backend must not be touched this cycle (failed read, missing group,
+    unsafe config); then the step and line fields are empty/``None``.
+    """
+
+    backend: str
+    asg: str
+    refused: str | None = None
+    #: Not a failure: a safety rule kept the current servers (e.g. zero InService, desired > 0).
+    held: str | None = None
+    steps: tuple[RuntimeStep, ...] = ()
+    #: The managed server lines the file must end up with, in order; ``None`` leaves the file.
+    lines: tuple[ServerLine, ...] | None = None
+    #: A change the runtime API cannot make (new options) needs a reload.
+    needs_reload: bool = False
+    #: Steps remain that a later cycle must take (warm-up or drain in progress).
+    pending: bool = False
+    rows: tuple[Row, ...] = ()
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The plans of every configured backend, in configuration order."""
+
+    backends: tuple[BackendPlan, ...]
+
+    @property
+    def pending(self) -> bool:
+        """Some backend still has steps for a later cycle."""
+        return any(b.pending for b in self.backends)
+
+    @property
+    def refused(self) -> tuple[BackendPlan, ...]:
+        """The backends left untouched because of an error."""
+        return tuple(b for b in self.backends if b.refused)

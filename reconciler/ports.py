@@ -1,0 +1,81 @@
+"""
+The seams between the cycle and the outside world.
+
+``reconcile`` and ``apply`` only ever talk to these Protocols; ``cli`` wires in the real adapters
+(``reconciler.aws.membership``, ``reconciler.haproxy.runtime``, ``reconciler.haproxy.store``) and
+tests of the pure core wire in small fakes. Every method raises ``TransientError`` when its
+dependency is unreachable and ``PermanentError`` when it refused the request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from reconciler.model import AwsObservation, RuntimeObservation, ServerLine
+
+
+class MembershipSource(Protocol):
+    """Reads Auto Scaling groups and their instances."""
+
+    def read_groups(self, names: Sequence[str]) -> AwsObservation:
+        """
+        Read every group in *names* with its instances' EC2 state and private IP.
+
+        A failure that concerns only some groups is reported per group in ``errors``; a failure
+        that concerns all of them may raise ``TransientError``.
+        """
+        ...
+
+
+class RuntimeApi(Protocol):
+    """The HAProxy runtime API (stats socket, level admin)."""
+
+    def read_servers(self, backends: Sequence[str]) -> RuntimeObservation:
+        """The servers of *backends* (``show servers state`` joined with ``show stat``)."""
+        ...
+
+    def add_server(self, backend: str, line: ServerLine) -> None:
+        """``add server`` with every option of *line*; the server starts in maintenance."""
+        ...
+
+    def enable_health(self, backend: str, server: str) -> None:
+        """``enable health``: start the server's health check."""
+        ...
+
+    def set_state(self, backend: str, server: str, state: str) -> None:
+        """``set server <b>/<s> state ready|drain|maint``."""
+        ...
+
+    def set_address(self, backend: str, server: str, address: str, port: int) -> None:
+        """``set server <b>/<s> addr <ip> port <port>``."""
+        ...
+
+    def shutdown_sessions(self, backend: str, server: str) -> None:
+        """``shutdown sessions server``: cut what outlived the drain timeout."""
+        ...
+
+    def delete_server(self, backend: str, server: str) -> None:
+        """``del server``; the server must be in maintenance with nothing attached."""
+        ...
+
+
+class ConfigStore(Protocol):
+    """The managed haproxy.cfg and the command that reloads HAProxy."""
+
+    def read(self) -> bytes:
+        """The file's current bytes."""
+        ...
+
+    def write(self, expected: bytes, new: bytes) -> None:
+        """
+        Replace the file with *new*, atomically and only after ``check_command`` accepted it.
+
+        Raises ``TransientError`` when the file no longer holds *expected* (someone else wrote it
+        meanwhile) and ``PermanentError`` with HAProxy's message when the check fails.
+        """
+        ...
+
+    def reload(self) -> None:
+        """Run the reload command; ``PermanentError`` with its output when it fails."""
+        ...

@@ -1,0 +1,321 @@
+"""
+Settings: a TOML file plus environment overrides, validated into one frozen ``Settings`` tree.
+
+Every problem is collected and raised as one ``ConfigError`` naming the file and the key, so a user
+fixes a bad file in one go. Every scalar key of a single section (``[aws]``, ``[haproxy]``, ...) can
+be overridden by ``RECONCILER_<SECTION>_<KEY>`` (for example ``RECONCILER_HAPROXY_SOCKET``), which is
+how a container is usually configured; ``[[backend]]`` entries come from the file only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from reconciler.errors import ConfigError
+
+
+DEFAULT_CONFIG_PATH = "reconciler.toml"
+CONFIG_ENV = "RECONCILER_CONFIG"
+ENV_PREFIX = "RECONCILER_"
+
+#: Words ``add server`` refuses in HAProxy 2.6; a managed line with them could not be mirrored at
+#: runtime, and ``id`` is chosen by the controller.
+REFUSED_SERVER_OPTIONS = frozenset({"cookie", "resolvers", "init-addr", "redir", "namespace", "id"})
+_PROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
+_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]*$")
+_ASG_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
+MAX_PORT = 65535
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """``[aws]``: where to read Auto Scaling groups."""
+
+    #: ``None`` leaves the choice to the standard chain (``AWS_REGION``, ``AWS_DEFAULT_REGION``...).
+    region: str | None = None
+
+
+@dataclass(frozen=True)
+class HAProxySettings:
+    """``[haproxy]``: the managed file and how to talk to the running HAProxy."""
+
+    config: Path = Path("/etc/haproxy/haproxy.cfg")
+    #: The runtime API socket (``level admin``); ``None`` means every change goes through a reload.
+    socket: Path | None = None
+    reload_command: str | None = None
+    #: ``{path}`` is replaced by the candidate file's path.
+    check_command: str = "haproxy -c -q -f {path}"
+
+
+@dataclass(frozen=True)
+class Binding:
+    """One ``[[backend]]``: a HAProxy backend fed by an Auto Scaling group."""
+
+    name: str
+    asg: str
+    port: int
+    server_prefix: str = ""
+    server_options: tuple[str, ...] = ()
+    #: Seconds a leaving server may keep sessions before they are cut.
+    drain_timeout: float = 30.0
+
+    def server_name(self, instance_id: str) -> str:
+        """The name of the managed server for *instance_id*."""
+        return f"{self.server_prefix}{instance_id}"
+
+    def instance_of(self, server_name: str) -> str | None:
+        """The instance id a managed server name stands for, or ``None`` when it is not managed."""
+        if not server_name.startswith(self.server_prefix):
+            return None
+        rest = server_name[len(self.server_prefix) :]
+        return rest if _is_instance_id(rest) else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The whole configuration."""
+
+    aws: AwsSettings
+    haproxy: HAProxySettings
+    backends: tuple[Binding, ...]
+    #: Where the settings came from, for messages.
+    source: str = DEFAULT_CONFIG_PATH
+
+    def binding(self, name: str) -> Binding:
+        """The binding of backend *name*."""
+        return next(b for b in self.backends if b.name == name)
+
+
+def _is_instance_id(text: str) -> bool:
+    return re.fullmatch(r"i-[0-9a-f]{8}(?:[0-9a-f]{9})?", text) is not None
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+
+def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
+    """The settings file: ``--config``, else ``RECONCILER_CONFIG``, else ``./reconciler.toml``."""
+    return Path(explicit or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+
+
+def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read, override from *environ* (default ``os.environ``) and validate; raise ``ConfigError``."""
+    env = os.environ if environ is None else environ
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        msg = f"no such file; write one (see README) or point --config / {CONFIG_ENV} at it"
+        raise ConfigError([msg], str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
+    return parse(raw, env, source=str(path))
+
+
+def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Settings:
+    """Validate an already-decoded TOML document (pure; *environ* supplies overrides)."""
+    problems: list[str] = []
+    reader = _Reader(problems)
+    known = {"aws", "haproxy", "backend"}
+    problems.extend(f"unknown section or key '{key}'" for key in raw if key not in known)
+
+    aws_raw = reader.section(raw, "aws", environ)
+    aws = AwsSettings(region=reader.opt_str(aws_raw, "aws", "region"))
+    reader.unknown(aws_raw, "aws", {"region"})
+
+    hap_raw = reader.section(raw, "haproxy", environ)
+    haproxy = _haproxy(reader, hap_raw)
+
+    backends = _backends(reader, raw.get("backend"), haproxy)
+    if problems:
+        raise ConfigError(problems, source)
+    return Settings(aws=aws, haproxy=haproxy, backends=backends, source=source)
+
+
+def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
+    keys = {"config", "socket", "reload_command", "check_command"}
+    reader.unknown(raw, "haproxy", keys)
+    config = reader.opt_str(raw, "haproxy", "config")
+    socket = reader.opt_str(raw, "haproxy", "socket")
+    check = reader.opt_str(raw, "haproxy", "check_command")
+    if check is not None and "{path}" not in check:
+        reader.problems.append("haproxy.check_command: must contain {path} (the candidate file)")
+    return HAProxySettings(
+        config=Path(config) if config else HAProxySettings.config,
+        socket=Path(socket) if socket else None,
+        reload_command=reader.opt_str(raw, "haproxy", "reload_command") or None,
+        check_command=check or HAProxySettings.check_command,
+    )
+
+
+def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Binding, ...]:
+    if raw is None:
+        reader.problems.append("backend: no [[backend]] entry; add at least one")
+        return ()
+    if not isinstance(raw, list):
+        reader.problems.append("backend: must be an array of tables ([[backend]])")
+        return ()
+    bindings: list[Binding] = []
+    seen: set[str] = set()
+    keys = {"name", "asg", "port", "server_prefix", "server_options", "drain_timeout"}
+    for index, entry in enumerate(raw):
+        where = f"backend[{index}]"
+        if not isinstance(entry, dict):
+            reader.problems.append(f"{where}: must be a table")
+            continue
+        reader.unknown(entry, where, keys)
+        name = reader.req_str(entry, where, "name")
+        if name is not None:
+            where = f"backend '{name}'"
+            if not _PROXY_NAME.match(name):
+                reader.problems.append(f"{where}.name: use only letters, digits and - _ . :")
+            if name in seen:
+                reader.problems.append(f"{where}: declared twice; each backend once")
+            seen.add(name)
+        asg = reader.req_str(entry, where, "asg")
+        if asg is not None and not _ASG_NAME.match(asg):
+            reader.problems.append(f"{where}.asg: not a valid Auto Scaling group name")
+        port = reader.req_int(entry, where, "port")
+        if port is not None and not 1 <= port <= MAX_PORT:
+            reader.problems.append(f"{where}.port: {port} is out of range 1-{MAX_PORT}")
+        prefix = reader.opt_str(entry, where, "server_prefix") or ""
+        if not _PREFIX.match(prefix):
+            reader.problems.append(f"{where}.server_prefix: use only letters, digits and - _ . :")
+        options = _server_options(reader, entry, where, haproxy)
+        drain = reader.opt_number(entry, where, "drain_timeout")
+        if drain is not None and drain < 0:
+            reader.problems.append(f"{where}.drain_timeout: must be zero or more seconds")
+        if name is not None and asg is not None and port is not None:
+            bindings.append(
+                Binding(
+                    name=name,
+                    asg=asg,
+                    port=port,
+                    server_prefix=prefix,
+                    server_options=options,
+                    drain_timeout=Binding.drain_timeout if drain is None else drain,
+                )
+            )
+    return tuple(bindings)
+
+
+def _server_options(
+    reader: _Reader, entry: Mapping[str, Any], where: str, haproxy: HAProxySettings
+) -> tuple[str, ...]:
+    text = reader.opt_str(entry, where, "server_options") or ""
+    try:
+        words = tuple(shlex.split(text, comments=False, posix=True))
+    except ValueError as exc:
+        reader.problems.append(f"{where}.server_options: {exc}")
+        return ()
+    for word in words:
+        if word in REFUSED_SERVER_OPTIONS:
+            why = (
+                "the controller sets it"
+                if word == "id"
+                else "HAProxy 2.6 refuses it on servers added at runtime"
+            )
+            if word != "id" and haproxy.socket is None:
+                continue
+            reader.problems.append(f"{where}.server_options: remove '{word}' ({why})")
+        if any(ch in word for ch in "#$\\'\""):
+            reader.problems.append(
+                f"{where}.server_options: '{word}' needs quoting or expansion; "
+                "use plain words (no # $ \\ or quotes)"
+            )
+    return words
+
+
+class _Reader:
+    """Typed access to raw TOML tables that records problems instead of raising."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+
+    def section(
+        self, raw: Mapping[str, Any], name: str, environ: Mapping[str, str]
+    ) -> dict[str, Any]:
+        table = raw.get(name, {})
+        if not isinstance(table, dict):
+            self.problems.append(f"{name}: must be a table ([{name}])")
+            table = {}
+        merged = dict(table)
+        prefix = f"{ENV_PREFIX}{name.upper()}_"
+        for var, value in environ.items():
+            if var.startswith(prefix) and var != CONFIG_ENV:
+                merged[var[len(prefix) :].lower()] = _EnvValue(var, value)
+        return merged
+
+    def unknown(self, table: Mapping[str, Any], where: str, known: set[str]) -> None:
+        for key, value in table.items():
+            if key not in known:
+                origin = f" (from {value.var})" if isinstance(value, _EnvValue) else ""
+                allowed = ", ".join(sorted(known))
+                self.problems.append(f"{where}.{key}: unknown key{origin}; known: {allowed}")
+
+    def opt_str(self, table: Mapping[str, Any], where: str, key: str) -> str | None:
+        return self._get(table, where, key, str, "a string", str)
+
+    def req_str(self, table: Mapping[str, Any], where: str, key: str) -> str | None:
+        return self._required(table, where, key, self.opt_str)
+
+    def req_int(self, table: Mapping[str, Any], where: str, key: str) -> int | None:
+        return self._required(table, where, key, self._opt_int)
+
+    def _opt_int(self, table: Mapping[str, Any], where: str, key: str) -> int | None:
+        return self._get(table, where, key, int, "a whole number", int)
+
+    def opt_number(self, table: Mapping[str, Any], where: str, key: str) -> float | None:
+        return self._get(table, where, key, (int, float), "a number", float)
+
+    def _required(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        key: str,
+        getter: Callable[[Mapping[str, Any], str, str], _T | None],
+    ) -> _T | None:
+        if key not in table:
+            self.problems.append(f"{where}.{key}: required")
+            return None
+        return getter(table, where, key)
+
+    def _get(
+        self,
+        table: Mapping[str, Any],
+        where: str,
+        key: str,
+        kind: type | tuple[type, ...],
+        described: str,
+        convert: Callable[[Any], _T],
+    ) -> _T | None:
+        if key not in table:
+            return None
+        value = table[key]
+        if isinstance(value, _EnvValue):
+            try:
+                return convert(value.text)
+            except ValueError:
+                self.problems.append(f"{where}.{key} (from {value.var}): must be {described}")
+                return None
+        if isinstance(value, bool) or not isinstance(value, kind):
+            self.problems.append(f"{where}.{key}: must be {described}, not {value!r}")
+            return None
+        return convert(value)
+
+
+@dataclass(frozen=True)
+class _EnvValue:
+    """A value that came from the environment: text, converted on read."""
+
+    var: str
+    text: str

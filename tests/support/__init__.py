@@ -1,0 +1,1 @@
+"""Test infrastructure: real moto server and real HAProxy processes on loopback."""
