@@ -4,8 +4,8 @@ The values the controller computes with.
 Three observations feed every cycle: what AWS says (``Instance``, ``Group``, ``AwsObservation``),
 what the config file says (``ConfigServer``, ``ConfigBackend``), and what the running HAProxy says
 (``RuntimeServer``, ``RuntimeObservation``). The planner turns them into a ``Plan`` made of
-``RuntimeStep`` and ``ServerLine`` values plus report ``Row``. Everything here is a frozen value with
-no I/O, so the pure core can be tested with plain constructors.
+``RuntimeStep`` and ``ServerLine`` values plus report ``Row``. Everything here is a frozen value
+with no I/O, so the pure core can be tested with plain constructors.
 """
 
 from __future__ import annotations

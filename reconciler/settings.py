@@ -2,9 +2,9 @@
 Settings: a TOML file plus environment overrides, validated into one frozen ``Settings`` tree.
 
 Every problem is collected and raised as one ``ConfigError`` naming the file and the key, so a user
-fixes a bad file in one go. Every scalar key of a single section (``[aws]``, ``[haproxy]``, ...) can
-be overridden by ``RECONCILER_<SECTION>_<KEY>`` (for example ``RECONCILER_HAPROXY_SOCKET``), which is
-how a container is usually configured; ``[[backend]]`` entries come from the file only.
+fixes a bad file in one go. Every scalar key of a single section (``[aws]``, ``[haproxy]``, ...)
+can be overridden by ``RECONCILER_<SECTION>_<KEY>`` (for example ``RECONCILER_HAPROXY_SOCKET``),
+which is how a container is usually configured; ``[[backend]]`` entries come from the file only.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
 
 
 def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read, override from *environ* (default ``os.environ``) and validate; raise ``ConfigError``."""
+    """Read the file, apply overrides from *environ* and validate; raise ``ConfigError``."""
     env = os.environ if environ is None else environ
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
