@@ -322,3 +322,16 @@ class Plan:
     def refused(self) -> tuple[BackendPlan, ...]:
         """The backends left untouched because of an error."""
         return tuple(b for b in self.backends if b.refused)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one cycle read, the planner's whole input besides the settings."""
+
+    aws: AwsObservation
+    #: Parsed sections of the configured backends; a backend missing from the file is absent.
+    config: Mapping[str, ConfigBackend]
+    #: The running HAProxy; ``None`` when no runtime socket is configured.
+    runtime: RuntimeObservation | None
+    #: Why the runtime could not be read (a socket is configured but the read failed).
+    runtime_error: str | None = None

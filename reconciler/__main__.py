@@ -1,0 +1,6 @@
+"""``python -m reconciler`` runs the ``reconcile`` command."""
+
+from reconciler.cli import main
+
+
+main()

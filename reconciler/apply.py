@@ -1,0 +1,157 @@
+"""
+Carries out a ``Plan`` through the ports: runtime steps first, then the file, then a reload if one
+is needed.
+
+Make before break: the planner lists a backend's additions before its removals and they run in
+that order. The file is written after the runtime changes, without the servers HAProxy refused, so
+the file never claims a server the running HAProxy does not have. A failed step stops only that
+server's remaining steps; the next cycle re-plans from what HAProxy then reports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from reconciler.errors import PermanentError
+from reconciler.haproxy import cfgedit
+from reconciler.model import BackendPlan, Plan, RuntimeStep, ServerLine, StepKind
+from reconciler.ports import ConfigStore, RuntimeApi
+from reconciler.settings import Settings
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying a plan did."""
+
+    #: One message per step, write or reload that failed.
+    errors: tuple[str, ...] = ()
+    #: Runtime commands that succeeded.
+    commands: int = 0
+    file_written: bool = False
+    reloaded: bool = False
+    #: Deletions HAProxy postponed (a connection arrived meanwhile); the next cycle retries.
+    deferred: tuple[str, ...] = ()
+
+
+def execute(
+    settings: Settings,
+    plan: Plan,
+    original: bytes,
+    store: ConfigStore,
+    runtime: RuntimeApi | None,
+) -> Outcome:
+    """Apply *plan*; *original* is the file content the plan was computed from."""
+    active = [b for b in plan.backends if b.refused is None and b.held is None]
+    runner = _StepRunner(runtime)
+    if runtime is not None:  # without a runtime socket the planner emits no steps
+        for backend in active:
+            runner.run(backend.steps)
+    content = original
+    for backend in active:
+        if backend.lines is None:
+            continue
+        lines = [line for line in backend.lines if line.name not in runner.refused_adds]
+        content = _edit(content, settings, backend, lines)
+    errors = list(runner.errors)
+    written = reloaded = False
+    if content != original:
+        try:
+            store.write(original, content)
+            written = True
+        except PermanentError as exc:
+            errors.append(str(exc))
+    if written and (runtime is None or any(b.needs_reload for b in active)):
+        try:
+            store.reload()
+            reloaded = True
+        except PermanentError as exc:
+            errors.append(f"{exc} (the file was written; reload HAProxy to apply it)")
+    return Outcome(
+        errors=tuple(errors),
+        commands=runner.commands,
+        file_written=written,
+        reloaded=reloaded,
+        deferred=tuple(runner.deferred),
+    )
+
+
+def _edit(
+    content: bytes, settings: Settings, plan: BackendPlan, lines: Sequence[ServerLine]
+) -> bytes:
+    binding = settings.binding(plan.backend)
+    return cfgedit.edit(content, plan.backend, lambda n: binding.instance_of(n) is not None, lines)
+
+
+class _StepRunner:
+    """Runs steps, one server at a time, stopping a server's steps at its first failure."""
+
+    def __init__(self, runtime: RuntimeApi | None) -> None:
+        self._runtime = runtime
+        self.errors: list[str] = []
+        self.deferred: list[str] = []
+        self.refused_adds: set[str] = set()
+        self.commands = 0
+
+    def run(self, steps: Sequence[RuntimeStep]) -> None:
+        failed: set[str] = set()
+        for step in steps:
+            if step.server in failed:
+                continue
+            try:
+                self._one(step)
+            except PermanentError as exc:
+                failed.add(step.server)
+                if step.kind is StepKind.DELETE:
+                    self.deferred.append(f"{step.backend}/{step.server}: {exc}")
+                    continue
+                if step.kind is StepKind.ADD:
+                    self.refused_adds.add(step.server)
+                self.errors.append(str(exc))
+
+    @property
+    def runtime(self) -> RuntimeApi:
+        assert self._runtime is not None  # noqa: S101 - run() is only called with a runtime
+        return self._runtime
+
+    def _one(self, step: RuntimeStep) -> None:
+        runtime = self.runtime
+        backend, server = step.backend, step.server
+        if step.kind is StepKind.ADD:
+            assert step.line is not None  # noqa: S101 - the planner sets it
+            runtime.add_server(backend, step.line)
+            self.commands += 1
+            self._warm_up(step.line, backend)
+        elif step.kind is StepKind.READDRESS:
+            assert step.line is not None  # noqa: S101 - the planner sets it
+            self._state(backend, server, "maint")
+            runtime.set_address(backend, server, step.line.address, step.line.port)
+            self.commands += 1
+            self._warm_up(step.line, backend)
+        elif step.kind is StepKind.WARM_UP:
+            assert step.line is not None  # noqa: S101 - the planner sets it
+            self._warm_up(step.line, backend)
+        elif step.kind is StepKind.KILL_SESSIONS:
+            runtime.shutdown_sessions(backend, server)
+            self.commands += 1
+        elif step.kind is StepKind.DELETE:
+            runtime.delete_server(backend, server)
+            self.commands += 1
+        else:
+            self._state(backend, server, _STATES[step.kind])
+
+    def _warm_up(self, line: ServerLine, backend: str) -> None:
+        """A server with a check waits in drain for its first pass; one without serves at once."""
+        if line.has_check:
+            self.runtime.enable_health(backend, line.name)
+            self.commands += 1
+            self._state(backend, line.name, "drain")
+        else:
+            self._state(backend, line.name, "ready")
+
+    def _state(self, backend: str, server: str, state: str) -> None:
+        self.runtime.set_state(backend, server, state)
+        self.commands += 1
+
+
+_STATES = {StepKind.READY: "ready", StepKind.DRAIN: "drain", StepKind.MAINT: "maint"}

@@ -1,0 +1,394 @@
+"""
+The planner: observed state in, the minimal set of moves out. Pure; no I/O, no clock.
+
+For each configured backend the planner compares three things: the serving instances of its Auto
+Scaling group (the truth), the managed ``server`` lines of the config file, and (when a runtime
+socket is configured) the servers of the running HAProxy. It decides:
+
+- the managed lines the file must hold: one per serving instance, nothing else;
+- the next runtime step of every managed server, derived only from what HAProxy reports now, so a
+  restarted controller picks up a warm-up or a drain exactly where it stands:
+
+  ======================================  ==========================================
+  observed                                next step
+  ======================================  ==========================================
+  serving, absent                         ADD (add, enable health, drain or ready)
+  serving, other address                  READDRESS (maint, set addr, warm up again)
+  serving, in maintenance                 WARM_UP (enable health, drain) or READY
+  serving, draining, check not passed     wait (warming up)
+  serving, draining, check passed         READY
+  leaving, ready                          DRAIN (MAINT when its instance is gone)
+  leaving, draining, idle or timed out    MAINT (+ KILL_SESSIONS when timed out)
+  leaving, in maintenance, idle           DELETE
+  ======================================  ==========================================
+
+Only servers named ``<prefix><instance-id>`` are managed; every other server is never planned.
+Safety: a backend whose reads failed, whose group is missing, or whose section cannot be managed is
+refused as a whole; a backend is never emptied while its group's desired capacity is above zero.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+from reconciler.model import (
+    BackendPlan,
+    Change,
+    ConfigBackend,
+    ConfigServer,
+    Group,
+    Instance,
+    Observation,
+    Plan,
+    Row,
+    RuntimeServer,
+    RuntimeStep,
+    ServerLine,
+    StepKind,
+)
+from reconciler.settings import Binding, Settings
+
+
+def compute(settings: Settings, observed: Observation) -> Plan:
+    """The plan of every configured backend, in configuration order."""
+    runtime_mode = settings.haproxy.socket is not None
+    return Plan(
+        tuple(
+            _plan_backend(binding, observed, runtime_mode, str(settings.haproxy.config))
+            for binding in settings.backends
+        )
+    )
+
+
+def _plan_backend(
+    binding: Binding, observed: Observation, runtime_mode: bool, config_path: str
+) -> BackendPlan:
+    section = observed.config.get(binding.name)
+    refusal = _refusal(binding, observed, section, runtime_mode, config_path)
+    if refusal is not None or section is None:
+        return BackendPlan(binding.name, binding.asg, refused=refusal or "not found")
+    group = observed.aws.groups[binding.asg]
+    runtime: tuple[RuntimeServer, ...] | None = None
+    if observed.runtime is not None:
+        runtime = observed.runtime.backends[binding.name]
+    return _BackendPlanner(binding, group, section, runtime).plan()
+
+
+def section_problem(
+    binding: Binding, section: ConfigBackend | None, runtime_mode: bool, config_path: str
+) -> str | None:
+    """Why the config file's section for *binding* cannot be managed, or ``None``."""
+    if section is None:
+        return (
+            f"no backend or listen section '{binding.name}' in {config_path}; "
+            "add it or fix the [[backend]] name"
+        )
+    if section.problems:
+        return "; ".join(section.problems)
+    if runtime_mode and not section.takes_dynamic_servers:
+        return (
+            f"backend '{binding.name}': 'balance {section.balance}' (hash-type "
+            f"{section.hash_type}) cannot take servers added at runtime; use roundrobin, "
+            "leastconn, first, random or 'hash-type consistent', or remove [haproxy] socket "
+            "to manage this file with reloads"
+        )
+    return None
+
+
+def _refusal(
+    binding: Binding,
+    observed: Observation,
+    section: ConfigBackend | None,
+    runtime_mode: bool,
+    config_path: str,
+) -> str | None:
+    """Why this backend must not be touched this cycle, or ``None``."""
+    problem = section_problem(binding, section, runtime_mode, config_path)
+    if problem is not None:
+        return problem
+    if binding.asg in observed.aws.errors:
+        return observed.aws.errors[binding.asg]
+    if binding.asg not in observed.aws.groups:
+        return (
+            f"Auto Scaling group '{binding.asg}' not found in this account and region; "
+            "check the name and [aws] region"
+        )
+    if not runtime_mode:
+        return None
+    if observed.runtime is None:
+        return observed.runtime_error or "the HAProxy runtime API could not be read"
+    if binding.name not in observed.runtime.backends:
+        return (
+            f"the running HAProxy has no backend '{binding.name}'; "
+            "reload HAProxy once so it loads the section"
+        )
+    return None
+
+
+class _BackendPlanner:
+    """Plans one backend whose reads all succeeded."""
+
+    def __init__(
+        self,
+        binding: Binding,
+        group: Group,
+        section: ConfigBackend,
+        runtime: tuple[RuntimeServer, ...] | None,
+    ) -> None:
+        self.binding = binding
+        self.group = group
+        self.instances = {i.instance_id: i for i in group.instances}
+        self.file = {s.name: s for s in section.servers if binding.instance_of(s.name)}
+        self.runtime = (
+            None
+            if runtime is None
+            else {s.name: s for s in runtime if binding.instance_of(s.name) is not None}
+        )
+        self.section = section
+        self.all_runtime = runtime or ()
+
+    def plan(self) -> BackendPlan:
+        serving = [i for i in self.group.instances if i.serving]
+        present = set(self.file) | set(self.runtime or {})
+        if not serving and self.group.desired_capacity > 0 and present:
+            return self._held(present)
+        lines = self._lines(serving)
+        steps: list[RuntimeStep] = []
+        rows: list[Row] = []
+        pending = False
+        for line in lines:
+            instance = self.instances[_instance_id(self.binding, line.name)]
+            new_steps, row, waits = self._keep(line, instance)
+            steps.extend(new_steps)
+            rows.append(row)
+            pending = pending or waits
+        wanted = {line.name for line in lines}
+        for name in sorted(present - wanted):
+            new_steps, row, waits = self._leave(name)
+            steps.extend(new_steps)
+            rows.append(row)
+            pending = pending or waits
+        return BackendPlan(
+            backend=self.binding.name,
+            asg=self.binding.asg,
+            steps=tuple(steps),
+            lines=lines,
+            needs_reload=self._needs_reload(lines),
+            pending=pending,
+            rows=tuple(rows),
+        )
+
+    # -- desired servers ---------------------------------------------------------------------------
+
+    def _lines(self, serving: Sequence[Instance]) -> tuple[ServerLine, ...]:
+        """One line per serving instance: those already in the file first, in file order."""
+        ids = _IdAllocator(self.section.servers, self.all_runtime)
+        by_name = {self.binding.server_name(i.instance_id): i for i in serving}
+        in_file = [n for n in self.file if n in by_name]
+        new = sorted(n for n in by_name if n not in self.file)
+        lines = []
+        for name in [*in_file, *new]:
+            instance = by_name[name]
+            assert instance.private_ip is not None  # noqa: S101 - serving implies an address
+            lines.append(
+                ServerLine(
+                    name=name,
+                    address=instance.private_ip,
+                    port=self.binding.port,
+                    server_id=ids.for_server(name, self.file.get(name), self.runtime or {}),
+                    options=self.binding.server_options,
+                )
+            )
+        return tuple(lines)
+
+    def _keep(self, line: ServerLine, instance: Instance) -> tuple[list[RuntimeStep], Row, bool]:
+        """Steps that bring a desired server to serving, its report row, and whether to wait."""
+        address = f"{line.address}:{line.port}"
+        row = _RowMaker(line.name, instance.instance_id, address)
+        current = self.file.get(line.name)
+        file_change = _file_change(current, line)
+        if self.runtime is None:
+            if current is None:
+                return [], row(Change.ADD, "InService; added to the file"), False
+            if file_change is not None:
+                return [], row(*file_change), False
+            return [], row(Change.UNCHANGED, "InService"), False
+        running = self.runtime.get(line.name)
+        step = _StepMaker(self.binding.name, line, line.name)
+        if running is None:
+            how = "warming up until its first check passes" if line.has_check else "ready"
+            return [step(StepKind.ADD)], row(Change.ADD, f"InService; added, {how}"), line.has_check
+        if (running.address, running.port) != (line.address, line.port):
+            was = f"{running.address}:{running.port}"
+            return [step(StepKind.READDRESS)], row(Change.ADDRESS, f"was {was}"), line.has_check
+        if running.in_maintenance:
+            if line.has_check:
+                reason = "was in maintenance; warming up again"
+                return [step(StepKind.WARM_UP)], row(Change.WARMING, reason), True
+            return [step(StepKind.READY)], row(Change.ADD, "was in maintenance; ready"), False
+        if running.draining:
+            if running.has_check and not running.check_passed:
+                status = running.check_status or "not checked yet"
+                return [], row(Change.WARMING, f"waiting for a passing check ({status})"), True
+            return [step(StepKind.READY)], row(Change.ADD, "check passed; now ready"), False
+        if file_change is not None:
+            return [], row(*file_change), False
+        return [], row(Change.UNCHANGED, "InService"), False
+
+    # -- leaving servers ---------------------------------------------------------------------------
+
+    def _leave(self, name: str) -> tuple[list[RuntimeStep], Row, bool]:
+        """The next removal step of a managed server whose instance no longer serves."""
+        instance_id = _instance_id(self.binding, name)
+        instance = self.instances.get(instance_id)
+        reason = "not in the group" if instance is None else instance.not_serving_reason
+        gone = instance is None or instance.gone
+        running = None if self.runtime is None else self.runtime.get(name)
+        address = _address_of(running, self.file.get(name))
+        row = _RowMaker(name, instance_id, address)
+        if running is None:
+            return [], row(Change.REMOVE, f"{reason}; removed"), False
+        step = _StepMaker(self.binding.name, None, name)
+        timeout = self.binding.drain_timeout
+        if running.in_maintenance:
+            if running.idle:
+                return [step(StepKind.DELETE)], row(Change.REMOVE, f"{reason}; deleted"), False
+            if running.sessions and (gone or running.seconds_in_state >= timeout):
+                cut = row(Change.DRAINING, "sessions outlived the drain; cutting them")
+                return [step(StepKind.KILL_SESSIONS)], cut, True
+            return [], row(Change.DRAINING, _drain_status(running, timeout)), True
+        if running.draining and not gone:
+            if running.sessions == 0 and running.queued == 0:
+                return self._finish(step, row, running, f"{reason}; drained")
+            if running.seconds_in_state >= timeout:
+                steps = [step(StepKind.MAINT), step(StepKind.KILL_SESSIONS)]
+                return steps, row(Change.DRAINING, f"drain timeout {timeout:g}s; cutting"), True
+            return [], row(Change.DRAINING, _drain_status(running, timeout)), True
+        if gone or timeout == 0:
+            steps = [step(StepKind.MAINT)]
+            if running.sessions:
+                steps.append(step(StepKind.KILL_SESSIONS))
+            return steps, row(Change.DRAINING, f"{reason}; maintenance"), True
+        if running.sessions == 0 and running.queued == 0:
+            return self._finish(step, row, running, f"{reason}; idle", drain=True)
+        return [step(StepKind.DRAIN)], row(Change.DRAINING, f"{reason}; draining"), True
+
+    @staticmethod
+    def _finish(
+        step: _StepMaker, row: _RowMaker, running: RuntimeServer, why: str, *, drain: bool = False
+    ) -> tuple[list[RuntimeStep], Row, bool]:
+        """An idle leaving server goes through drain and maintenance, then is deleted at once."""
+        steps = [step(StepKind.DRAIN)] if drain else []
+        steps.append(step(StepKind.MAINT))
+        if running.idle_connections == 0:
+            steps.append(step(StepKind.DELETE))
+            return steps, row(Change.REMOVE, f"{why}; deleted"), False
+        return steps, row(Change.DRAINING, f"{why}; waiting for idle connections"), True
+
+    def _needs_reload(self, lines: Sequence[ServerLine]) -> bool:
+        """With a runtime socket, only new options on an existing server need a reload."""
+        if self.runtime is None:
+            return False
+        return any(
+            line.name in self.file and self.file[line.name].options != line.options
+            for line in lines
+        )
+
+    def _held(self, present: Iterable[str]) -> BackendPlan:
+        held = (
+            f"'{self.group.name}' reports no serving instance while its desired capacity is "
+            f"{self.group.desired_capacity}; keeping the current servers"
+        )
+        rows = tuple(
+            Row(
+                name,
+                _instance_id(self.binding, name),
+                _address_of((self.runtime or {}).get(name), self.file.get(name)),
+                Change.HELD,
+                "kept: group at 0 serving with desired capacity above 0",
+            )
+            for name in sorted(present)
+        )
+        return BackendPlan(self.binding.name, self.binding.asg, held=held, rows=rows)
+
+
+class _IdAllocator:
+    """
+    Explicit server ids: the one a server already has, else the next one above every id in use.
+
+    HAProxy numbers servers without an explicit id with the lowest free ids, so those never exceed
+    the number of servers in the section; starting above that and above every id seen keeps the new
+    id free in the file and at runtime.
+    """
+
+    def __init__(
+        self, file_servers: Sequence[ConfigServer], runtime: Sequence[RuntimeServer]
+    ) -> None:
+        used = [s.server_id for s in file_servers if s.server_id is not None]
+        used += [s.server_id for s in runtime]
+        self.next = max([len(file_servers), *used], default=0) + 1
+
+    def for_server(
+        self, name: str, current: ConfigServer | None, runtime: Mapping[str, RuntimeServer]
+    ) -> int:
+        if name in runtime:
+            return runtime[name].server_id
+        if current is not None and current.server_id is not None:
+            return current.server_id
+        chosen = self.next
+        self.next += 1
+        return chosen
+
+
+class _StepMaker:
+    """Builds the steps of one server."""
+
+    def __init__(self, backend: str, line: ServerLine | None, name: str) -> None:
+        self.backend, self.line, self.name = backend, line, name
+
+    def __call__(self, kind: StepKind) -> RuntimeStep:
+        return RuntimeStep(self.backend, self.name, kind, self.line)
+
+
+class _RowMaker:
+    """Builds the report row of one server."""
+
+    def __init__(self, name: str, instance_id: str, address: str) -> None:
+        self.name, self.instance_id, self.address = name, instance_id, address
+
+    def __call__(self, change: Change, reason: str) -> Row:
+        return Row(self.name, self.instance_id, self.address, change, reason)
+
+
+def _file_change(current: ConfigServer | None, line: ServerLine) -> tuple[Change, str] | None:
+    """How the file's line differs from the desired one, if it does."""
+    if current is None:
+        return Change.ADD, "InService; written to the file"
+    if (current.address, current.port) != (line.address, line.port):
+        return Change.ADDRESS, f"file had {current.address}:{current.port}"
+    if current.options != line.options:
+        return Change.OPTIONS, "server_options changed"
+    if current.server_id != line.server_id:
+        return Change.UNCHANGED, f"id {line.server_id} written to the file"
+    return None
+
+
+def _drain_status(running: RuntimeServer, timeout: float) -> str:
+    return (
+        f"draining: {running.sessions} sessions, {running.queued} queued, "
+        f"{running.seconds_in_state}s of {timeout:g}s"
+    )
+
+
+def _address_of(running: RuntimeServer | None, current: ConfigServer | None) -> str:
+    if running is not None:
+        return f"{running.address}:{running.port}"
+    if current is not None:
+        return f"{current.address}:{current.port}"
+    return "-"
+
+
+def _instance_id(binding: Binding, name: str) -> str:
+    instance_id = binding.instance_of(name)
+    assert instance_id is not None  # noqa: S101 - callers only pass managed names
+    return instance_id
