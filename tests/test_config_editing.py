@@ -1,0 +1,379 @@
+"""
+Editing the managed server lines of one backend: what changes, where new lines go, and that
+every other byte of the file stays as it was.
+
+Hand-built cases pin each placement and formatting rule; hypothesis then checks the editor's
+properties on generated files (exact result, untouched unmanaged lines, idempotence).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.haproxy import cfgedit, cfgparse
+from reconciler.model import ConfigServer, ServerLine
+
+
+def managed(name: str) -> bool:
+    """The ownership rule of these tests: ``app-`` plus an instance id."""
+    return re.fullmatch(r"app-i-[0-9a-f]{17}", name) is not None
+
+
+def server(
+    suffix: str,
+    address: str = "127.0.0.1",
+    port: int = 80,
+    server_id: int | None = None,
+    options: tuple[str, ...] = ("check",),
+) -> ServerLine:
+    """A desired managed server named ``app-i-<suffix padded to 17 hex digits>``."""
+    return ServerLine(f"app-i-{suffix:0>17}", address, port, server_id, options)
+
+
+A, B, C = server("a"), server("b", "127.0.0.2"), server("c", "127.0.0.3", 81, server_id=3)
+
+
+def edit(data: bytes, lines: Sequence[ServerLine], backend: str = "b1") -> bytes:
+    """Apply *lines* to *backend* with the test ownership rule."""
+    return cfgedit.edit(data, backend, managed, lines)
+
+
+# -- rendering -------------------------------------------------------------------------------------
+
+
+def test_render_line_uses_single_spaces() -> None:
+    """A managed line is ``server``, name, address:port, id, then the options."""
+    line = ServerLine("app-i-0", "127.0.0.1", 8080, 7, ("check", "inter", "2s"))
+    assert cfgedit.render_line(line) == "server app-i-0 127.0.0.1:8080 id 7 check inter 2s"
+    assert cfgedit.render_line(A) == f"server {A.name} 127.0.0.1:80 check"
+
+
+@pytest.mark.parametrize("word", ["a b", "a#b", "${X}", "'x'", '"x"', "a\\b", "", "a\tb"])
+def test_render_line_refuses_words_that_need_quoting(word: str) -> None:
+    """A word HAProxy would not read back as written is refused, not written."""
+    with pytest.raises(ValueError, match="plain word"):
+        cfgedit.render_line(ServerLine("app-i-0", "127.0.0.1", 80, None, (word,)))
+
+
+# -- keeping, rewriting, removing ------------------------------------------------------------------
+
+
+def test_unchanged_lines_keep_their_bytes() -> None:
+    """A managed line that already means the desired server is left exactly as written."""
+    text = (
+        f"backend b1\n\tserver  {A.name}\t127.0.0.1:0080 check   # keep\n"
+        f"    server {C.name} 127.0.0.3:81 check id 3\n"
+    ).encode()
+    assert edit(text, [A, C]) == text
+
+
+def test_changed_line_is_rewritten_in_place() -> None:
+    """Indentation, end of line and trailing comment of a changed line are kept."""
+    text = f"backend b1\r\n\t server {A.name} 127.0.0.9:80 check  # note\r\n    server x y:1\r\n"
+    expected = (
+        f"backend b1\r\n\t server {A.name} 127.0.0.1:80 check  # note\r\n    server x y:1\r\n"
+    )
+    assert edit(text.encode(), [A]) == expected.encode()
+
+
+def test_rewrite_separates_a_glued_comment() -> None:
+    """A comment that touched the last word gets one space before it."""
+    text = f"backend b1\n    server {A.name} 127.0.0.9:80#note\n".encode()
+    assert edit(text, [A]) == f"backend b1\n    server {A.name} 127.0.0.1:80 check #note\n".encode()
+
+
+def test_unwanted_managed_lines_are_removed_with_their_eol() -> None:
+    """Removing a managed server deletes its whole line and nothing else."""
+    text = f"backend b1\n    server {A.name} 127.0.0.1:80 check\n    server keep 10.0.0.1:80\n\n"
+    assert edit(text.encode(), []) == b"backend b1\n    server keep 10.0.0.1:80\n\n"
+
+
+def test_unmanaged_servers_are_never_touched() -> None:
+    """Servers whose names are not managed keep their lines whatever the desired set."""
+    text = b"backend b1\n    server web1 10.0.0.1:80 check\n    server app-x 10.0.0.2:80\n"
+    assert edit(text, []) == text
+    assert edit(text, [A]).startswith(text)
+
+
+def test_no_change_returns_the_input() -> None:
+    """When nothing changes the very same bytes come back, missing final LF included."""
+    text = f"backend b1\n    server {A.name} 127.0.0.1:80 check".encode()
+    assert edit(text, [A]) is text
+
+
+# -- where new lines go ----------------------------------------------------------------------------
+
+
+def test_new_lines_follow_the_last_managed_line() -> None:
+    """New servers go right after the last managed one, in the order given."""
+    text = f"backend b1\n  server {A.name} 127.0.0.1:80 check\n  server web 10.0.0.1:80\n"
+    assert (
+        edit(text.encode(), [C, A, B])
+        == (
+            f"backend b1\n  server {A.name} 127.0.0.1:80 check\n"
+            f"  {cfgedit.render_line(C)}\n  {cfgedit.render_line(B)}\n  server web 10.0.0.1:80\n"
+        ).encode()
+    )
+
+
+def test_new_lines_replace_a_removed_last_managed_line() -> None:
+    """When the last managed line goes, the new ones take its place."""
+    text = f"backend b1\n\tserver {A.name} 127.0.0.1:80 check\n\tserver web 10.0.0.1:80\n"
+    expected = f"backend b1\n\t{cfgedit.render_line(B)}\n\tserver web 10.0.0.1:80\n"
+    assert edit(text.encode(), [B]) == expected.encode()
+
+
+def test_new_lines_follow_the_last_server_line() -> None:
+    """Without managed servers, new ones follow the last server and copy its indentation."""
+    head = "backend b1\n  balance roundrobin\n\tserver web 10.0.0.1:80\n"
+    text = f"{head}  option httpchk\n".encode()
+    assert edit(text, [A]) == f"{head}\t{cfgedit.render_line(A)}\n  option httpchk\n".encode()
+
+
+def test_new_lines_follow_the_last_statement_not_trailing_comments() -> None:
+    """Without servers, new ones follow the last statement, before comments that lead onward."""
+    head, tail = "backend b1\n   balance first\n", "\n# the next backend\nbackend b2\n"
+    text = f"{head}{tail}".encode()
+    assert edit(text, [A]) == f"{head}   {cfgedit.render_line(A)}\n{tail}".encode()
+
+
+def test_comment_only_section_gets_default_indentation() -> None:
+    """A section with only comments gets its servers right after the header, four spaces in."""
+    text = b"backend b1 # empty\n# nothing here\n\nbackend b2\n"
+    expected = f"backend b1 # empty\n    {cfgedit.render_line(A)}\n# nothing here\n\nbackend b2\n"
+    assert edit(text, [A]) == expected.encode()
+
+
+def test_new_lines_do_not_land_inside_an_if_block() -> None:
+    """A trailing conditional block is skipped when looking for the last statement."""
+    text = b"backend b1\n    balance first\n.if defined(X)\n    option httpchk\n.endif\n"
+    assert edit(text, [A]) == text + f"    {cfgedit.render_line(A)}\n".encode()
+
+
+def test_crlf_files_stay_crlf() -> None:
+    """New lines copy the end of line of their neighbour."""
+    text = b"backend b1\r\n    server web 10.0.0.1:80\r\n"
+    assert edit(text, [A]) == text + f"    {cfgedit.render_line(A)}\r\n".encode()
+
+
+def test_missing_final_lf_is_added_when_the_file_changes() -> None:
+    """HAProxy 2.6 needs a final LF, so an edited file always ends with one."""
+    assert edit(b"backend b1", [A]) == f"backend b1\n    {cfgedit.render_line(A)}\n".encode()
+    removed = edit(f"backend b1\n    server {A.name} 127.0.0.1:80".encode(), [])
+    assert removed == b"backend b1\n"
+    rewritten = edit(f"backend b1\r\n  server {A.name} 127.0.0.2:80".encode(), [A])
+    assert rewritten == f"backend b1\r\n  {cfgedit.render_line(A)}\r\n".encode()
+    elsewhere = edit(b"backend b1\nbackend b2\n    balance first", [A])
+    assert (
+        elsewhere
+        == f"backend b1\n    {cfgedit.render_line(A)}\nbackend b2\n    balance first\n".encode()
+    )
+
+
+# -- only the target section -----------------------------------------------------------------------
+
+
+def test_only_the_target_section_changes() -> None:
+    """Same-named servers in other backends, peers and rings, and a same-named frontend stay."""
+    others = (
+        f"frontend b1\n    bind 127.0.0.1:80\n"
+        f"peers p1\n    server {A.name} 127.0.0.9:1024\n"
+        f"ring r1\n    server {A.name} 127.0.0.9:514\n"
+    )
+    b2 = f"backend b2\n    server {A.name} 127.0.0.9:80\n"
+    b1 = f"backend b1\n    server {A.name} 127.0.0.9:80\n"
+    text = f"{others}{b2}{b1}".encode()
+    assert edit(text, [A]) == f"{others}{b2}backend b1\n    {cfgedit.render_line(A)}\n".encode()
+    assert edit(text, [], "b2") == f"{others}backend b2\n{b1}".encode()
+
+
+def test_indented_headers_and_env_addresses() -> None:
+    """Indented sections and unmanaged servers addressed by variables are handled."""
+    head = '    backend "b1"\n        server web "${WEB_IP}:80"\n'
+    text = f"{head}    backend b2\n".encode()
+    new = f"        {cfgedit.render_line(A)}\n"
+    assert edit(text, [A]) == f"{head}{new}    backend b2\n".encode()
+
+
+# -- refusals --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "lines", "message"),
+    [
+        pytest.param(b"frontend b1\n", [A], "no backend or listen section", id="missing"),
+        pytest.param(b"backend b1\nbackend b1\n", [A], "declared twice", id="duplicate-backend"),
+        pytest.param(
+            b"backend b1\n.if defined(X)\n    server web a:1\n.endif\n",
+            [A],
+            "inside an .if block",
+            id="if",
+        ),
+        pytest.param(b"backend b1\n", [A, A], "wanted twice", id="desired-twice"),
+        pytest.param(
+            b"backend b1\n",
+            [ServerLine("web", "127.0.0.1", 80, None, ())],
+            "not a managed name",
+            id="unmanaged-desired",
+        ),
+        pytest.param(
+            b"backend b1\n",
+            [ServerLine(A.name, "127.0.0.1", 80, None, ("a b",))],
+            "plain word",
+            id="unsafe-word",
+        ),
+    ],
+)
+def test_edit_refuses(text: bytes, lines: list[ServerLine], message: str) -> None:
+    """A backend that cannot be edited safely, or an unfit desired list, raises ValueError."""
+    with pytest.raises(ValueError, match=message):
+        edit(text, lines)
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+NAMES = st.text("0123456789abcdef", min_size=17, max_size=17).map(lambda s: f"app-i-{s}")
+OPTIONS = st.sampled_from([(), ("check",), ("check", "inter", "2s"), ("weight", "10", "backup")])
+DESIRED_LINES = st.builds(
+    ServerLine,
+    name=NAMES,
+    address=st.builds("127.0.{}.{}".format, st.integers(0, 255), st.integers(1, 254)),
+    port=st.integers(1, 65535),
+    server_id=st.none() | st.integers(1, 99999),
+    options=OPTIONS,
+)
+BLANKS = st.sampled_from([" ", "  ", "\t", " \t"])
+
+
+@st.composite
+def written_server(draw: st.DrawFn, name: str) -> str:
+    """A server line for *name* as a human might write it (odd blanks, comment, id anywhere)."""
+    line = draw(DESIRED_LINES)
+    ident = ["id", str(line.server_id)] if line.server_id is not None else []
+    options = list(line.options)
+    at = draw(st.sampled_from([0, len(options)]))
+    words = [name, f"{line.address}:{line.port}", *options[:at], *ident, *options[at:]]
+    comment = draw(st.sampled_from(["", "  # hand note", "\t#x", "   "]))
+    return draw(BLANKS).join(["server", *words]) + comment
+
+
+@st.composite
+def config_files(draw: st.DrawFn) -> tuple[bytes, list[str]]:
+    """A config with a target backend b1 mixing managed, unmanaged and other lines."""
+    managed_names = draw(st.lists(NAMES, max_size=6, unique=True))
+    unmanaged_names = draw(st.lists(st.sampled_from(["web1", "web2", "app-x"]), unique=True))
+    others = ["balance roundrobin", "# a comment", "", "option httpchk", "  "]
+    body = [*managed_names, *unmanaged_names, *draw(st.lists(st.sampled_from(others), max_size=4))]
+    order = draw(st.permutations(body))
+    indent = draw(st.sampled_from(["    ", "\t", "  "]))
+    lines = ["global", "    maxconn 10", "backend b1"]
+    for item in order:
+        is_server = item in managed_names or item in unmanaged_names
+        lines.append(indent + (draw(written_server(item)) if is_server else item))
+    lines += [
+        "",
+        "peers p1",
+        f"    server {managed_names[0] if managed_names else 'p'} 127.0.0.1:1",
+    ]
+    lines += ["backend b2", *[f"    server {n} 127.0.0.1:1" for n in managed_names]]
+    eol = draw(st.sampled_from(["\n", "\r\n"]))
+    final = eol if draw(st.booleans()) else ""
+    return (eol.join(lines) + final).encode(), managed_names
+
+
+def managed_servers(
+    data: bytes, backend: str, is_managed: Callable[[str], bool]
+) -> tuple[cfgparse.Document, list[ConfigServer]]:
+    """The parsed *data* and the managed servers of *backend*, which must have no problems."""
+    doc = cfgparse.parse(data)
+    found = cfgparse.backend(doc, backend)
+    assert found is not None
+    assert found.problems == ()
+    return doc, [s for s in found.servers if is_managed(s.name)]
+
+
+def state(servers: Sequence[ConfigServer | ServerLine]) -> list[tuple[object, ...]]:
+    """Servers as comparable (name, address, port, id, options) tuples."""
+    return [(s.name, s.address, s.port, s.server_id, s.options) for s in servers]
+
+
+def other_lines(data: bytes, backend: str, is_managed: Callable[[str], bool]) -> list[bytes]:
+    """Every line but the managed servers of *backend*, without the last line's end of line."""
+    doc, servers = managed_servers(data, backend, is_managed)
+    skip = {s.line_index for s in servers}
+    kept = [line.content + line.eol for i, line in enumerate(doc.lines) if i not in skip]
+    # An edit may add the missing final LF; that is checked by example above.
+    return [*kept[:-1], kept[-1].rstrip(b"\r\n")]
+
+
+def check_edit(
+    text: bytes, backend: str, is_managed: Callable[[str], bool], desired: Sequence[ServerLine]
+) -> None:
+    """Assert every property of applying *desired* to *backend* of *text*."""
+    doc, before = managed_servers(text, backend, is_managed)
+    out = cfgedit.edit(text, backend, is_managed, desired)
+    # Existing wanted servers stay in their place; new ones follow in the order given.
+    wanted = {line.name: line for line in desired}
+    present = {s.name for s in before}
+    order = [wanted[s.name] for s in before if s.name in wanted]
+    order += [line for line in desired if line.name not in present]
+    out_doc, after = managed_servers(out, backend, is_managed)
+    assert state(after) == state(order)
+    assert other_lines(out, backend, is_managed) == other_lines(text, backend, is_managed)
+    # A line that already said the right thing keeps its bytes.
+    wanted_state = {line.name: state([line]) for line in desired}
+    contents = {s.name: out_doc.lines[s.line_index].content for s in after}
+    for server in before:
+        if wanted_state.get(server.name) == state([server]):
+            assert contents[server.name] == doc.lines[server.line_index].content
+    assert cfgedit.edit(out, backend, is_managed, desired) == out
+    assert out == text or out.endswith(b"\n")
+    # Emptying the managed set and filling it again keeps every other line.
+    emptied = cfgedit.edit(text, backend, is_managed, [])
+    assert managed_servers(emptied, backend, is_managed)[1] == []
+    refilled = cfgedit.edit(emptied, backend, is_managed, desired)
+    assert state(managed_servers(refilled, backend, is_managed)[1]) == state(desired)
+    assert other_lines(refilled, backend, is_managed) == other_lines(text, backend, is_managed)
+
+
+def as_line(server: ConfigServer) -> ServerLine:
+    """The desired line that means exactly what *server* says (it must have a port)."""
+    assert server.port is not None
+    return ServerLine(server.name, server.address, server.port, server.server_id, server.options)
+
+
+def unique_by_name(lines: list[ServerLine]) -> list[ServerLine]:
+    """*lines* without repeated names (first one wins)."""
+    return list({line.name: line for line in reversed(lines)}.values())[::-1]
+
+
+def desired_for(
+    names: Sequence[str], current: Sequence[ServerLine]
+) -> st.SearchStrategy[list[ServerLine]]:
+    """Desired lists mixing new servers, new settings for *names* and the *current* lines."""
+    pool = DESIRED_LINES
+    if names:
+        pool |= st.sampled_from(names).flatmap(
+            lambda n: DESIRED_LINES.map(lambda line: replace(line, name=n))
+        )
+    if current:
+        pool |= st.sampled_from(current)
+    return st.lists(pool, max_size=8).map(unique_by_name)
+
+
+@settings(max_examples=150, deadline=None)
+@given(config_files(), st.data())
+def test_edit_properties_on_generated_files(
+    config: tuple[bytes, list[str]], data: st.DataObject
+) -> None:
+    """Exact managed set, untouched other lines, kept bytes, idempotence, empty-and-refill."""
+    text, existing = config
+    _, servers = managed_servers(text, "b1", managed)
+    current = [as_line(server) for server in servers]
+    check_edit(text, "b1", managed, data.draw(desired_for(existing, current)))

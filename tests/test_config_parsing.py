@@ -1,0 +1,439 @@
+"""
+Reading haproxy.cfg: byte-exact round trips, HAProxy's word splitting, sections, server lines,
+the effective balance algorithm, and the reasons a backend cannot be managed.
+
+Every case is a small hand-built file; the real-world files are in test_config_corpus.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reconciler.haproxy import cfgparse
+from reconciler.model import ConfigBackend, ConfigServer
+
+
+def only_backend(text: bytes, name: str = "b1") -> ConfigBackend:
+    """The parsed backend *name* of *text*, which must exist."""
+    found = cfgparse.backend(cfgparse.parse(text), name)
+    assert found is not None
+    return found
+
+
+def only_server(line: str) -> ConfigServer:
+    """The single server of a backend made of *line*."""
+    (server,) = only_backend(f"backend b1\n    {line}\n".encode()).servers
+    return server
+
+
+# -- round trip ------------------------------------------------------------------------------------
+
+# Bytes that exercise every branch of the tokenizer and the line splitter.
+CONFIG_BYTES = st.lists(
+    st.sampled_from(
+        [
+            *(b" ", b"\t", b"\n", b"\r", b"\r\n", b"#", b"\\", b"'", b'"', b"x", b"\\x4", b"$"),
+            *(b"\0", b"\xff", b"\xc3\xa9", b"server", b"backend", b"listen", b".if", b".endif"),
+        ]
+    ),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300) | CONFIG_BYTES)
+def test_any_bytes_render_back_identically(data: bytes) -> None:
+    """Whatever the input, render(parse(b)) is b, and finding backends never fails."""
+    doc = cfgparse.parse(data)
+    assert cfgparse.render(doc) == data
+    for name in cfgparse.backend_names(doc):
+        assert cfgparse.backend(doc, name) is not None
+
+
+def test_each_line_keeps_its_own_end_of_line() -> None:
+    """LF, CRLF and a missing final LF are recorded per line."""
+    doc = cfgparse.parse(b"global\r\n    maxconn 1\n\nbackend b1")
+    assert [(line.content, line.eol) for line in doc.lines] == [
+        (b"global", b"\r\n"),
+        (b"    maxconn 1", b"\n"),
+        (b"", b"\n"),
+        (b"backend b1", b""),
+    ]
+
+
+def test_empty_file_has_no_lines() -> None:
+    """An empty file parses to nothing and renders to nothing."""
+    doc = cfgparse.parse(b"")
+    assert doc.lines == ()
+    assert cfgparse.render(doc) == b""
+
+
+# -- words -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        pytest.param(b"  server\ts1   1.2.3.4:80  ", ("server", "s1", "1.2.3.4:80"), id="blanks"),
+        pytest.param(b"a b # c d", ("a", "b"), id="comment"),
+        pytest.param(b"a b#c", ("a", "b"), id="comment-glued"),
+        pytest.param(b'set X "a#b c"  # real', ("set", "X", "a#b c"), id="double-quotes"),
+        pytest.param(b"x 'a \"$b\\'", ("x", 'a "$b\\'), id="single-quotes"),
+        pytest.param(b"x a\\#b a\\ b", ("x", "a#b", "a b"), id="escaped"),
+        pytest.param(b"x \\x41\\t\\q", ("x", "A\t\\q"), id="escape-sequences"),
+        pytest.param(b"x \\", ("x", "\\"), id="trailing-backslash"),
+        pytest.param(b'x "" y', ("x", "", "y"), id="empty-quoted"),
+        pytest.param(b'x ab"c d"e', ("x", "abc de"), id="quote-inside-word"),
+        pytest.param(b'x "${A}:80"', ("x", "${A}:80"), id="variables-kept"),
+        pytest.param(b'x "open', ("x", "open"), id="unterminated-quote"),
+        pytest.param(b"# only a comment", (), id="comment-line"),
+        pytest.param(b"x \xff\xc3\xa9", ("x", "\udcff\xe9"), id="not-utf8"),
+    ],
+)
+def test_words_are_split_like_haproxy(content: bytes, words: tuple[str, ...]) -> None:
+    """Lines split into words by HAProxy 2.6's shell-like rules."""
+    (line,) = cfgparse.parse(content + b"\n").lines
+    assert line.words == words
+
+
+@pytest.mark.parametrize(
+    ("content", "tail"),
+    [
+        pytest.param(b"  server s1 a:1   # note", b"   # note", id="comment"),
+        pytest.param(b"  server s1 'a b'  ", b"  ", id="trailing-blanks"),
+        pytest.param(b"  server s1 a:1", b"", id="nothing"),
+    ],
+)
+def test_statement_end_is_recorded(content: bytes, tail: bytes) -> None:
+    """body_end separates the statement from trailing blanks and the comment."""
+    (line,) = cfgparse.parse(content).lines
+    assert line.content[line.body_end :] == tail
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+
+def test_indented_headers_start_sections() -> None:
+    """A section keyword starts a section whatever its indentation."""
+    doc = cfgparse.parse(b"  defaults\n    mode http\n\tbackend b1\n      server s1 a:1\n")
+    assert [(s.keyword, s.start, s.end) for s in doc.sections] == [
+        ("defaults", 0, 2),
+        ("backend", 2, 4),
+    ]
+    assert len(only_backend(cfgparse.render(doc)).servers) == 1
+
+
+def test_quoted_name_and_from_with_comment() -> None:
+    """Quoted names and ``from <defaults> # comment`` headers are understood."""
+    text = b'defaults named_defaults\n    balance first\nbackend "b1" from named_defaults # x\n'
+    section = cfgparse.proxy_section(cfgparse.parse(text), "b1")
+    assert section is not None
+    assert (section.name, section.parent) == ("b1", "named_defaults")
+    assert only_backend(text).balance == "first"
+
+
+def test_backend_names_lists_backends_and_listens_once() -> None:
+    """Frontends are not backends; duplicates appear once, in file order."""
+    text = b"frontend f1\nbackend b2\nlisten l1\nfrontend b3\nbackend b2\nbackend b1\n"
+    assert cfgparse.backend_names(cfgparse.parse(text)) == ("b2", "l1", "b1")
+
+
+def test_frontend_of_the_same_name_is_not_the_backend() -> None:
+    """A frontend named like a backend is neither found nor a duplicate."""
+    doc = cfgparse.parse(b"frontend b1\n    bind :80\nbackend b1\n    server s1 a:1\n")
+    assert cfgparse.backend(doc, "f") is None
+    found = cfgparse.backend(doc, "b1")
+    assert found is not None
+    assert found.problems == ()
+    assert cfgparse.backend(cfgparse.parse(b"frontend b1\n"), "b1") is None
+
+
+def test_comment_only_section_has_no_servers() -> None:
+    """A backend with nothing but comments is a valid, empty backend."""
+    found = only_backend(b"backend b1\n    # nothing yet\n\n    # still nothing\n")
+    assert found.servers == ()
+    assert found.problems == ()
+
+
+def test_server_lines_of_other_sections_do_not_belong_to_a_backend() -> None:
+    """peers, ring and resolvers keep their server/nameserver lines; templates are not servers."""
+    text = b"""backend b1
+    default-server check
+    server-template web 1-3 127.0.0.1:80
+    server s1 127.0.0.1:80
+peers mypeers
+    server s1 127.0.0.1:1024
+ring myring
+    server s2 127.0.0.1:514
+resolvers dns
+    nameserver ns1 127.0.0.1:53
+"""
+    assert [s.name for s in only_backend(text).servers] == ["s1"]
+
+
+# -- server lines ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("word", "address", "port"),
+    [
+        ("1.2.3.4:80", "1.2.3.4", 80),
+        ("[::1]:80", "[::1]", 80),
+        ("[::1]", "[::1]", None),
+        ("1::1:80", "1::1", 80),
+        ("1::1:", "1::1", None),
+        ("ipv4@1.2.3.4:80", "ipv4@1.2.3.4", 80),
+        ("ipv6@[::1]:443", "ipv6@[::1]", 443),
+        ("unix@/run/x.sock", "unix@/run/x.sock", None),
+        ("abns@name:1", "abns@name:1", None),
+        ("sockpair@3", "sockpair@3", None),
+        ("/var/run/app.sock", "/var/run/app.sock", None),
+        ("udp@127.0.0.1:514", "udp@127.0.0.1", 514),
+        ("backend.local:8080", "backend.local", 8080),
+        ("${BE_IP}:80", "${BE_IP}", 80),
+        ("${BE_IP}:${PORT}", "${BE_IP}", None),
+        ("1.2.3.4", "1.2.3.4", None),
+        (":80", "", 80),
+        ("1.2.3.4:+1", "1.2.3.4", None),
+        ("1.2.3.4:-1", "1.2.3.4", None),
+        ("1.2.3.4:80-90", "1.2.3.4", None),
+        ("1.2.3.4:٣", "1.2.3.4", None),
+    ],
+)
+def test_address_and_port_are_split_like_haproxy(word: str, address: str, port: int | None) -> None:
+    """The port follows the last colon outside brackets and counts only as a plain number."""
+    server = only_server(f"server s1 {word} check")
+    assert (server.address, server.port, server.options) == (address, port, ("check",))
+
+
+def test_server_without_address() -> None:
+    """A server line without an address does not break parsing."""
+    server = only_server("server s1")
+    assert (server.address, server.port, server.options) == ("", None, ())
+
+
+@pytest.mark.parametrize(
+    ("rest", "server_id", "options"),
+    [
+        ("check id 12 weight 5", 12, ("check", "weight", "5")),
+        ("id 7", 7, ()),
+        ("cookie id check", None, ("cookie", "id", "check")),
+        ("agent-send id id 3", 3, ("agent-send", "id")),
+        ("id x check", None, ("id", "x", "check")),
+        ("check id", None, ("check", "id")),
+    ],
+)
+def test_explicit_id_is_separated_from_options(
+    rest: str, server_id: int | None, options: tuple[str, ...]
+) -> None:
+    """``id <n>`` is read out of the options, but a value that happens to be "id" is not."""
+    server = only_server(f"server s1 127.0.0.1:80 {rest}")
+    assert (server.server_id, server.options) == (server_id, options)
+
+
+def test_server_records_its_line_index() -> None:
+    """Each server carries the 0-based index of its line."""
+    found = only_backend(b"backend b1\n\n    server s1 a:1\n    # c\n    server s2 a:2\n")
+    assert [(s.name, s.line_index) for s in found.servers] == [("s1", 2), ("s2", 4)]
+
+
+def test_five_thousand_servers() -> None:
+    """A large backend parses completely."""
+    body = b"".join(b"    server s%d 127.0.0.1:%d check\n" % (i, i) for i in range(5000))
+    assert len(only_backend(b"backend b1\n" + body).servers) == 5000
+
+
+# -- balance ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "balance", "hash_type", "dynamic"),
+    [
+        pytest.param(b"backend b1\n", "roundrobin", "map-based", True, id="built-in"),
+        pytest.param(
+            b"backend b1\n balance static-rr\n", "static-rr", "map-based", False, id="srr"
+        ),
+        pytest.param(b"backend b1\n balance source\n", "source", "map-based", False, id="source"),
+        pytest.param(
+            b"backend b1\n balance source\n hash-type consistent sdbm\n",
+            "source",
+            "consistent",
+            True,
+            id="source-consistent",
+        ),
+        pytest.param(
+            b"backend b1\n balance random(2)\n", "random(2)", "map-based", True, id="random-draws"
+        ),
+        pytest.param(
+            b"defaults\n balance leastconn\nbackend b1\n", "leastconn", "map-based", True, id="inh"
+        ),
+        pytest.param(
+            b"defaults\n balance uri\n hash-type consistent\nbackend b1\n balance source\n",
+            "source",
+            "consistent",
+            True,
+            id="hash-type-inherited-alone",
+        ),
+        pytest.param(
+            b"defaults\n balance static-rr\ndefaults\n mode http\nbackend b1\n",
+            "roundrobin",
+            "map-based",
+            True,
+            id="last-defaults-above",
+        ),
+        pytest.param(
+            b"defaults\n balance static-rr\nbackend b1\ndefaults\n balance first\n",
+            "static-rr",
+            "map-based",
+            False,
+            id="defaults-below-ignored",
+        ),
+        pytest.param(
+            b"defaults d1\n balance source\ndefaults d2\n balance first\nbackend b1 from d1\n",
+            "source",
+            "map-based",
+            False,
+            id="named-defaults",
+        ),
+        pytest.param(
+            b"defaults d1\n balance uri\ndefaults from d1\n hash-type consistent\nbackend b1\n",
+            "uri",
+            "consistent",
+            True,
+            id="defaults-chain",
+        ),
+        pytest.param(
+            b"defaults\n balance static-rr\nbackend b1\n balance roundrobin\n",
+            "roundrobin",
+            "map-based",
+            True,
+            id="own-wins",
+        ),
+    ],
+)
+def test_effective_balance_algorithm(
+    text: bytes, balance: str, hash_type: str, *, dynamic: bool
+) -> None:
+    """balance and hash-type come from the section, else its defaults, else the built-ins."""
+    found = only_backend(text)
+    assert (found.balance, found.hash_type) == (balance, hash_type)
+    assert found.takes_dynamic_servers is dynamic
+    assert found.problems == ()
+
+
+# -- problems --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            b".if defined(X)\nbackend b1\n    server s1 a:1\n.endif\n",
+            "header line 2 is inside an .if block; move it out or manage this backend by hand",
+            id="if-around-header",
+        ),
+        pytest.param(
+            b"backend b1\n  .if defined(X)\n    server s1 a:1\n  .else\n    server s2 a:2\n"
+            b"  .endif\n    server s3 a:3\n",
+            "server line 5 is inside an .if block",
+            id="if-around-servers",
+        ),
+        pytest.param(
+            b"backend b1\n    server s1 a:1\n.if defined(X)\nbackend b2\n.endif\n"
+            b"    server s2 a:2\n",
+            "line 6 may belong to this section or to one whose header is inside an .if block",
+            id="if-around-next-header",
+        ),
+        pytest.param(
+            b"backend b1\n.if defined(X)\nbackend b2\n    server s1 a:1\n.else\n"
+            b"    server s2 a:2\n.endif\n",
+            "line 6 may belong to this section",
+            id="else-after-next-header",
+        ),
+        pytest.param(
+            b"backend b1\n.if defined(X)\n  .if defined(Y)\nbackend b2\n  .endif\n"
+            b"    server s2 a:2\n.endif\n",
+            "line 6 may belong to this section",
+            id="nested-if-around-next-header",
+        ),
+        pytest.param(
+            b"backend b1\n.if defined(X)\n    balance source\n.endif\n",
+            "'balance' at line 3 is inside an .if block",
+            id="if-around-balance",
+        ),
+        pytest.param(
+            b".if defined(X)\ndefaults\n    balance source\n.endif\nbackend b1\n",
+            "its defaults at line 2: header line 2 is inside an .if block",
+            id="if-around-defaults",
+        ),
+        pytest.param(
+            b"backend b1\nlisten b1\nbackend b1\n",
+            "backend 'b1' is declared 3 times (lines 1, 2 and 3)",
+            id="declared-thrice",
+        ),
+        pytest.param(
+            b"backend b1\n    server s1 a:1\n    server s2 a:2\n    server s1 a:3\n",
+            "server 's1' is declared twice (lines 2 and 4)",
+            id="duplicate-server",
+        ),
+        pytest.param(
+            b"backend b1 from nowhere\n",
+            "no defaults section 'nowhere' above line 1",
+            id="from-unknown",
+        ),
+        pytest.param(b"backend b1\n    server\n", "server line 2 has no name", id="nameless"),
+    ],
+)
+def test_unmanageable_backends_are_reported(text: bytes, expected: str) -> None:
+    """Each reason a backend cannot be edited safely is named, with its line."""
+    problems = only_backend(text).problems
+    assert any(expected in problem for problem in problems), problems
+
+
+def test_listen_declared_twice_message() -> None:
+    """A name used by a backend and a listen section is a duplicate, with both lines."""
+    problems = only_backend(b"listen b1\n    bind :80\nbackend b1\n").problems
+    assert problems == ("backend 'b1' is declared twice (lines 1 and 3)",)
+
+
+def test_dollar_in_name_is_reported() -> None:
+    """A backend named through an environment variable cannot be matched reliably."""
+    (problem,) = only_backend(b'backend "${NAME}"\n', "${NAME}").problems
+    assert "'$'" in problem
+
+
+def test_conditional_section_does_not_affect_the_one_before() -> None:
+    """A whole section wrapped in .if/.endif leaves the previous section unambiguous."""
+    text = b"""backend b1
+    server s1 127.0.0.1:80
+.if defined(X)
+backend b2
+    server s2 127.0.0.1:80
+  .if defined(Y)
+    server s3 127.0.0.1:80
+  .endif
+.endif
+
+# trailing comment
+"""
+    assert only_backend(text).problems == ()
+    assert only_backend(text, "b2").problems != ()
+
+
+def test_if_elsewhere_does_not_affect_a_backend() -> None:
+    """Conditional blocks in other sections or around other lines are harmless."""
+    text = b"""global
+.if feature(THREAD)
+    nbthread 2
+.endif
+backend b1
+    .if defined(X)
+    http-request deny
+    .endif
+    server s1 127.0.0.1:80
+"""
+    found = only_backend(text)
+    assert found.problems == ()
+    assert [s.name for s in found.servers] == ["s1"]
