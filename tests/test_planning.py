@@ -1,0 +1,432 @@
+"""
+The planner and one cycle over fakes: convergence, idempotence, minimality and the safety rules.
+
+These drive ``reconcile.run_cycle`` with the hand-written fakes of tests/fakes.py so that hypothesis
+can try thousands of starting states; the real HAProxy and moto are exercised in the end-to-end
+tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from reconciler import plan as planner
+from reconciler.haproxy import cfgparse
+from reconciler.model import (
+    ADMIN_FDRAIN,
+    ADMIN_FMAINT,
+    CHECK_CONFIGURED,
+    CHECK_ENABLED,
+    CHECK_RESULT_PASSED,
+    Change,
+    Group,
+    Instance,
+    Observation,
+    RuntimeServer,
+    StepKind,
+)
+from reconciler.reconcile import Ports, observe, run_cycle
+from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
+from tests.fakes import FakeMembership, FakeRuntime, FakeStore
+
+
+BACKEND = "api"
+ASG = "api-asg"
+PREFIX = "api-"
+CONFIG = b"""global
+    maxconn 100
+
+defaults
+    mode http
+    timeout connect 1s
+
+backend api
+    balance roundrobin
+    server maintenance-page 127.0.0.9:8080 backup # hand-written, never touched
+
+frontend fe
+    bind 127.0.0.1:8000
+    default_backend api
+"""
+UNMANAGED_LINE = (
+    b"    server maintenance-page 127.0.0.9:8080 backup # hand-written, never touched\n"
+)
+
+
+def make_settings(*, socket: bool = True, options: str = "check inter 1s") -> Settings:
+    """Settings with one backend bound to one group."""
+    return Settings(
+        aws=AwsSettings(region="eu-west-1"),
+        haproxy=HAProxySettings(
+            config=Path("haproxy.cfg"), socket=Path("admin.sock") if socket else None
+        ),
+        backends=(
+            Binding(
+                name=BACKEND,
+                asg=ASG,
+                port=8080,
+                server_prefix=PREFIX,
+                server_options=tuple(options.split()),
+                drain_timeout=5,
+            ),
+        ),
+    )
+
+
+def instance(n: int, state: str = "InService", ec2: str | None = "running") -> Instance:
+    """Instance number *n* at 127.0.1.<n>."""
+    return Instance(f"i-{n:017x}", state, "Healthy", ec2, f"127.0.1.{n}")
+
+
+def group(*instances: Instance, desired: int | None = None) -> Group:
+    """The group with these instances; desired capacity defaults to the serving count."""
+    serving = sum(i.serving for i in instances)
+    return Group(ASG, serving if desired is None else desired, instances)
+
+
+def runtime_server(n: int, **changes: object) -> RuntimeServer:
+    """A ready, healthy managed server for instance *n*."""
+    server = RuntimeServer(
+        backend=BACKEND,
+        name=f"{PREFIX}i-{n:017x}",
+        server_id=100 + n,
+        address=f"127.0.1.{n}",
+        port=8080,
+        op_state=2,
+        admin_state=0,
+        check_state=CHECK_CONFIGURED | CHECK_ENABLED,
+        check_result=CHECK_RESULT_PASSED,
+        seconds_in_state=100,
+    )
+    return replace(server, **changes)  # type: ignore[arg-type]
+
+
+def unmanaged_runtime() -> RuntimeServer:
+    """The hand-written backup server as the runtime reports it."""
+    return RuntimeServer(BACKEND, "maintenance-page", 1, "127.0.0.9", 8080, 2, 0, 0, 0, 100)
+
+
+class World:
+    """Fakes wired into ports, with helpers to run cycles until the plan settles."""
+
+    def __init__(
+        self,
+        g: Group,
+        *,
+        socket: bool = True,
+        runtime: list[RuntimeServer] | None = None,
+        content: bytes = CONFIG,
+        options: str = "check inter 1s",
+    ) -> None:
+        self.settings = make_settings(socket=socket, options=options)
+        self.membership = FakeMembership({ASG: g})
+        self.store = FakeStore(content)
+        self.runtime = FakeRuntime(
+            {BACKEND: {s.name: s for s in [unmanaged_runtime(), *(runtime or [])]}}
+        )
+        self.ports = Ports(self.membership, self.store, self.runtime if socket else None)
+
+    def converge(self, max_cycles: int = 20) -> int:
+        """Run cycles (time passing between them) until nothing is pending; return the count."""
+        for count in range(1, max_cycles + 1):
+            result = run_cycle(self.settings, self.ports)
+            assert result.ok, result.errors
+            if not result.pending:
+                return count
+            self.runtime.tick()
+        raise AssertionError("did not converge")
+
+    def file_servers(self) -> dict[str, str]:
+        """Managed servers in the file: name → address:port."""
+        section = cfgparse.backend(cfgparse.parse(self.store.content), BACKEND)
+        assert section is not None
+        binding = self.settings.backends[0]
+        return {
+            s.name: f"{s.address}:{s.port}" for s in section.servers if binding.instance_of(s.name)
+        }
+
+    def runtime_servers(self) -> dict[str, str]:
+        """Managed servers at runtime: name → address:port, only those ready."""
+        return {
+            s.name: f"{s.address}:{s.port}"
+            for s in self.runtime.servers[BACKEND].values()
+            if s.name.startswith(PREFIX) and s.admin_state == 0
+        }
+
+
+def expected(g: Group) -> dict[str, str]:
+    """The servers a group's serving instances call for."""
+    return {f"{PREFIX}{i.instance_id}": f"{i.private_ip}:8080" for i in g.instances if i.serving}
+
+
+class TestConvergence:
+    """From any state, cycles reach exactly the serving set and then change nothing."""
+
+    def test_from_empty_adds_every_serving_instance_after_its_check(self) -> None:
+        """New servers are held in drain until their first check passes, then made ready."""
+        g = group(instance(4), instance(5))
+        world = World(g)
+        first = run_cycle(world.settings, world.ports)
+        kinds = [s.kind for s in first.plan.backends[0].steps]
+        assert kinds == [StepKind.ADD, StepKind.ADD]
+        assert world.runtime.servers[BACKEND][f"{PREFIX}i-{4:017x}"].admin_state == ADMIN_FDRAIN
+        assert first.pending
+        world.runtime.tick()
+        world.converge()
+        assert world.runtime_servers() == expected(g)
+        assert world.file_servers() == expected(g)
+
+    def test_second_run_sends_nothing_and_keeps_the_file(self) -> None:
+        """Idempotence: a converged backend gets no command and an identical file."""
+        g = group(instance(4), instance(5))
+        world = World(g)
+        world.converge()
+        before, sent = world.store.content, len(world.runtime.commands)
+        result = run_cycle(world.settings, world.ports)
+        assert world.store.content == before
+        assert len(world.runtime.commands) == sent
+        assert {r.change for r in result.plan.backends[0].rows} == {Change.UNCHANGED}
+
+    def test_hand_written_server_is_never_touched(self) -> None:
+        """The unmanaged backup line keeps its bytes and its runtime server stays."""
+        world = World(group(instance(4)))
+        world.converge()
+        assert UNMANAGED_LINE in world.store.content
+        assert "maintenance-page" in world.runtime.servers[BACKEND]
+
+    def test_scale_in_drains_then_deletes(self) -> None:
+        """A leaving server with sessions goes drain, waits, then maint and del."""
+        busy = runtime_server(5, sessions=3)
+        world = World(
+            group(instance(4), instance(5, "Terminating:Wait")), runtime=[runtime_server(4), busy]
+        )
+        first = run_cycle(world.settings, world.ports)
+        assert [s.kind for s in first.plan.backends[0].steps] == [StepKind.DRAIN]
+        assert world.runtime.servers[BACKEND][busy.name].draining
+        world.runtime.tick()
+        world.converge()
+        assert busy.name not in world.runtime.servers[BACKEND]
+        assert busy.name not in world.file_servers()
+
+    def test_gone_instance_is_removed_without_draining(self) -> None:
+        """A terminated instance's server goes straight to maintenance, sessions cut."""
+        world = World(
+            group(instance(4), instance(5, "Terminated", "terminated")),
+            runtime=[runtime_server(4), runtime_server(5, sessions=2)],
+        )
+        first = run_cycle(world.settings, world.ports)
+        kinds = [s.kind for s in first.plan.backends[0].steps]
+        assert kinds == [StepKind.MAINT, StepKind.KILL_SESSIONS]
+
+    def test_drain_timeout_cuts_sessions(self) -> None:
+        """Sessions that outlive drain_timeout are cut and the server goes to maintenance."""
+        stuck = runtime_server(5, admin_state=ADMIN_FDRAIN, sessions=1, seconds_in_state=6)
+        world = World(group(instance(4)), runtime=[runtime_server(4), stuck])
+        kinds = [s.kind for s in run_cycle(world.settings, world.ports).plan.backends[0].steps]
+        assert kinds == [StepKind.MAINT, StepKind.KILL_SESSIONS]
+
+    def test_address_change_is_applied_in_place(self) -> None:
+        """A server whose address differs is moved through maintenance and warmed up again."""
+        moved = runtime_server(4, address="127.0.1.99")
+        world = World(group(instance(4)), runtime=[moved])
+        first = run_cycle(world.settings, world.ports)
+        assert [s.kind for s in first.plan.backends[0].steps] == [StepKind.READDRESS]
+        world.runtime.tick()
+        world.converge()
+        assert world.runtime_servers() == expected(group(instance(4)))
+
+    def test_without_socket_edits_the_file_and_reloads(self) -> None:
+        """File mode: one write, one reload, then nothing."""
+        g = group(instance(4), instance(5))
+        world = World(g, socket=False)
+        world.converge()
+        assert world.file_servers() == expected(g)
+        assert world.store.reloads == 1
+        run_cycle(world.settings, world.ports)
+        assert world.store.reloads == 1
+
+    def test_new_options_need_a_reload(self) -> None:
+        """New server_options cannot be applied at runtime: file rewritten, HAProxy reloaded."""
+        world = World(group(instance(4)))
+        world.converge()
+        world.settings = make_settings(options="check inter 2s")
+        world.converge()
+        assert world.store.reloads == 1
+        assert b"inter 2s" in world.store.content
+
+
+class TestSafety:
+    """Partial or suspicious data never removes servers."""
+
+    def test_failed_group_read_refuses_the_backend(self) -> None:
+        """An AWS error for the group: refused, nothing sent, file unchanged."""
+        world = World(group(instance(4)), runtime=[runtime_server(9)])
+        world.membership.errors[ASG] = "DescribeAutoScalingGroups failed"
+        result = run_cycle(world.settings, world.ports)
+        assert result.plan.backends[0].refused == "DescribeAutoScalingGroups failed"
+        assert not result.ok
+        assert world.runtime.commands == []
+        assert world.store.content == CONFIG
+
+    def test_missing_group_is_an_error_not_an_empty_group(self) -> None:
+        """A group that does not exist refuses the backend instead of emptying it."""
+        world = World(group(instance(4)), runtime=[runtime_server(4)])
+        world.membership.groups.clear()
+        result = run_cycle(world.settings, world.ports)
+        assert "not found" in (result.plan.backends[0].refused or "")
+        assert world.runtime.commands == []
+
+    def test_never_empty_while_desired_capacity_is_above_zero(self) -> None:
+        """Zero serving instances with desired capacity 2 keeps the current servers."""
+        g = group(instance(4, "Pending"), instance(5, "Pending"), desired=2)
+        world = World(g, runtime=[runtime_server(1), runtime_server(2)])
+        result = run_cycle(world.settings, world.ports)
+        assert result.plan.backends[0].held
+        assert world.runtime.commands == []
+
+    def test_empty_group_at_zero_capacity_empties_the_backend(self) -> None:
+        """A group really scaled to zero removes every managed server."""
+        world = World(group(desired=0), runtime=[runtime_server(1)])
+        world.converge()
+        assert world.runtime_servers() == {}
+        assert world.file_servers() == {}
+
+    def test_runtime_read_failure_refuses_every_backend(self) -> None:
+        """No runtime observation with a socket configured: nothing is planned."""
+        world = World(group(instance(4)))
+        del world.runtime.servers[BACKEND]
+        result = run_cycle(world.settings, world.ports)
+        assert "no backend 'api'" in (result.plan.backends[0].refused or "")
+
+    def test_static_algorithm_is_refused_with_a_socket(self) -> None:
+        """A backend that cannot take dynamic servers is refused before anything is sent."""
+        content = CONFIG.replace(b"balance roundrobin", b"balance static-rr")
+        world = World(group(instance(4)), content=content)
+        result = run_cycle(world.settings, world.ports)
+        assert "static-rr" in (result.plan.backends[0].refused or "")
+        assert world.runtime.commands == []
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+STATES = [
+    "InService",
+    "InService",
+    "InService",
+    "Pending:Wait",
+    "Terminating:Wait",
+    "Standby",
+    "Terminated",
+    "Warmed:Running",
+    "SomeFutureState",
+]
+
+
+Case = tuple[Group, list[RuntimeServer], bool]
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> Case:
+    """A group, a runtime with arbitrary managed servers, and the socket mode."""
+    numbers = draw(st.lists(st.integers(4, 40), unique=True, max_size=8))
+    members = []
+    for n in numbers:
+        state = draw(st.sampled_from(STATES))
+        ec2_states = st.sampled_from(["running", "running", None, "stopped"])
+        ec2 = "terminated" if state == "Terminated" else draw(ec2_states)
+        members.append(instance(n, state, ec2))
+    extra = draw(st.lists(st.integers(41, 60), unique=True, max_size=3))
+    runtime = []
+    known = draw(st.lists(st.sampled_from(numbers), unique=True)) if numbers else []
+    for n in [*known, *extra]:
+        runtime.append(
+            runtime_server(
+                n,
+                admin_state=draw(st.sampled_from([0, ADMIN_FDRAIN, ADMIN_FMAINT])),
+                sessions=draw(st.integers(0, 3)),
+                check_result=draw(st.sampled_from([0, 2, CHECK_RESULT_PASSED])),
+                address=draw(st.sampled_from([f"127.0.1.{n}", "127.0.9.9"])),
+            )
+        )
+    desired = draw(st.integers(0, 3))
+    serving = sum(m.serving for m in members)
+    capacity = max(desired, serving) if serving else desired
+    return Group(ASG, capacity, tuple(members)), runtime, draw(st.booleans())
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+def test_any_state_converges_to_the_serving_set(case: Case) -> None:
+    """Applying plans until nothing is pending reaches the serving set; a further plan is empty."""
+    g, runtime, socket = case
+    world = World(g, socket=socket, runtime=runtime)
+    result = run_cycle(world.settings, world.ports)
+    backend_plan = result.plan.backends[0]
+    if backend_plan.held:
+        assert world.runtime.commands == []
+        assert world.store.content == CONFIG
+        return
+    world.runtime.tick()
+    world.converge()
+    assert world.file_servers() == expected(g)
+    if socket:
+        assert world.runtime_servers() == expected(g)
+    assert UNMANAGED_LINE in world.store.content
+    assert "maintenance-page" in world.runtime.servers[BACKEND]
+    before, sent = world.store.content, len(world.runtime.commands)
+    again = run_cycle(world.settings, world.ports)
+    assert again.plan.backends[0].steps == ()
+    assert world.store.content == before
+    assert len(world.runtime.commands) == sent
+
+
+@settings(max_examples=100, deadline=None)
+@given(worlds())
+def test_unmanaged_servers_are_never_planned(case: Case) -> None:
+    """No step ever names a server outside the managed prefix + instance id pattern."""
+    g, runtime, socket = case
+    world = World(g, socket=socket, runtime=runtime)
+    decided = planner.compute(world.settings, _observe(world))
+    binding = world.settings.backends[0]
+    for step in decided.backends[0].steps:
+        assert binding.instance_of(step.server) is not None
+
+
+@settings(max_examples=100, deadline=None)
+@given(worlds(), st.sampled_from(["aws", "runtime"]))
+def test_a_failed_read_never_yields_removals(case: Case, failing: str) -> None:
+    """Whichever read fails, the backend's plan has no step and no file change."""
+    g, runtime, _ = case
+    world = World(g, socket=True, runtime=runtime)
+    if failing == "aws":
+        world.membership.errors[ASG] = "throttled"
+    else:
+        del world.runtime.servers[BACKEND]
+    decided = planner.compute(world.settings, _observe(world)).backends[0]
+    assert decided.refused
+    assert decided.steps == ()
+    assert decided.lines is None
+
+
+def _observe(world: World) -> Observation:
+    return observe(world.settings, world.ports)[0]
+
+
+@pytest.mark.parametrize("socket", [True, False], ids=["runtime", "file-only"])
+def test_plan_rows_name_instance_address_and_reason(socket: bool) -> None:
+    """Report rows carry the instance id, address and a reason for every managed server."""
+    world = World(
+        group(instance(4), instance(5, "Standby")), socket=socket, runtime=[runtime_server(5)]
+    )
+    if not socket:
+        line = b"    server api-i-00000000000000005 127.0.1.5:8080 id 105 check inter 1s\n"
+        world.store.content = CONFIG.replace(UNMANAGED_LINE, UNMANAGED_LINE + line)
+    rows = {r.instance_id: r for r in run_cycle(world.settings, world.ports).plan.backends[0].rows}
+    assert rows[f"i-{4:017x}"].change is Change.ADD
+    assert rows[f"i-{4:017x}"].address == "127.0.1.4:8080"
+    assert "Standby" in rows[f"i-{5:017x}"].reason
