@@ -1,0 +1,392 @@
+"""
+AWS for tests: a real moto server on loopback, reached over HTTP by real boto3.
+
+The pytest plugin part (registered in ``tests/conftest.py``) gives two fixtures:
+
+- ``moto_endpoint`` (session): one ``ThreadedMotoServer`` on ``127.0.0.1`` with a free port,
+  yielding ``http://127.0.0.1:<port>``.
+- ``cloud`` (function): wipes moto's state, points the process's AWS environment at the server
+  (``AWS_ENDPOINT_URL``, dummy credentials, region ``eu-west-1``; every other ``AWS_*`` variable
+  removed) and yields a ``Cloud``; at teardown every fault it injected is removed.
+
+``Cloud`` has no pytest dependency, so scripts (the demo) can drive the same server. It creates
+groups whose instances get loopback private IPs (VPC ``127.0.0.0/16``, subnets
+``127.0.<octet>.0/24``), and it bends moto where moto is too perfect: lifecycle states moto never
+produces, instances EC2 does not know yet, short pages, and AWS errors on demand. The server runs
+in this process, so all of that is done by changing moto's objects directly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import urllib.request
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, cast
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto.autoscaling.exceptions import AutoscalingClientError
+from moto.autoscaling.models import autoscaling_backends
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.exceptions import ServiceException
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.core.responses import ActionResult, BaseResponse
+from moto.core.utils import camelcase_to_underscores
+from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.models import ec2_backends
+from moto.ec2.responses import EC2Response
+from moto.server import ThreadedMotoServer
+from moto.sns.exceptions import SNSException
+from moto.sns.responses import SNSResponse
+from moto.sqs.exceptions import SQSException
+from moto.sqs.responses import SQSResponse
+
+
+if TYPE_CHECKING:
+    from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_sns import SNSClient
+    from mypy_boto3_sqs import SQSClient
+
+REGION = "eu-west-1"
+#: moto accepts any access key; this one is used for both halves.
+MOTO_KEY = "testing"
+#: The VPC every group lives in: loopback, so tests can bind servers to instance addresses.
+VPC_CIDR = "127.0.0.0/16"
+#: ``Cloud.fail`` code that makes moto answer as for an action it lacks: an HTML 500 page, which
+#: boto3 turns into ``ResponseParserError``.
+UNIMPLEMENTED = "(unimplemented)"
+#: EC2 ``State.Code`` of each ``State.Name``.
+EC2_STATE_CODES = {
+    "pending": 0,
+    "running": 16,
+    "shutting-down": 32,
+    "terminated": 48,
+    "stopping": 64,
+    "stopped": 80,
+}
+#: ``create_group``'s default maximum size, when the group starts smaller.
+DEFAULT_MAX_SIZE = 100
+
+#: The moto request handlers ``Cloud.fail`` can patch, one per service the project uses, with
+#: the error class moto serialises in that service's protocol.
+_HANDLERS: dict[type[BaseResponse], type[ServiceException]] = {
+    AutoScalingResponse: AutoscalingClientError,
+    EC2Response: EC2ClientError,
+    SQSResponse: SQSException,
+    SNSResponse: SNSException,
+}
+_ABSENT = object()
+
+#: A moto request handler: a ``BaseResponse`` method taking no argument but the response.
+Handler = Callable[..., Any]
+
+
+class Cloud:
+    """A moto server seen as an AWS account: build groups, then make them misbehave."""
+
+    def __init__(self, endpoint: str, region: str = REGION) -> None:
+        """Talk to the moto server at *endpoint* (``http://127.0.0.1:<port>``) in *region*."""
+        self.endpoint = endpoint
+        self.region = region
+        # Explicit endpoint, keys and no proxy: independent of the environment, always loopback.
+        session = boto3.session.Session(
+            aws_access_key_id=MOTO_KEY, aws_secret_access_key=MOTO_KEY, region_name=region
+        )
+        config = Config(proxies={}, retries={"mode": "standard", "total_max_attempts": 1})
+        self.autoscaling: AutoScalingClient = session.client(
+            "autoscaling", endpoint_url=endpoint, config=config
+        )
+        self.ec2: EC2Client = session.client("ec2", endpoint_url=endpoint, config=config)
+        self.sqs: SQSClient = session.client("sqs", endpoint_url=endpoint, config=config)
+        self.sns: SNSClient = session.client("sns", endpoint_url=endpoint, config=config)
+        self._vpc_id: str | None = None
+        self._subnets: dict[int, str] = {}
+        self._template: str | None = None
+        self._undo: list[tuple[type[BaseResponse], str, object]] = []
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Wipe every moto backend (the whole server, not only what this object made)."""
+        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset", method="POST")
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(request):
+            pass
+        self._vpc_id = None
+        self._subnets.clear()
+        self._template = None
+
+    def close(self) -> None:
+        """Remove every patch ``fail`` and ``limit_group_pages`` made, newest first."""
+        while self._undo:
+            owner, name, original = self._undo.pop()
+            if original is _ABSENT:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, original)
+
+    # -- groups -----------------------------------------------------------------------------------
+
+    def create_group(
+        self, name: str, size: int, *, subnet_octet: int = 1, max_size: int | None = None
+    ) -> list[str]:
+        """
+        Create group *name* with *size* InService instances in subnet ``127.0.<subnet_octet>.0/24``
+        and return their ids, sorted. *max_size* defaults to *size* or ``DEFAULT_MAX_SIZE``,
+        whichever is larger.
+        """
+        self.autoscaling.create_auto_scaling_group(
+            AutoScalingGroupName=name,
+            MinSize=0,
+            MaxSize=max(size, DEFAULT_MAX_SIZE) if max_size is None else max_size,
+            DesiredCapacity=size,
+            LaunchTemplate={"LaunchTemplateName": self._launch_template()},
+            # Without it moto hands out random 10.x addresses, whatever the default subnet.
+            VPCZoneIdentifier=self._subnet(subnet_octet),
+        )
+        return sorted(m["InstanceId"] for m in self._members(name))
+
+    def serving(self, name: str) -> dict[str, str]:
+        """Instance id → private IP of the members that should serve: InService and Healthy."""
+        ids = [
+            m["InstanceId"]
+            for m in self._members(name)
+            if m["LifecycleState"] == "InService" and m["HealthStatus"] == "Healthy"
+        ]
+        if not ids:
+            return {}
+        reservations = self.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        return {
+            i["InstanceId"]: i["PrivateIpAddress"]
+            for r in reservations
+            for i in r["Instances"]
+            if i["State"]["Name"] == "running"
+        }
+
+    def set_desired(self, name: str, capacity: int) -> None:
+        """Scale group *name* to *capacity*; moto launches or terminates at once."""
+        self.autoscaling.set_desired_capacity(
+            AutoScalingGroupName=name, DesiredCapacity=capacity, HonorCooldown=False
+        )
+
+    def terminate(self, instance_id: str, *, decrement: bool = True) -> None:
+        """
+        Terminate through the group: the instance leaves it at once and EC2 says ``terminated``;
+        without *decrement* moto launches a replacement.
+        """
+        self.autoscaling.terminate_instance_in_auto_scaling_group(
+            InstanceId=instance_id, ShouldDecrementDesiredCapacity=decrement
+        )
+
+    def set_lifecycle_state(self, group: str, instance_id: str, state: str) -> None:
+        """
+        Put a member in lifecycle *state* (``Pending:Wait``, ``Terminating:Wait``...), which
+        moto never does by itself. moto counts only InService members as capacity, so a later
+        ``set_desired`` launches replacements for them.
+        """
+        backend = autoscaling_backends[DEFAULT_ACCOUNT_ID][self.region]
+        for member in backend.autoscaling_groups[group].instance_states:
+            if member.instance.id == instance_id:
+                member.lifecycle_state = state
+                return
+        msg = f"{instance_id} is not a member of {group}"
+        raise KeyError(msg)
+
+    def set_health(self, instance_id: str, status: str) -> None:
+        """Record ``Healthy`` or ``Unhealthy``; moto replaces nothing."""
+        self.autoscaling.set_instance_health(InstanceId=instance_id, HealthStatus=status)
+
+    def forget_instance(self, instance_id: str) -> None:
+        """
+        Make EC2 not know *instance_id* while its group still lists it, as happens right after
+        a launch (eventual consistency): DescribeInstances with its id fails as NotFound.
+        """
+        for reservation in ec2_backends[DEFAULT_ACCOUNT_ID][self.region].reservations.values():
+            reservation.instances = [i for i in reservation.instances if i.id != instance_id]
+
+    def set_ec2_state(self, instance_id: str, state: str) -> None:
+        """
+        Set the EC2 state (``shutting-down``, ``terminated``, ``stopped``...) behind the group's
+        back, as in the moments after an instance dies outside Auto Scaling's control: the
+        group still lists it, unchanged. (moto's own TerminateInstances replaces it at once.)
+        """
+        instance = ec2_backends[DEFAULT_ACCOUNT_ID][self.region].get_instance_by_id(instance_id)
+        if instance is None:
+            msg = f"EC2 does not know {instance_id}"
+            raise KeyError(msg)
+        # moto keeps the state private and offers no setter that leaves the group alone.
+        instance._state.name = state
+        instance._state.code = EC2_STATE_CODES[state]
+
+    def delete_group(self, name: str) -> None:
+        """Delete group *name* with its instances."""
+        self.autoscaling.delete_auto_scaling_group(AutoScalingGroupName=name, ForceDelete=True)
+
+    # -- faults -----------------------------------------------------------------------------------
+
+    def fail(
+        self,
+        operation: str,
+        code: str,
+        times: int,
+        *,
+        status: int = 400,
+        message: str = "injected by the test",
+    ) -> None:
+        """
+        Make the next *times* calls of *operation* (``DescribeInstances``, ``ReceiveMessage``...)
+        fail with AWS error *code* and HTTP *status*, serialised in the service's own protocol;
+        with ``UNIMPLEMENTED`` they get moto's HTML 500 page instead. Later calls succeed. The
+        faults hit whichever client calls next, this object's own clients included.
+        """
+        owner, name = _handler_of(operation)
+        original: Handler = getattr(owner, name)
+        faults = _Countdown(times)
+
+        def failing(response: BaseResponse) -> Any:
+            if not faults.take():
+                return original(response)
+            if code == UNIMPLEMENTED:
+                raise NotImplementedError(operation)
+            answer = ActionResult(_HANDLERS[owner](code, message))
+            _, headers, body = response.serialized(answer)
+            return body, {**headers, "status": status}
+
+        self._patch(owner, name, failing)
+
+    def limit_group_pages(self, size: int) -> None:
+        """
+        Make DescribeAutoScalingGroups return at most *size* groups per page, with a
+        ``NextToken``, as AWS may do whatever ``MaxRecords`` says.
+        """
+        original = AutoScalingResponse.describe_auto_scaling_groups
+
+        def short(response: AutoScalingResponse) -> Any:
+            answer = original(response)
+            groups = cast("dict[str, Any]", answer.result)["AutoScalingGroups"]
+            if len(groups) <= size:
+                return answer
+            # moto's token is the last name of the page it resumes after.
+            return ActionResult(
+                {"AutoScalingGroups": groups[:size], "NextToken": groups[size - 1].name}
+            )
+
+        self._patch(AutoScalingResponse, "describe_auto_scaling_groups", short)
+
+    # -- helpers ----------------------------------------------------------------------------------
+
+    def _members(self, name: str) -> list[Any]:
+        groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
+        return list(groups["AutoScalingGroups"][0]["Instances"])
+
+    def _patch(self, owner: type[BaseResponse], name: str, handler: Handler) -> None:
+        self._undo.append((owner, name, owner.__dict__.get(name, _ABSENT)))
+        setattr(owner, name, handler)
+
+    def _subnet(self, octet: int) -> str:
+        if self._vpc_id is None:
+            self._vpc_id = self.ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
+        if octet not in self._subnets:
+            subnet = self.ec2.create_subnet(
+                VpcId=self._vpc_id,
+                CidrBlock=f"127.0.{octet}.0/24",
+                AvailabilityZone=f"{self.region}a",
+            )
+            self._subnets[octet] = subnet["Subnet"]["SubnetId"]
+        return self._subnets[octet]
+
+    def _launch_template(self) -> str:
+        if self._template is None:
+            self._template = "reconciler-test"
+            self.ec2.create_launch_template(
+                LaunchTemplateName=self._template,
+                LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+            )
+        return self._template
+
+
+class _Countdown:
+    """How many faults are still to inject; thread-safe, as the server answers in threads."""
+
+    def __init__(self, times: int) -> None:
+        self._left = times
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        """Use up one fault; False once there are none left."""
+        with self._lock:
+            if self._left <= 0:
+                return False
+            self._left -= 1
+            return True
+
+
+def _handler_of(operation: str) -> tuple[type[BaseResponse], str]:
+    name = camelcase_to_underscores(operation)
+    owners = [cls for cls in _HANDLERS if hasattr(cls, name)]
+    if len(owners) != 1:
+        msg = f"{operation}: handled by {len(owners)} of the patchable moto services, need 1"
+        raise ValueError(msg)
+    return owners[0], name
+
+
+# -- pytest plugin ---------------------------------------------------------------------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Silence moto's warning about injected codes that its error model does not list."""
+    # moto warns from its server thread at every such fault. Harmless: the client still gets the
+    # code and status asked for. (A filter set at import time would not outlive plugin loading.)
+    config.addinivalue_line(
+        "filterwarnings",
+        r"ignore:Exception\(\w+\) with code \S+ does not match an error shape:UserWarning",
+    )
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on 127.0.0.1 for the whole session; yields its base URL."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def _session_cloud(moto_endpoint: str) -> Cloud:
+    """One ``Cloud`` for the session: building its four boto3 clients takes a few tenths of a s."""
+    return Cloud(moto_endpoint)
+
+
+@pytest.fixture
+def cloud(
+    moto_endpoint: str, _session_cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cloud]:
+    """An empty moto account that every boto3 client made in the test talks to."""
+    # Nothing from the developer's own AWS setup (profile, endpoints, keys) may leak in.
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        monkeypatch.delenv(var)
+    environment = {
+        "AWS_ENDPOINT_URL": moto_endpoint,
+        "AWS_ACCESS_KEY_ID": MOTO_KEY,
+        "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "NO_PROXY": "127.0.0.1",
+    }
+    for var, value in environment.items():
+        monkeypatch.setenv(var, value)
+    _session_cloud.reset()
+    try:
+        yield _session_cloud
+    finally:
+        _session_cloud.close()

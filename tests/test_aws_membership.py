@@ -1,0 +1,380 @@
+"""Reading Auto Scaling groups and their instances from AWS (a moto server on loopback)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from reconciler.aws.clients import AwsClients, CallCounts
+from reconciler.aws.membership import AwsMembership
+from reconciler.errors import ConfigError
+from reconciler.model import Instance
+from tests.support.moto import UNIMPLEMENTED, Cloud
+
+
+pytestmark = pytest.mark.integration
+
+DESCRIBE_GROUPS = "autoscaling:DescribeAutoScalingGroups"
+DESCRIBE_INSTANCES = "ec2:DescribeInstances"
+
+
+@pytest.fixture
+def clients(cloud: Cloud) -> AwsClients:
+    """Clients without botocore retries, so each injected fault reaches the adapter."""
+    return AwsClients(max_attempts=1)
+
+
+def membership(clients: AwsClients, **options: int) -> AwsMembership:
+    """The adapter with *options* and waits short enough for tests."""
+    return AwsMembership(clients, retry_backoff=0.01, retry_seconds=2.0, **options)
+
+
+def counts(clients: AwsClients, action: str) -> CallCounts:
+    """What the call counter saw of *action* so far."""
+    return clients.calls.snapshot().get(action, CallCounts())
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+def test_reads_in_service_instances_with_their_loopback_addresses(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """Every member comes back InService, Healthy and running, with its private IP."""
+    ids = cloud.create_group("web", 3)
+
+    seen = membership(clients).read_groups(["web"])
+
+    assert seen.errors == {}
+    group = seen.groups["web"]
+    assert group.desired_capacity == 3
+    assert [i.instance_id for i in group.instances] == ids
+    assert {i.instance_id: i.private_ip for i in group.instances} == cloud.serving("web")
+    assert all(i.private_ip and i.private_ip.startswith("127.0.1.") for i in group.instances)
+    assert {(i.lifecycle_state, i.health_status, i.ec2_state) for i in group.instances} == {
+        ("InService", "Healthy", "running")
+    }
+
+
+def test_reads_more_than_fifty_groups_fifty_names_per_call(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """120 names take three DescribeAutoScalingGroups calls and all come back."""
+    names = [f"group-{n:03d}" for n in range(120)]
+    for name in names:
+        cloud.create_group(name, 0)
+
+    seen = membership(clients).read_groups(names)
+
+    assert sorted(seen.groups) == names
+    assert counts(clients, DESCRIBE_GROUPS).calls == 3
+
+
+def test_follows_next_token_when_a_page_is_short(cloud: Cloud, clients: AwsClients) -> None:
+    """A page with fewer groups than asked for is not the last one: NextToken decides."""
+    names = [f"group-{n:02d}" for n in range(20)]
+    for name in names:
+        cloud.create_group(name, 0)
+    cloud.limit_group_pages(7)
+
+    seen = membership(clients).read_groups(names)
+
+    assert sorted(seen.groups) == names
+    assert counts(clients, DESCRIBE_GROUPS).calls == 3
+
+
+def test_follows_next_token_across_describe_instances_pages(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """moto pages DescribeInstances by 100 reservations; each group launch is one."""
+    names = [f"group-{n:03d}" for n in range(101)]
+    for name in names:
+        cloud.create_group(name, 1)
+
+    seen = membership(clients).read_groups(names)
+
+    assert len(seen.groups) == 101
+    assert all(g.instances[0].private_ip for g in seen.groups.values())
+    assert counts(clients, DESCRIBE_INSTANCES).calls == 2
+
+
+def test_describes_instances_in_chunks_of_the_configured_size(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """250 instances with 100 ids per call take three DescribeInstances calls."""
+    cloud.create_group("big", 250, max_size=250)
+
+    seen = membership(clients, instance_ids_per_call=100).read_groups(["big"])
+
+    assert len(seen.groups["big"].instances) == 250
+    assert all(i.serving for i in seen.groups["big"].instances)
+    assert counts(clients, DESCRIBE_INSTANCES).calls == 3
+
+
+def test_unknown_group_is_absent_and_not_an_error(cloud: Cloud, clients: AwsClients) -> None:
+    """A name AWS does not know is in neither groups nor errors: the planner calls it missing."""
+    cloud.create_group("web", 1)
+
+    seen = membership(clients).read_groups(["web", "ghost"])
+
+    assert set(seen.groups) == {"web"}
+    assert seen.errors == {}
+
+
+def test_empty_group_needs_no_describe_instances_call(cloud: Cloud, clients: AwsClients) -> None:
+    """A group scaled to zero is read with one call; DescribeInstances is never asked about []."""
+    cloud.create_group("idle", 0)
+
+    seen = membership(clients).read_groups(["idle"])
+
+    assert seen.groups["idle"].desired_capacity == 0
+    assert seen.groups["idle"].instances == ()
+    assert counts(clients, DESCRIBE_INSTANCES).calls == 0
+    assert counts(clients, DESCRIBE_GROUPS).calls == 1
+
+
+def test_no_names_need_no_call(cloud: Cloud, clients: AwsClients) -> None:
+    """Reading nothing asks AWS nothing."""
+    seen = membership(clients).read_groups([])
+
+    assert (seen.groups, seen.errors) == ({}, {})
+    assert clients.calls.snapshot() == {}
+
+
+@pytest.mark.parametrize("state", ["Pending:Wait", "Terminating:Wait", "Standby"])
+def test_lifecycle_states_come_through(cloud: Cloud, clients: AwsClients, state: str) -> None:
+    """A member in a wait or standby state is returned with that state, not left out."""
+    held, other = cloud.create_group("web", 2)
+    cloud.set_lifecycle_state("web", held, state)
+
+    seen = membership(clients).read_groups(["web"])
+
+    states = {i.instance_id: i.lifecycle_state for i in seen.groups["web"].instances}
+    assert states == {held: state, other: "InService"}
+
+
+def test_health_status_comes_through(cloud: Cloud, clients: AwsClients) -> None:
+    """An Unhealthy member is returned as Unhealthy (and so does not serve)."""
+    (sick,) = cloud.create_group("web", 1)
+    cloud.set_health(sick, "Unhealthy")
+
+    (instance,) = membership(clients).read_groups(["web"]).groups["web"].instances
+
+    assert instance.health_status == "Unhealthy"
+    assert not instance.serving
+
+
+def test_terminated_instance_comes_through_with_its_ec2_state(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """A member whose machine is already terminated carries EC2's word for it."""
+    (dead,) = cloud.create_group("web", 1)
+    cloud.set_ec2_state(dead, "terminated")
+
+    (instance,) = membership(clients).read_groups(["web"]).groups["web"].instances
+
+    assert instance.ec2_state == "terminated"
+    assert instance.gone
+
+
+def test_instance_unknown_to_ec2_is_read_through_the_filter(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """An id EC2 does not know yet fails the id query; the filter query reads the others."""
+    ids = cloud.create_group("web", 3)
+    cloud.forget_instance(ids[0])
+
+    seen = membership(clients).read_groups(["web"])
+
+    assert seen.errors == {}
+    unknown, *known = seen.groups["web"].instances
+    assert unknown == Instance(ids[0], "InService", "Healthy", ec2_state=None, private_ip=None)
+    assert all(i.serving for i in known)
+    assert counts(clients, DESCRIBE_INSTANCES) == CallCounts(calls=2, errors=1)
+
+
+def test_filter_fallback_sends_at_most_200_ids_per_call(cloud: Cloud, clients: AwsClients) -> None:
+    """250 ids fall back to two filter calls, as a filter takes at most 200 values."""
+    ids = cloud.create_group("big", 250, max_size=250)
+    cloud.forget_instance(ids[-1])
+
+    seen = membership(clients).read_groups(["big"])
+
+    described = [i for i in seen.groups["big"].instances if i.ec2_state == "running"]
+    assert len(described) == 249
+    assert counts(clients, DESCRIBE_INSTANCES) == CallCounts(calls=3, errors=1)
+
+
+# -- failures --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("operation", "code", "status"),
+    [
+        pytest.param("DescribeAutoScalingGroups", "Throttling", 400, id="asg-throttling"),
+        pytest.param("DescribeInstances", "RequestLimitExceeded", 503, id="ec2-throttling"),
+        pytest.param("DescribeInstances", "EC2ThrottledException", 400, id="ec2-throttled"),
+        pytest.param("DescribeAutoScalingGroups", "InternalFailure", 500, id="asg-5xx"),
+        pytest.param("DescribeInstances", UNIMPLEMENTED, 500, id="ec2-html-page"),
+    ],
+)
+def test_transient_failures_are_retried(
+    cloud: Cloud, clients: AwsClients, operation: str, code: str, status: int
+) -> None:
+    """Two transient failures in a row are retried and the read succeeds."""
+    cloud.create_group("web", 2)
+    cloud.fail(operation, code, 2, status=status)
+
+    seen = membership(clients).read_groups(["web"])
+
+    assert seen.errors == {}
+    assert all(i.serving for i in seen.groups["web"].instances)
+    service = "autoscaling" if operation == "DescribeAutoScalingGroups" else "ec2"
+    assert counts(clients, f"{service}:{operation}") == CallCounts(calls=3, errors=2)
+
+
+def test_botocore_absorbs_short_throttling_first(cloud: Cloud) -> None:
+    """With default clients, botocore's standard mode retries throttling inside one call."""
+    cloud.create_group("web", 1)
+    cloud.fail("DescribeAutoScalingGroups", "Throttling", 2)
+    clients = AwsClients()
+
+    seen = membership(clients).read_groups(["web"])
+
+    assert seen.errors == {}
+    assert counts(clients, DESCRIBE_GROUPS) == CallCounts(calls=1, retries=2)
+
+
+def test_denied_group_read_is_a_per_group_error_naming_the_permission(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """AccessDenied is not retried; every group of the call gets an error saying what to allow."""
+    cloud.create_group("web", 1)
+    cloud.fail("DescribeAutoScalingGroups", "AccessDenied", 1)
+
+    seen = membership(clients).read_groups(["web", "api"])
+
+    expected = (
+        "DescribeAutoScalingGroups failed (AccessDenied: injected by the test): "
+        "allow autoscaling:DescribeAutoScalingGroups for this identity"
+    )
+    assert seen.errors == {"web": expected, "api": expected}
+    assert seen.groups == {}
+    assert counts(clients, DESCRIBE_GROUPS).calls == 1
+    assert counts(clients, DESCRIBE_INSTANCES).calls == 0
+
+
+def test_failed_instance_chunk_marks_only_the_groups_in_it(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """A DescribeInstances chunk that fails takes down its groups only; the rest are read."""
+    cloud.create_group("web", 2)
+    cloud.create_group("api", 2)
+    cloud.fail("DescribeInstances", "UnauthorizedOperation", 1)
+
+    seen = membership(clients, instance_ids_per_call=2).read_groups(["web", "api"])
+
+    assert seen.errors == {
+        "web": "DescribeInstances failed (UnauthorizedOperation: injected by the test): "
+        "allow ec2:DescribeInstances for this identity"
+    }
+    assert set(seen.groups) == {"api"}
+
+
+def test_persistent_throttling_gives_up_after_the_attempt_budget(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """Throttling that outlasts the retries becomes a per-group error, after a bounded try."""
+    cloud.create_group("web", 1)
+    cloud.fail("DescribeAutoScalingGroups", "Throttling", 100)
+
+    seen = membership(clients, retry_attempts=3).read_groups(["web"])
+
+    assert seen.errors["web"].startswith("DescribeAutoScalingGroups failed (Throttling: ")
+    assert "AWS kept throttling" in seen.errors["web"]
+    assert counts(clients, DESCRIBE_GROUPS).calls == 3
+
+
+def test_html_error_page_is_a_per_group_error(cloud: Cloud, clients: AwsClients) -> None:
+    """An answer that is not AWS's (moto's page for an unimplemented call) names the endpoint."""
+    cloud.create_group("web", 1)
+    cloud.fail("DescribeInstances", UNIMPLEMENTED, 100)
+
+    seen = membership(clients).read_groups(["web"])
+
+    assert seen.errors["web"].startswith("DescribeInstances failed (ResponseParserError: ")
+    assert seen.errors["web"].endswith("check AWS_ENDPOINT_URL and any proxy")
+
+
+def test_unreachable_endpoint_is_a_per_group_error(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No answer at all (connection refused) is reported per group, not raised."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed}")
+
+    seen = membership(AwsClients(max_attempts=1)).read_groups(["web", "api"])
+
+    assert set(seen.errors) == {"web", "api"}
+    assert "EndpointConnectionError" in seen.errors["web"]
+    assert seen.errors["web"].endswith("check the network path, proxy and AWS_ENDPOINT_URL")
+
+
+# -- clients ---------------------------------------------------------------------------------------
+
+
+def test_clients_take_the_endpoint_from_aws_endpoint_url(cloud: Cloud) -> None:
+    """boto3 itself honours AWS_ENDPOINT_URL; the factory adds no endpoint setting of its own."""
+    clients = AwsClients()
+
+    assert clients.client("ec2").meta.endpoint_url == cloud.endpoint
+    assert clients.client("sqs").meta.endpoint_url == cloud.endpoint
+
+
+@pytest.mark.parametrize(
+    ("configured", "aws_region", "expected"),
+    [
+        pytest.param("us-east-2", "eu-central-1", "us-east-2", id="setting-wins"),
+        pytest.param(None, "eu-central-1", "eu-central-1", id="aws-region-next"),
+        pytest.param(None, None, "eu-west-1", id="aws-default-region-last"),
+    ],
+)
+def test_region_comes_from_the_setting_then_aws_region_then_the_chain(
+    cloud: Cloud,
+    monkeypatch: pytest.MonkeyPatch,
+    configured: str | None,
+    aws_region: str | None,
+    expected: str,
+) -> None:
+    """``[aws] region`` beats AWS_REGION, which beats AWS_DEFAULT_REGION."""
+    monkeypatch.delenv("AWS_REGION")
+    if aws_region:
+        monkeypatch.setenv("AWS_REGION", aws_region)
+
+    clients = AwsClients(configured)
+
+    assert clients.region == expected
+    assert clients.client("autoscaling").meta.region_name == expected
+
+
+def test_missing_region_is_a_config_error_saying_what_to_set(
+    cloud: Cloud, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no region anywhere, the error tells the user which two places to set one."""
+    monkeypatch.delenv("AWS_REGION")
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+
+    with pytest.raises(ConfigError, match=r"set \[aws\] region or AWS_REGION"):
+        AwsClients()
+
+
+def test_each_call_is_counted_once(cloud: Cloud, clients: AwsClients) -> None:
+    """Asking for a service's client twice gives the same client, so hooks are not doubled."""
+    assert clients.client("ec2") is clients.client("ec2")
+
+    clients.client("ec2").describe_instances()
+
+    assert counts(clients, DESCRIBE_INSTANCES) == CallCounts(calls=1)
