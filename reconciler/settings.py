@@ -14,7 +14,7 @@ import re
 import shlex
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ _PROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]*$")
 _ASG_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
 MAX_PORT = 65535
+MAX_SQS_WAIT = 20
 _T = TypeVar("_T")
 
 
@@ -53,6 +54,43 @@ class HAProxySettings:
     reload_command: str | None = None
     #: ``{path}`` is replaced by the candidate file's path.
     check_command: str = "haproxy -c -q -f {path}"
+    #: A jinja2 template of the whole file; ``None`` edits ``config`` in place.
+    template: Path | None = None
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """``[controller]``: when the long-running controller runs cycles."""
+
+    #: A cycle runs at least this often (seconds) even when nothing wakes it.
+    resync_interval: float = 60.0
+    #: Wake-ups within this many seconds after a cycle are folded into the next one.
+    min_gap: float = 0.25
+    #: Seconds after an event-driven cycle before a follow-up cycle (AWS eventual consistency).
+    follow_up_delay: float = 3.0
+    #: Retry delays after failed cycles double up to this many seconds.
+    max_backoff: float = 60.0
+    #: Seconds between cycles while warm-ups or drains are in progress.
+    poll_interval: float = 0.5
+
+
+@dataclass(frozen=True)
+class SqsSettings:
+    """``[sqs]``: the queue whose messages wake the controller."""
+
+    queue_url: str | None = None
+    #: Long-poll wait (0-20 seconds).
+    wait_seconds: int = 20
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """``[server]``: the health and metrics listener."""
+
+    #: ``host:port``; ``None`` starts no listener.
+    listen: str | None = None
+    #: ``/healthz`` fails when the last successful cycle is older than this many resync intervals.
+    healthy_intervals: float = 3.0
 
 
 @dataclass(frozen=True)
@@ -86,6 +124,9 @@ class Settings:
     aws: AwsSettings
     haproxy: HAProxySettings
     backends: tuple[Binding, ...]
+    controller: ControllerSettings = ControllerSettings()
+    sqs: SqsSettings = SqsSettings()
+    server: ServerSettings = ServerSettings()
     #: Where the settings came from, for messages.
     source: str = DEFAULT_CONFIG_PATH
 
@@ -125,7 +166,7 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Se
     """Validate an already-decoded TOML document (pure; *environ* supplies overrides)."""
     problems: list[str] = []
     reader = _Reader(problems)
-    known = {"aws", "haproxy", "backend"}
+    known = {"aws", "haproxy", "backend", "controller", "sqs", "server"}
     problems.extend(f"unknown section or key '{key}'" for key in raw if key not in known)
 
     aws_raw = reader.section(raw, "aws", environ)
@@ -136,13 +177,70 @@ def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Se
     haproxy = _haproxy(reader, hap_raw)
 
     backends = _backends(reader, raw.get("backend"), haproxy)
+    controller = _controller(reader, reader.section(raw, "controller", environ))
+    sqs = _sqs(reader, reader.section(raw, "sqs", environ))
+    server = _server(reader, reader.section(raw, "server", environ))
     if problems:
         raise ConfigError(problems, source)
-    return Settings(aws=aws, haproxy=haproxy, backends=backends, source=source)
+    return Settings(
+        aws=aws,
+        haproxy=haproxy,
+        backends=backends,
+        controller=controller,
+        sqs=sqs,
+        server=server,
+        source=source,
+    )
+
+
+def _controller(reader: _Reader, raw: Mapping[str, Any]) -> ControllerSettings:
+    defaults = ControllerSettings()
+    names = ("resync_interval", "min_gap", "follow_up_delay", "max_backoff", "poll_interval")
+    reader.unknown(raw, "controller", set(names))
+    values: dict[str, float] = {}
+    for name in names:
+        value = reader.opt_number(raw, "controller", name)
+        if value is None:
+            continue
+        if value < 0 or (value == 0 and name in ("resync_interval", "poll_interval")):
+            reader.problems.append(f"controller.{name}: must be a positive number of seconds")
+            continue
+        values[name] = value
+    return replace(defaults, **values)
+
+
+def _sqs(reader: _Reader, raw: Mapping[str, Any]) -> SqsSettings:
+    reader.unknown(raw, "sqs", {"queue_url", "wait_seconds"})
+    url = reader.opt_str(raw, "sqs", "queue_url") or None
+    wait = reader.opt_int(raw, "sqs", "wait_seconds")
+    if wait is not None and not 0 <= wait <= MAX_SQS_WAIT:
+        reader.problems.append(f"sqs.wait_seconds: {wait} is out of range 0-{MAX_SQS_WAIT}")
+        wait = None
+    return SqsSettings(
+        queue_url=url, wait_seconds=SqsSettings.wait_seconds if wait is None else wait
+    )
+
+
+def _server(reader: _Reader, raw: Mapping[str, Any]) -> ServerSettings:
+    reader.unknown(raw, "server", {"listen", "healthy_intervals"})
+    listen = reader.opt_str(raw, "server", "listen") or None
+    if listen is not None:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+            reader.problems.append(f"server.listen: expected host:port, not {listen!r}")
+            listen = None
+    intervals = reader.opt_number(raw, "server", "healthy_intervals")
+    if intervals is not None and intervals <= 0:
+        reader.problems.append("server.healthy_intervals: must be a positive number")
+        intervals = None
+    return ServerSettings(
+        listen=listen,
+        healthy_intervals=ServerSettings.healthy_intervals if intervals is None else intervals,
+    )
 
 
 def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
-    keys = {"config", "socket", "reload_command", "check_command"}
+    keys = {"config", "socket", "reload_command", "check_command", "template"}
     reader.unknown(raw, "haproxy", keys)
     config = reader.opt_str(raw, "haproxy", "config")
     socket = reader.opt_str(raw, "haproxy", "socket")
@@ -154,6 +252,9 @@ def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
         socket=Path(socket) if socket else None,
         reload_command=reader.opt_str(raw, "haproxy", "reload_command") or None,
         check_command=check or HAProxySettings.check_command,
+        template=Path(template)
+        if (template := reader.opt_str(raw, "haproxy", "template"))
+        else None,
     )
 
 
@@ -269,9 +370,9 @@ class _Reader:
         return self._required(table, where, key, self.opt_str)
 
     def req_int(self, table: Mapping[str, Any], where: str, key: str) -> int | None:
-        return self._required(table, where, key, self._opt_int)
+        return self._required(table, where, key, self.opt_int)
 
-    def _opt_int(self, table: Mapping[str, Any], where: str, key: str) -> int | None:
+    def opt_int(self, table: Mapping[str, Any], where: str, key: str) -> int | None:
         return self._get(table, where, key, int, "a whole number", int)
 
     def opt_number(self, table: Mapping[str, Any], where: str, key: str) -> float | None:
