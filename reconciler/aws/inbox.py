@@ -41,6 +41,7 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.parsers import ResponseParserError
 
 from reconciler import messages
+from reconciler.aws.errors import Cause, error_codes, explain
 from reconciler.errors import ConfigError, PermanentError, ReconcilerError, TransientError
 
 
@@ -63,38 +64,13 @@ MAX_BATCH_ENTRIES = 10
 MAX_VISIBILITY_TIMEOUT = 43200
 #: How much of an unclassifiable body goes into the log line.
 BODY_LOG_CHARS = 200
-#: How much of an AWS error message goes into an error.
-MAX_REASON_CHARS = 200
 
 RECEIVE = "sqs:ReceiveMessage"
 DELETE = "sqs:DeleteMessage"
 
 # SQS answers with the legacy code in ``Error.Code`` and the modelled one in
-# ``Error.QueryErrorCode``; each set lists both spellings where they differ.
+# ``Error.QueryErrorCode``; ``error_codes`` returns both.
 MISSING_QUEUE_CODES = frozenset({"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"})
-ACCESS_DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "KmsAccessDenied", "KMS.AccessDeniedException"}
-)
-BAD_CREDENTIALS_CODES = frozenset(
-    {
-        "ExpiredToken",
-        "InvalidClientTokenId",
-        "InvalidSecurity",
-        "SignatureDoesNotMatch",
-        "UnrecognizedClientException",
-    }
-)
-THROTTLING_CODES = frozenset(
-    {
-        "RequestThrottled",
-        "KmsThrottled",
-        "KMS.ThrottlingException",
-        "OverLimit",
-        "Throttling",
-        "ThrottlingException",
-        "TooManyRequestsException",
-    }
-)
 
 
 class SqsInbox:
@@ -204,36 +180,18 @@ class SqsInbox:
     def _failure(self, action: str, exc: Exception) -> ReconcilerError:
         """The taxonomy error for a failed SQS call, with what to do about it."""
         queue = f"SQS queue {self.queue_url}"
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            # The stubs do not know QueryErrorCode, hence the str().
-            codes = {str(code) for code in (error.get("Code"), error.get("QueryErrorCode")) if code}
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            # An HTML error page from a proxy or emulator would swamp the log line.
-            reason = error.get("Message", "").strip().partition("\n")[0][:MAX_REASON_CHARS]
-            what = f"{error.get('Code', '?')}: {reason}"
-            if codes & MISSING_QUEUE_CODES:
-                return ConfigError(
-                    [f"{queue}: no such queue in {self._region}; check the queue URL and region"]
-                )
-            if codes & ACCESS_DENIED_CODES:
-                kms = any(code.lower().startswith("kms") for code in codes)
-                needs = "kms:Decrypt on the queue's KMS key" if kms else action
-                return ConfigError([f"{queue}: {what}; allow {needs} for this identity"])
-            if codes & BAD_CREDENTIALS_CODES:
-                return ConfigError([f"{queue}: {what}; check the AWS credentials and the clock"])
-            if codes & THROTTLING_CODES or status == 429 or status >= 500:
-                return TransientError(f"{action} on {queue} failed ({what}); will retry")
-            return PermanentError(f"{action} on {queue} refused ({what})")
-        if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        if error_codes(exc) & MISSING_QUEUE_CODES:
             return ConfigError(
-                [f"{queue}: {exc}; provide credentials (environment, profile, role)"]
+                [f"{queue}: no such queue in {self._region}; check the queue URL and region"]
             )
-        first_line = str(exc).splitlines()[0] if str(exc) else ""
-        return TransientError(
-            f"{action} on {queue} failed ({type(exc).__name__}: {first_line}); "
-            "check the network path, proxy and AWS_ENDPOINT_URL if this persists"
-        )
+        found = explain(action, exc, again="will retry")
+        if found.cause in (Cause.ACCESS, Cause.CREDENTIALS):
+            return ConfigError([f"{queue}: {found.what}; {found.advice}"])
+        if found.cause is Cause.OTHER and isinstance(exc, ClientError):
+            return PermanentError(f"{action} on {queue} refused ({found.what})")
+        # Also what botocore raises when it cannot fetch credentials (instance role, SSO):
+        # usually a passing fault of the credential source.
+        return TransientError(f"{action} on {queue} failed ({found.what}); {found.advice}")
 
 
 #: What an SQS call raises that is about AWS or the network rather than about our code.

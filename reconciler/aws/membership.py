@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
-from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError, NoCredentialsError
-from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 from tenacity import (
     Retrying,
@@ -31,6 +30,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from reconciler.aws.errors import error_codes, explain, is_transient
 from reconciler.model import AwsObservation, Group, Instance
 
 
@@ -58,23 +58,6 @@ FILTER_VALUES_PER_CALL = 200
 DESCRIBE_GROUPS = "autoscaling:DescribeAutoScalingGroups"
 DESCRIBE_INSTANCES = "ec2:DescribeInstances"
 
-THROTTLING_CODES = frozenset(
-    {"Throttling", "ThrottlingException", "RequestLimitExceeded", "EC2ThrottledException"}
-)
-ACCESS_DENIED_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedAccess"}
-)
-BAD_CREDENTIALS_CODES = frozenset(
-    {
-        "AuthFailure",
-        "ExpiredToken",
-        "ExpiredTokenException",
-        "InvalidClientTokenId",
-        "RequestExpired",
-        "SignatureDoesNotMatch",
-        "UnrecognizedClientException",
-    }
-)
 UNKNOWN_INSTANCE_CODE = "InvalidInstanceID.NotFound"
 
 #: Everything a read call may raise that is about AWS rather than about our code.
@@ -119,7 +102,7 @@ class AwsMembership:
         self._retrying = Retrying(
             stop=stop_after_attempt(retry_attempts) | stop_before_delay(retry_seconds),
             wait=wait_random_exponential(multiplier=retry_backoff, max=retry_seconds),
-            retry=retry_if_exception(_transient),
+            retry=retry_if_exception(is_transient),
             reraise=True,
         )
 
@@ -171,7 +154,7 @@ class AwsMembership:
         try:
             return self._instances({"InstanceIds": ids})
         except ClientError as exc:
-            if _code(exc) != UNKNOWN_INSTANCE_CODE:
+            if UNKNOWN_INSTANCE_CODE not in error_codes(exc):
                 raise
         # One id EC2 does not know yet (eventual consistency right after a launch) fails the
         # whole call; the instance-id filter ignores unknown ids, which then stay undescribed.
@@ -233,53 +216,7 @@ def _chunks(items: Sequence[str], size: int) -> Iterator[Sequence[str]]:
         yield items[start : start + size]
 
 
-def _code(exc: ClientError) -> str:
-    return exc.response.get("Error", {}).get("Code", "")
-
-
-def _status(exc: ClientError) -> int:
-    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-
-
-def _transient(exc: BaseException) -> bool:
-    """True for failures that another try soon may not meet."""
-    if isinstance(exc, ClientError):
-        return _code(exc) in THROTTLING_CODES or _status(exc) >= 500
-    # A parser error is what a proxy's or an emulator's HTML error page turns into.
-    return isinstance(exc, BotoConnectionError | HTTPClientError | ResponseParserError)
-
-
 def _explain(action: str, exc: Exception) -> str:
     """'<Operation> failed (<what>): <what to do>' for a call that failed for good."""
-    operation = action.split(":", 1)[1]
-    if isinstance(exc, ClientError):
-        what = f"{_code(exc)}: {exc.response.get('Error', {}).get('Message', '')}"
-    else:
-        # Parser errors quote the whole unparsable body after their first line.
-        first_line = next(iter(str(exc).splitlines()), "")
-        what = f"{type(exc).__name__}: {first_line}"
-    return f"{operation} failed ({what}): {_advice(action, exc)}"
-
-
-def _advice(action: str, exc: Exception) -> str:
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        if code in ACCESS_DENIED_CODES:
-            return f"allow {action} for this identity"
-        if code in BAD_CREDENTIALS_CODES:
-            return "check the AWS credentials (wrong or expired keys, or a skewed clock)"
-        if code in THROTTLING_CODES:
-            return (
-                "AWS kept throttling; the next cycle tries again "
-                "(resync less often, or ask AWS for a higher API rate)"
-            )
-        if _status(exc) >= 500:
-            return "AWS failed internally; the next cycle tries again"
-        return "the next cycle tries again; report it if this persists"
-    if isinstance(exc, NoCredentialsError):
-        return "no AWS credentials found; provide them (environment, profile or instance role)"
-    if isinstance(exc, ResponseParserError):
-        return "the endpoint did not answer like AWS; check AWS_ENDPOINT_URL and any proxy"
-    if isinstance(exc, BotoConnectionError | HTTPClientError):
-        return "cannot reach AWS; check the network path, proxy and AWS_ENDPOINT_URL"
-    return "the next cycle tries again; report it if this persists"
+    found = explain(action, exc)
+    return f"{action.partition(':')[2]} failed ({found.what}): {found.advice}"
