@@ -53,7 +53,8 @@ class HAProxySettings:
     socket: Path | None = None
     reload_command: str | None = None
     #: ``{path}`` is replaced by the candidate file's path.
-    check_command: str = "haproxy -c -q -f {path}"
+    #: Without ``-q``: HAProxy 2.6 prints nothing at all with it, even the error that failed.
+    check_command: str = "haproxy -c -f {path}"
     #: A jinja2 template of the whole file; ``None`` edits ``config`` in place.
     template: Path | None = None
 
@@ -247,6 +248,11 @@ def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
     check = reader.opt_str(raw, "haproxy", "check_command")
     if check is not None and "{path}" not in check:
         reader.problems.append("haproxy.check_command: must contain {path} (the candidate file)")
+    if check is not None:
+        try:
+            shlex.split(check)
+        except ValueError as exc:
+            reader.problems.append(f"haproxy.check_command: {exc}")
     return HAProxySettings(
         config=Path(config) if config else HAProxySettings.config,
         socket=Path(socket) if socket else None,

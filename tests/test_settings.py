@@ -47,7 +47,7 @@ def test_valid_file_loads_every_key(tmp_path: Path) -> None:
     loaded = settings.load(write(tmp_path, VALID), {})
     assert loaded.aws.region == "eu-west-1"
     assert loaded.haproxy.socket == Path("/run/haproxy/admin.sock")
-    assert loaded.haproxy.check_command == "haproxy -c -q -f {path}"
+    assert loaded.haproxy.check_command == "haproxy -c -f {path}"
     (api,) = loaded.backends
     assert api.server_options == ("check", "inter", "3s")
     assert api.server_name("i-0123456789abcdef0") == "api-i-0123456789abcdef0"
