@@ -82,22 +82,18 @@ def plan_tables(plan: Plan, *, title: str = "") -> RenderableType:
 def _backend_table(backend: BackendPlan) -> RenderableType:
     caption = _summary(backend)
     table = Table(
-        title=f"backend {backend.backend} ← {backend.asg}",
+        title=f"backend {backend.backend} ← group {backend.asg}",
         caption=caption,
         title_justify="left",
         caption_justify="left",
     )
-    for column in ("change", "server", "instance", "address", "reason"):
-        table.add_column(column, no_wrap=column != "reason")
+    table.add_column("change", no_wrap=True)
+    table.add_column("instance", no_wrap=True)
+    table.add_column("address", no_wrap=True)
+    table.add_column("reason", overflow="fold", min_width=24)
     for row in sorted_rows(backend.rows):
         style = _STYLES[row.change]
-        table.add_row(
-            Text(row.change.value, style=style),
-            row.server,
-            row.instance_id,
-            row.address,
-            row.reason,
-        )
+        table.add_row(Text(row.change.value, style=style), row.instance_id, row.address, row.reason)
     return table
 
 
