@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import time
 from typing import Annotated
 
@@ -19,19 +20,21 @@ from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_ex
 
 from reconciler import logs, report, settings
 from reconciler.aws.clients import AwsClients
+from reconciler.aws.inbox import SqsInbox
 from reconciler.aws.membership import AwsMembership
 from reconciler.errors import ConfigError, ReconcilerError, TransientError
 from reconciler.haproxy.runtime import RuntimeSocket
 from reconciler.haproxy.store import FileStore
+from reconciler.loop import Controller
 from reconciler.model import Plan
+from reconciler.observability import Metrics, StatusServer
 from reconciler.reconcile import CycleResult, Ports, config_problems, run_cycle
+from reconciler.triggers import SqsReceiver, Wakeups
 
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-#: Seconds between the cycles ``--once`` runs while warm-ups and drains are in progress.
-ONCE_POLL_INTERVAL = 0.5
 #: ``--once`` waits for the longest drain timeout plus this margin unless told otherwise.
 ONCE_TIMEOUT_MARGIN = 30.0
 
@@ -87,14 +90,9 @@ def main_command(
         return
     _setup_logs(log_format)
     loaded = _load(config)
-    if not (once or dry_run):
-        _fail(
-            "the long-running controller is not available in this version; "
-            "run `reconcile --once` (for example from a timer) instead",
-            EXIT_USAGE,
-        )
-    code = _run_once(loaded, dry_run=dry_run, as_json=as_json, timeout=timeout)
-    raise typer.Exit(code)
+    if once or dry_run:
+        raise typer.Exit(_run_once(loaded, dry_run=dry_run, as_json=as_json, timeout=timeout))
+    raise typer.Exit(_run_daemon(loaded))
 
 
 def _setup_logs(log_format: str) -> None:
@@ -125,21 +123,20 @@ def _fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def build_ports(loaded: settings.Settings) -> Ports:
+def build_ports(loaded: settings.Settings, clients: AwsClients | None = None) -> Ports:
     """The real adapters for *loaded* settings."""
     hap = loaded.haproxy
     return Ports(
-        membership=AwsMembership(AwsClients(loaded.aws.region)),
+        membership=AwsMembership(clients or AwsClients(loaded.aws.region)),
         store=FileStore(hap.config, hap.check_command, hap.reload_command),
         runtime=RuntimeSocket(hap.socket) if hap.socket else None,
     )
 
 
-def _run_once(
-    loaded: settings.Settings, *, dry_run: bool, as_json: bool, timeout: float | None
-) -> int:
+def _prepare(loaded: settings.Settings, clients: AwsClients | None = None) -> Ports:
+    """Build the adapters and check the config file's sections; exit on a bad configuration."""
     try:
-        ports = build_ports(loaded)
+        ports = build_ports(loaded, clients)
         problems = config_problems(loaded, ports.store.read())
         if problems:
             raise ConfigError(problems, str(loaded.haproxy.config))
@@ -149,21 +146,82 @@ def _run_once(
         _fail(str(exc), EXIT_FAILURE)
     except OSError as exc:
         _fail(f"cannot read {loaded.haproxy.config}: {exc.strerror}", EXIT_FAILURE)
+    return ports
+
+
+def _run_daemon(loaded: settings.Settings) -> int:
+    """Run the controller until SIGTERM or SIGINT; exit 0 after the cycle in progress."""
+    try:
+        clients = AwsClients(loaded.aws.region)
+    except ConfigError as exc:
+        _config_failure(exc)
+    ports = _prepare(loaded, clients)
+    wakeups = Wakeups()
+    stale_after = loaded.server.healthy_intervals * loaded.controller.resync_interval
+    metrics = Metrics(stale_after=stale_after, api_calls=clients.calls.snapshot)
+    status = StatusServer(loaded.server.listen, metrics) if loaded.server.listen else None
+    inbox = None
+    receiver = None
+    if loaded.sqs.queue_url:
+        inbox = SqsInbox(clients, loaded.sqs.queue_url, wait_seconds=loaded.sqs.wait_seconds)
+        receiver = SqsReceiver(
+            inbox,
+            wakeups,
+            on_message=lambda m: metrics.messages_received.labels(m.trigger.kind.value).inc(),
+            on_delete=lambda m: metrics.messages_deleted.labels(m.trigger.kind.value).inc(),
+        )
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping after the cycle in progress", signal.Signals(signum).name)
+        wakeups.stop()
+        if receiver is not None:
+            receiver.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if status is not None:
+        status.start()
+        log.info("health and metrics on http://%s/healthz and /metrics", status.address)
+    if receiver is not None:
+        receiver.start()
+    log.info(
+        "controller started",
+        extra={"fields": {"backends": len(loaded.backends), "queue": loaded.sqs.queue_url or "-"}},
+    )
+    controller = Controller(
+        loaded, ports, wakeups, metrics, inbox=inbox, api_calls=clients.calls.snapshot
+    )
+    try:
+        controller.run()
+    finally:
+        if status is not None:
+            status.stop()
+    log.info("controller stopped", extra={"fields": {"cycles": controller.cycles}})
+    return EXIT_OK
+
+
+def _run_once(
+    loaded: settings.Settings, *, dry_run: bool, as_json: bool, timeout: float | None
+) -> int:
+    ports = _prepare(loaded)
     limit = timeout
     if limit is None:
         limit = max(b.drain_timeout for b in loaded.backends) + ONCE_TIMEOUT_MARGIN
     started = time.monotonic()
     merged: Plan | None = None
     errors: list[str] = []
-    cycles = 0
-    result: CycleResult | None = None
+    totals = {"cycles": 0, "commands": 0, "file_writes": 0, "reloads": 0}
     while True:
         try:
             result = _cycle_with_retries(loaded, ports, dry_run=dry_run)
         except ReconcilerError as exc:
             errors.append(str(exc))
             break
-        cycles += 1
+        totals["cycles"] += 1
+        if result.outcome is not None:
+            totals["commands"] += result.outcome.commands
+            totals["file_writes"] += result.outcome.file_written
+            totals["reloads"] += result.outcome.reloaded
         merged = report.merge(merged, result.plan)
         errors.extend(e for e in result.errors if e not in errors)
         if dry_run or not result.pending:
@@ -174,8 +232,8 @@ def _run_once(
                 "run again later or raise --timeout"
             )
             break
-        time.sleep(ONCE_POLL_INTERVAL)
-    _print(merged, errors, cycles=cycles, dry_run=dry_run, as_json=as_json)
+        time.sleep(loaded.controller.poll_interval)
+    _print(merged, errors, totals, dry_run=dry_run, as_json=as_json)
     return EXIT_FAILURE if errors else EXIT_OK
 
 
@@ -195,17 +253,22 @@ def _cycle_with_retries(loaded: settings.Settings, ports: Ports, *, dry_run: boo
 
 
 def _print(
-    plan: Plan | None, errors: list[str], *, cycles: int, dry_run: bool, as_json: bool
+    plan: Plan | None, errors: list[str], totals: dict[str, int], *, dry_run: bool, as_json: bool
 ) -> None:
     out = Console()
     if as_json:
         empty = Plan(())
-        document = report.plan_json(plan or empty, errors=errors, dry_run=dry_run, cycles=cycles)
+        document = report.plan_json(plan or empty, errors=errors, dry_run=dry_run, **totals)
         typer.echo(json.dumps(document, indent=2))
         return
     if plan is not None:
+        title = "plan (dry run: nothing changed)" if dry_run else ""
+        out.print(report.plan_tables(plan, title=title))
+    if not dry_run:
         out.print(
-            report.plan_tables(plan, title="plan (dry run: nothing changed)" if dry_run else "")
+            f"{totals['cycles']} cycle(s), {totals['commands']} runtime command(s), "
+            f"{totals['file_writes']} file write(s), {totals['reloads']} reload(s)",
+            highlight=False,
         )
     err = Console(stderr=True)
     for error in errors:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from reconciler.messages import Received
 from reconciler.model import AwsObservation, RuntimeObservation, ServerLine
 
 
@@ -78,4 +79,20 @@ class ConfigStore(Protocol):
 
     def reload(self) -> None:
         """Run the reload command; ``PermanentError`` with its output when it fails."""
+        ...
+
+
+class Inbox(Protocol):
+    """The queue whose messages wake the controller."""
+
+    def receive(self, wait_seconds: int | None = None) -> list[Received]:
+        """Long-poll for up to *wait_seconds* (default: the configured wait) and classify."""
+        ...
+
+    def delete(self, handles: Sequence[str]) -> list[str]:
+        """Delete messages by receipt handle; return the handles that could not be deleted."""
+        ...
+
+    def close(self) -> None:
+        """Stop: a poll in flight returns nothing, later polls return at once."""
         ...
