@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+SOURCES := reconciler tests $(wildcard bench)
 
-.PHONY: install haproxy lint test demo bench chaos clean
+.PHONY: install haproxy lint test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,21 +23,12 @@ haproxy:
 	@haproxy -v | head -n 1
 
 lint: $(STAMP)
-	$(BIN)/ruff check reconciler tests bench
-	$(BIN)/ruff format --check reconciler tests bench
+	$(BIN)/ruff check $(SOURCES)
+	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 
 test: install lint
 	$(BIN)/pytest -q -p no:cacheprovider
-
-demo: install
-	$(BIN)/python -m reconciler.demo
-
-bench: install
-	$(BIN)/python -m bench
-
-chaos: install
-	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
