@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reconciler.errors import PermanentError
+from reconciler.errors import PermanentError, ReconcilerError
 from reconciler.haproxy import cfgedit
 from reconciler.model import BackendPlan, Plan, RuntimeStep, ServerLine, StepKind
-from reconciler.ports import ConfigStore, RuntimeApi
+from reconciler.ports import ConfigStore, LifecycleApi, RuntimeApi
 from reconciler.settings import Settings
 
 
@@ -32,6 +32,8 @@ class Outcome:
     reloaded: bool = False
     #: Deletions HAProxy postponed (a connection arrived meanwhile); the next cycle retries.
     deferred: tuple[str, ...] = ()
+    #: Lifecycle API calls made (completions and heartbeats).
+    lifecycle_calls: int = 0
 
 
 def execute(
@@ -40,9 +42,13 @@ def execute(
     original: bytes,
     store: ConfigStore,
     runtime: RuntimeApi | None,
+    lifecycle: LifecycleApi | None = None,
 ) -> Outcome:
-    """Apply *plan*; *original* is the file content the plan was computed from."""
-    active = [b for b in plan.backends if b.refused is None and b.held is None]
+    """
+    Apply *plan*; *original* is the file content the plan was computed from. Lifecycle actions
+    run last, only for backends whose every step succeeded and only if the file was written.
+    """
+    active = [b for b in plan.backends if b.refused is None]
     runner = _StepRunner(runtime)
     if runtime is not None:  # without a runtime socket the planner emits no steps
         for backend in active:
@@ -67,13 +73,29 @@ def execute(
             reloaded = True
         except PermanentError as exc:
             errors.append(f"{exc} (the file was written; reload HAProxy to apply it)")
+    completed = 0
+    if lifecycle is not None and (written or content == original):
+        for backend in active:
+            if backend.backend not in runner.failed_backends:
+                completed += _lifecycle(backend, lifecycle, errors)
     return Outcome(
         errors=tuple(errors),
         commands=runner.commands,
         file_written=written,
         reloaded=reloaded,
         deferred=tuple(runner.deferred),
+        lifecycle_calls=completed,
     )
+
+
+def _lifecycle(backend: BackendPlan, lifecycle: LifecycleApi, errors: list[str]) -> int:
+    calls = 0
+    for action in backend.lifecycle:
+        try:
+            calls += lifecycle.carry_out(action)
+        except ReconcilerError as exc:
+            errors.append(f"{backend.backend}: {action.result.value} {action.instance_id}: {exc}")
+    return calls
 
 
 def _edit(
@@ -91,6 +113,7 @@ class _StepRunner:
         self.errors: list[str] = []
         self.deferred: list[str] = []
         self.refused_adds: set[str] = set()
+        self.failed_backends: set[str] = set()
         self.commands = 0
 
     def run(self, steps: Sequence[RuntimeStep]) -> None:
@@ -107,6 +130,7 @@ class _StepRunner:
                     continue
                 if step.kind is StepKind.ADD:
                     self.refused_adds.add(step.server)
+                self.failed_backends.add(step.backend)
                 self.errors.append(str(exc))
 
     @property
@@ -121,7 +145,7 @@ class _StepRunner:
             assert step.line is not None  # noqa: S101 - the planner sets it
             runtime.add_server(backend, step.line)
             self.commands += 1
-            self._warm_up(step.line, backend)
+            self._warm_up(step.line, backend, hold=step.hold)
         elif step.kind is StepKind.READDRESS:
             assert step.line is not None  # noqa: S101 - the planner sets it
             self._state(backend, server, "maint")
@@ -140,14 +164,15 @@ class _StepRunner:
         else:
             self._state(backend, server, _STATES[step.kind])
 
-    def _warm_up(self, line: ServerLine, backend: str) -> None:
-        """A server with a check waits in drain for its first pass; one without serves at once."""
+    def _warm_up(self, line: ServerLine, backend: str, *, hold: bool = False) -> None:
+        """
+        A server with a check waits in drain for its first pass; one without serves at once,
+        unless *hold* keeps it in drain (its launch is not complete).
+        """
         if line.has_check:
             self.runtime.enable_health(backend, line.name)
             self.commands += 1
-            self._state(backend, line.name, "drain")
-        else:
-            self._state(backend, line.name, "ready")
+        self._state(backend, line.name, "drain" if line.has_check or hold else "ready")
 
     def _state(self, backend: str, server: str, state: str) -> None:
         self.runtime.set_state(backend, server, state)

@@ -69,6 +69,29 @@ class Group:
     name: str
     desired_capacity: int
     instances: tuple[Instance, ...]
+    #: Its lifecycle hooks; only read for groups whose backends complete lifecycle actions.
+    hooks: tuple[LifecycleHook, ...] = ()
+
+    def hook(self, transition: str) -> LifecycleHook | None:
+        """The first hook on *transition* (``LAUNCHING`` or ``TERMINATING``), if any."""
+        return next((h for h in self.hooks if h.transition == transition), None)
+
+
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+#: The lifecycle states in which an instance waits for ``CompleteLifecycleAction``.
+LAUNCH_WAIT = "Pending:Wait"
+TERMINATE_WAIT = "Terminating:Wait"
+
+
+@dataclass(frozen=True)
+class LifecycleHook:
+    """A lifecycle hook of a group, as ``DescribeLifecycleHooks`` gives it."""
+
+    name: str
+    transition: str
+    #: Seconds the instance waits before the hook's default result, unless heartbeats extend it.
+    heartbeat_timeout: int
 
 
 @dataclass(frozen=True)
@@ -257,6 +280,8 @@ class RuntimeStep:
     server: str
     kind: StepKind
     line: ServerLine | None = None
+    #: For ADD: keep the server in drain even without a check (its launch is not complete yet).
+    hold: bool = False
 
 
 class Change(enum.Enum):
@@ -283,6 +308,28 @@ class Row:
     reason: str
 
 
+class LifecycleResult(enum.Enum):
+    """How a lifecycle action is completed; ``HEARTBEAT`` only extends the wait."""
+
+    CONTINUE = "CONTINUE"
+    ABANDON = "ABANDON"
+    HEARTBEAT = "HEARTBEAT"
+
+
+@dataclass(frozen=True)
+class LifecycleAction:
+    """Complete (or extend) the lifecycle action of one instance waiting on a hook."""
+
+    group: str
+    instance_id: str
+    hook: str
+    result: LifecycleResult
+    #: For heartbeats: how long the server has been draining, and the hook's timeout; the
+    #: executor sends one when the wait would otherwise end before the drain.
+    waited: int = 0
+    timeout: int = 0
+
+
 @dataclass(frozen=True)
 class BackendPlan:
     """
@@ -305,6 +352,8 @@ class BackendPlan:
     #: Steps remain that a later cycle must take (warm-up or drain in progress).
     pending: bool = False
     rows: tuple[Row, ...] = ()
+    #: Lifecycle actions to complete once the steps and the file write succeeded.
+    lifecycle: tuple[LifecycleAction, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -335,3 +384,5 @@ class Observation:
     runtime: RuntimeObservation | None
     #: Why the runtime could not be read (a socket is configured but the read failed).
     runtime_error: str | None = None
+    #: Instances named by a current Spot interruption warning or rebalance recommendation.
+    interrupted: frozenset[str] = frozenset()

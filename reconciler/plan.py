@@ -30,14 +30,22 @@ refused as a whole; a backend is never emptied while its group's desired capacit
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 
 from reconciler.model import (
+    LAUNCH_WAIT,
+    LAUNCHING,
+    TERMINATE_WAIT,
+    TERMINATING,
     BackendPlan,
     Change,
     ConfigBackend,
     ConfigServer,
     Group,
     Instance,
+    LifecycleAction,
+    LifecycleHook,
+    LifecycleResult,
     Observation,
     Plan,
     Row,
@@ -71,7 +79,7 @@ def _plan_backend(
     runtime: tuple[RuntimeServer, ...] | None = None
     if observed.runtime is not None:
         runtime = observed.runtime.backends[binding.name]
-    return _BackendPlanner(binding, group, section, runtime).plan()
+    return _BackendPlanner(binding, group, section, runtime, observed.interrupted).plan()
 
 
 def section_problem(
@@ -134,8 +142,10 @@ class _BackendPlanner:
         group: Group,
         section: ConfigBackend,
         runtime: tuple[RuntimeServer, ...] | None,
+        interrupted: frozenset[str] = frozenset(),
     ) -> None:
         self.binding = binding
+        self._interrupted = interrupted
         self.group = group
         self.instances = {i.instance_id: i for i in group.instances}
         self.file = {s.name: s for s in section.servers if binding.instance_of(s.name)}
@@ -148,35 +158,145 @@ class _BackendPlanner:
         self.all_runtime = runtime or ()
 
     def plan(self) -> BackendPlan:
-        serving = [i for i in self.group.instances if i.serving]
+        interrupted = self.interrupted
+        serving = [
+            i for i in self.group.instances if i.serving and i.instance_id not in interrupted
+        ]
+        launching = self._launching()
+        held_back = {self.binding.server_name(i.instance_id) for i in launching}
         present = set(self.file) | set(self.runtime or {})
-        if not serving and self.group.desired_capacity > 0 and present:
-            return self._held(present)
-        lines = self._lines(serving)
+        # Launches go on during a hold: completing them is what brings serving instances back.
+        hold = not serving and self.group.desired_capacity > 0 and bool(present - held_back)
+        lines = self._lines([*serving, *launching])
         steps: list[RuntimeStep] = []
         rows: list[Row] = []
+        actions: list[LifecycleAction] = []
         pending = False
         for line in lines:
             instance = self.instances[_instance_id(self.binding, line.name)]
-            new_steps, row, waits = self._keep(line, instance)
+            if line.name in held_back:
+                new_steps, row, waits = self._launch(line, instance, actions)
+            else:
+                new_steps, row, waits = self._keep(line, instance)
             steps.extend(new_steps)
             rows.append(row)
             pending = pending or waits
+        if hold:
+            rows.extend(self._held_rows(present - held_back))
+            return BackendPlan(
+                backend=self.binding.name,
+                asg=self.binding.asg,
+                held=(
+                    f"'{self.group.name}' reports no serving instance while its desired "
+                    f"capacity is {self.group.desired_capacity}; keeping the current servers"
+                ),
+                steps=tuple(steps),
+                pending=pending,
+                rows=tuple(rows),
+                lifecycle=tuple(actions),
+            )
         wanted = {line.name for line in lines}
         for name in sorted(present - wanted):
             new_steps, row, waits = self._leave(name)
             steps.extend(new_steps)
             rows.append(row)
             pending = pending or waits
+        pending = self._terminations(actions) or pending
         return BackendPlan(
             backend=self.binding.name,
             asg=self.binding.asg,
             steps=tuple(steps),
-            lines=lines,
+            lines=tuple(line for line in lines if line.name not in held_back),
             needs_reload=self._needs_reload(lines),
             pending=pending,
             rows=tuple(rows),
+            lifecycle=tuple(actions),
         )
+
+    # -- lifecycle hooks ---------------------------------------------------------------------------
+
+    @property
+    def interrupted(self) -> frozenset[str]:
+        """Instances to drain because a Spot warning names them, if this backend wants that."""
+        return self._interrupted if self.binding.drain_on_spot_warning else frozenset()
+
+    def _launching(self) -> list[Instance]:
+        """
+        Instances held in ``Pending:Wait`` by a launch hook this backend completes: they are added
+        and warmed up, but get no traffic (and no file line) before they are InService.
+        """
+        hook = self.group.hook(LAUNCHING)
+        if hook is None or not self.binding.complete_lifecycle_actions or self.runtime is None:
+            return []
+        return [
+            i
+            for i in self.group.instances
+            if i.lifecycle_state == LAUNCH_WAIT and i.ec2_state == "running" and i.private_ip
+        ]
+
+    def _launch(
+        self, line: ServerLine, instance: Instance, actions: list[LifecycleAction]
+    ) -> tuple[list[RuntimeStep], Row, bool]:
+        """A launching server: warm up in drain, then complete the launch (or abandon it)."""
+        assert self.runtime is not None  # noqa: S101 - _launching requires a runtime
+        hook = self.group.hook(LAUNCHING)
+        assert hook is not None  # noqa: S101 - _launching requires the hook
+        row = _RowMaker(line.name, instance.instance_id, f"{line.address}:{line.port}")
+        step = _StepMaker(self.binding.name, line, line.name)
+        running = self.runtime.get(line.name)
+        if running is None:
+            added = RuntimeStep(self.binding.name, line.name, StepKind.ADD, line, hold=True)
+            return [added], row(Change.WARMING, "Pending:Wait; added, warming up"), True
+        if (running.address, running.port) != (line.address, line.port):
+            return [step(StepKind.READDRESS)], row(Change.ADDRESS, "Pending:Wait; moved"), True
+        if running.in_maintenance:
+            return [step(StepKind.WARM_UP)], row(Change.WARMING, "Pending:Wait; warming up"), True
+        if not running.has_check or running.check_passed:
+            actions.append(self._action(instance, hook, LifecycleResult.CONTINUE))
+            return [], row(Change.WARMING, "check passed; launch completed"), True
+        limit = self.binding.abandon_launch_after
+        if limit is not None and running.seconds_in_state >= limit:
+            actions.append(self._action(instance, hook, LifecycleResult.ABANDON))
+            reason = f"no passing check in {limit:g}s; launch abandoned"
+            return [], row(Change.WARMING, reason), True
+        status = running.check_status or "not checked yet"
+        return (
+            [],
+            row(Change.WARMING, f"Pending:Wait; waiting for a passing check ({status})"),
+            True,
+        )
+
+    def _terminations(self, actions: list[LifecycleAction]) -> bool:
+        """
+        Complete the terminate hook of every instance whose server is gone from HAProxy (the
+        drain is over); send heartbeats while it drains. True while some drain goes on.
+        """
+        hook = self.group.hook(TERMINATING)
+        if hook is None or not self.binding.complete_lifecycle_actions:
+            return False
+        draining = False
+        for instance in self.group.instances:
+            if instance.lifecycle_state != TERMINATE_WAIT:
+                continue
+            name = self.binding.server_name(instance.instance_id)
+            running = (self.runtime or {}).get(name)
+            if running is None and name not in self.file:
+                actions.append(self._action(instance, hook, LifecycleResult.CONTINUE))
+                continue
+            draining = True
+            if running is not None:
+                heartbeat = self._action(instance, hook, LifecycleResult.HEARTBEAT)
+                actions.append(
+                    replace(
+                        heartbeat, waited=running.seconds_in_state, timeout=hook.heartbeat_timeout
+                    )
+                )
+        return draining
+
+    def _action(
+        self, instance: Instance, hook: LifecycleHook, result: LifecycleResult
+    ) -> LifecycleAction:
+        return LifecycleAction(self.group.name, instance.instance_id, hook.name, result)
 
     # -- desired servers ---------------------------------------------------------------------------
 
@@ -241,7 +361,10 @@ class _BackendPlanner:
         """The next removal step of a managed server whose instance no longer serves."""
         instance_id = _instance_id(self.binding, name)
         instance = self.instances.get(instance_id)
-        reason = "not in the group" if instance is None else instance.not_serving_reason
+        if instance is None:
+            reason = "not in the group"
+        else:
+            reason = instance.not_serving_reason or "Spot interruption warning"
         gone = instance is None or instance.gone
         running = None if self.runtime is None else self.runtime.get(name)
         address = _address_of(running, self.file.get(name))
@@ -294,12 +417,8 @@ class _BackendPlanner:
             for line in lines
         )
 
-    def _held(self, present: Iterable[str]) -> BackendPlan:
-        held = (
-            f"'{self.group.name}' reports no serving instance while its desired capacity is "
-            f"{self.group.desired_capacity}; keeping the current servers"
-        )
-        rows = tuple(
+    def _held_rows(self, names: Iterable[str]) -> list[Row]:
+        return [
             Row(
                 name,
                 _instance_id(self.binding, name),
@@ -307,9 +426,8 @@ class _BackendPlanner:
                 Change.HELD,
                 "kept: group at 0 serving with desired capacity above 0",
             )
-            for name in sorted(present)
-        )
-        return BackendPlan(self.binding.name, self.binding.asg, held=held, rows=rows)
+            for name in sorted(names)
+        ]
 
 
 class _IdAllocator:

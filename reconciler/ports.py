@@ -9,19 +9,22 @@ dependency is unreachable and ``PermanentError`` when it refused the request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 from reconciler.messages import Received
-from reconciler.model import AwsObservation, RuntimeObservation, ServerLine
+from reconciler.model import AwsObservation, LifecycleAction, RuntimeObservation, ServerLine
 
 
 class MembershipSource(Protocol):
     """Reads Auto Scaling groups and their instances."""
 
-    def read_groups(self, names: Sequence[str]) -> AwsObservation:
+    def read_groups(
+        self, names: Sequence[str], *, with_hooks: Collection[str] = ()
+    ) -> AwsObservation:
         """
-        Read every group in *names* with its instances' EC2 state and private IP.
+        Read every group in *names* with its instances' EC2 state and private IP, and the
+        lifecycle hooks of the groups in *with_hooks*.
 
         A failure that concerns only some groups is reported per group in ``errors``; a failure
         that concerns all of them may raise ``TransientError``.
@@ -95,4 +98,16 @@ class Inbox(Protocol):
 
     def close(self) -> None:
         """Stop: a poll in flight returns nothing, later polls return at once."""
+        ...
+
+
+class LifecycleApi(Protocol):
+    """Completes Auto Scaling lifecycle actions."""
+
+    def carry_out(self, action: LifecycleAction) -> bool:
+        """
+        Complete the action (``CONTINUE`` / ``ABANDON``), or for ``HEARTBEAT`` extend the wait
+        when the drain is about to outlast the hook's timeout. An action nobody waits for any
+        more counts as done. True when an API call was made.
+        """
         ...

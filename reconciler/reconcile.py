@@ -15,7 +15,7 @@ from reconciler import apply, plan
 from reconciler.errors import TransientError
 from reconciler.haproxy import cfgparse
 from reconciler.model import ConfigBackend, Observation, Plan
-from reconciler.ports import ConfigStore, MembershipSource, RuntimeApi
+from reconciler.ports import ConfigStore, LifecycleApi, MembershipSource, RuntimeApi
 from reconciler.settings import Settings
 
 
@@ -27,6 +27,8 @@ class Ports:
     store: ConfigStore
     #: ``None`` when no runtime socket is configured.
     runtime: RuntimeApi | None
+    #: ``None`` when no backend completes lifecycle actions.
+    lifecycle: LifecycleApi | None = None
 
 
 @dataclass(frozen=True)
@@ -54,8 +56,13 @@ class CycleResult:
         return self.plan.pending or bool(self.outcome and self.outcome.deferred)
 
 
-def observe(settings: Settings, ports: Ports) -> tuple[Observation, bytes]:
-    """Read AWS, the config file and the runtime; also return the file bytes the plan edits."""
+def observe(
+    settings: Settings, ports: Ports, interrupted: frozenset[str] = frozenset()
+) -> tuple[Observation, bytes]:
+    """
+    Read AWS, the config file and the runtime; also return the file bytes the plan edits.
+    *interrupted* names the instances a current Spot warning is about (the loop tracks them).
+    """
     data = ports.store.read()
     document = cfgparse.parse(data)
     config: dict[str, ConfigBackend] = {}
@@ -63,14 +70,17 @@ def observe(settings: Settings, ports: Ports) -> tuple[Observation, bytes]:
         section = cfgparse.backend(document, binding.name)
         if section is not None:
             config[binding.name] = section
-    groups = ports.membership.read_groups(sorted({b.asg for b in settings.backends}))
+    hooked = {b.asg for b in settings.backends if b.complete_lifecycle_actions}
+    groups = ports.membership.read_groups(
+        sorted({b.asg for b in settings.backends}), with_hooks=hooked
+    )
     runtime = runtime_error = None
     if ports.runtime is not None:
         try:
             runtime = ports.runtime.read_servers([b.name for b in settings.backends])
         except TransientError as exc:
             runtime_error = str(exc)
-    return Observation(groups, config, runtime, runtime_error), data
+    return Observation(groups, config, runtime, runtime_error, interrupted), data
 
 
 def config_problems(settings: Settings, data: bytes) -> list[str]:
@@ -89,11 +99,17 @@ def config_problems(settings: Settings, data: bytes) -> list[str]:
     return [problem for problem in found if problem is not None]
 
 
-def run_cycle(settings: Settings, ports: Ports, *, dry_run: bool = False) -> CycleResult:
+def run_cycle(
+    settings: Settings,
+    ports: Ports,
+    *,
+    dry_run: bool = False,
+    interrupted: frozenset[str] = frozenset(),
+) -> CycleResult:
     """Observe, plan and (unless *dry_run*) apply once."""
-    observed, data = observe(settings, ports)
+    observed, data = observe(settings, ports, interrupted)
     decided = plan.compute(settings, observed)
     if dry_run:
         return CycleResult(decided, None)
-    outcome = apply.execute(settings, decided, data, ports.store, ports.runtime)
+    outcome = apply.execute(settings, decided, data, ports.store, ports.runtime, ports.lifecycle)
     return CycleResult(decided, outcome)

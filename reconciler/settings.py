@@ -105,6 +105,15 @@ class Binding:
     server_options: tuple[str, ...] = ()
     #: Seconds a leaving server may keep sessions before they are cut.
     drain_timeout: float = 30.0
+    #: Complete the group's lifecycle actions: launch after the first passing check, terminate
+    #: after the drain.
+    complete_lifecycle_actions: bool = False
+    #: With lifecycle actions: ABANDON a launch whose check has not passed after this many
+    #: seconds; ``None`` waits for the hook's own timeout.
+    abandon_launch_after: float | None = None
+    #: Drain an instance at once when a Spot interruption warning or rebalance recommendation
+    #: names it.
+    drain_on_spot_warning: bool = False
 
     def server_name(self, instance_id: str) -> str:
         """The name of the managed server for *instance_id*."""
@@ -273,7 +282,17 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
         return ()
     bindings: list[Binding] = []
     seen: set[str] = set()
-    keys = {"name", "asg", "port", "server_prefix", "server_options", "drain_timeout"}
+    keys = {
+        "name",
+        "asg",
+        "port",
+        "server_prefix",
+        "server_options",
+        "drain_timeout",
+        "complete_lifecycle_actions",
+        "abandon_launch_after",
+        "drain_on_spot_warning",
+    }
     for index, entry in enumerate(raw):
         where = f"backend[{index}]"
         if not isinstance(entry, dict):
@@ -301,6 +320,9 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
         drain = reader.opt_number(entry, where, "drain_timeout")
         if drain is not None and drain < 0:
             reader.problems.append(f"{where}.drain_timeout: must be zero or more seconds")
+        abandon = reader.opt_number(entry, where, "abandon_launch_after")
+        if abandon is not None and abandon <= 0:
+            reader.problems.append(f"{where}.abandon_launch_after: must be a positive number")
         if name is not None and asg is not None and port is not None:
             bindings.append(
                 Binding(
@@ -310,6 +332,13 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
                     server_prefix=prefix,
                     server_options=options,
                     drain_timeout=Binding.drain_timeout if drain is None else drain,
+                    complete_lifecycle_actions=bool(
+                        reader.opt_bool(entry, where, "complete_lifecycle_actions")
+                    ),
+                    abandon_launch_after=abandon,
+                    drain_on_spot_warning=bool(
+                        reader.opt_bool(entry, where, "drain_on_spot_warning")
+                    ),
                 )
             )
     return tuple(bindings)
@@ -384,6 +413,9 @@ class _Reader:
     def opt_number(self, table: Mapping[str, Any], where: str, key: str) -> float | None:
         return self._get(table, where, key, (int, float), "a number", float)
 
+    def opt_bool(self, table: Mapping[str, Any], where: str, key: str) -> bool | None:
+        return self._get(table, where, key, bool, "true or false", _to_bool)
+
     def _required(
         self,
         table: Mapping[str, Any],
@@ -414,10 +446,23 @@ class _Reader:
             except ValueError:
                 self.problems.append(f"{where}.{key} (from {value.var}): must be {described}")
                 return None
-        if isinstance(value, bool) or not isinstance(value, kind):
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             self.problems.append(f"{where}.{key}: must be {described}, not {value!r}")
             return None
         return convert(value)
+
+
+def _to_bool(value: object) -> bool:
+    """A TOML boolean, or the text of an environment variable."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    msg = f"not a boolean: {value!r}"
+    raise ValueError(msg)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ desired server with a check only passes after ``tick``); integration tests use t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.errors import PermanentError
@@ -20,6 +20,7 @@ from reconciler.model import (
     CHECK_RESULT_PASSED,
     AwsObservation,
     Group,
+    LifecycleAction,
     RuntimeObservation,
     RuntimeServer,
     ServerLine,
@@ -33,8 +34,10 @@ class FakeMembership:
     groups: dict[str, Group] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
 
-    def read_groups(self, names: Sequence[str]) -> AwsObservation:
-        """The requested groups that exist, and the requested errors."""
+    def read_groups(
+        self, names: Sequence[str], *, with_hooks: Collection[str] = ()
+    ) -> AwsObservation:
+        """The requested groups that exist (hooks included), and the requested errors."""
         return AwsObservation(
             {n: g for n, g in self.groups.items() if n in names},
             {n: e for n, e in self.errors.items() if n in names},
@@ -148,3 +151,15 @@ class FakeRuntime:
             msg = "No such server."
             raise PermanentError(msg)
         self.servers[backend][server] = replace(self.servers[backend][server], **changes)  # type: ignore[arg-type]
+
+
+@dataclass
+class FakeLifecycle:
+    """Records lifecycle actions; every one counts as an API call."""
+
+    actions: list[LifecycleAction] = field(default_factory=list)
+
+    def carry_out(self, action: LifecycleAction) -> bool:
+        """Record *action*."""
+        self.actions.append(action)
+        return True

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,16 +24,20 @@ from reconciler.model import (
     CHECK_CONFIGURED,
     CHECK_ENABLED,
     CHECK_RESULT_PASSED,
+    LAUNCHING,
+    TERMINATING,
     Change,
     Group,
     Instance,
+    LifecycleHook,
+    LifecycleResult,
     Observation,
     RuntimeServer,
     StepKind,
 )
 from reconciler.reconcile import Ports, observe, run_cycle
 from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
-from tests.fakes import FakeMembership, FakeRuntime, FakeStore
+from tests.fakes import FakeLifecycle, FakeMembership, FakeRuntime, FakeStore
 
 
 BACKEND = "api"
@@ -58,8 +63,10 @@ UNMANAGED_LINE = (
 )
 
 
-def make_settings(*, socket: bool = True, options: str = "check inter 1s") -> Settings:
-    """Settings with one backend bound to one group."""
+def make_settings(
+    *, socket: bool = True, options: str = "check inter 1s", **binding: Any
+) -> Settings:
+    """Settings with one backend bound to one group; *binding* overrides Binding fields."""
     return Settings(
         aws=AwsSettings(region="eu-west-1"),
         haproxy=HAProxySettings(
@@ -73,6 +80,7 @@ def make_settings(*, socket: bool = True, options: str = "check inter 1s") -> Se
                 server_prefix=PREFIX,
                 server_options=tuple(options.split()),
                 drain_timeout=5,
+                **binding,
             ),
         ),
     )
@@ -122,14 +130,18 @@ class World:
         runtime: list[RuntimeServer] | None = None,
         content: bytes = CONFIG,
         options: str = "check inter 1s",
+        **binding: Any,
     ) -> None:
-        self.settings = make_settings(socket=socket, options=options)
+        self.settings = make_settings(socket=socket, options=options, **binding)
+        self.lifecycle = FakeLifecycle()
         self.membership = FakeMembership({ASG: g})
         self.store = FakeStore(content)
         self.runtime = FakeRuntime(
             {BACKEND: {s.name: s for s in [unmanaged_runtime(), *(runtime or [])]}}
         )
-        self.ports = Ports(self.membership, self.store, self.runtime if socket else None)
+        self.ports = Ports(
+            self.membership, self.store, self.runtime if socket else None, self.lifecycle
+        )
 
     def converge(self, max_cycles: int = 20) -> int:
         """Run cycles (time passing between them) until nothing is pending; return the count."""
@@ -430,3 +442,112 @@ def test_plan_rows_name_instance_address_and_reason(socket: bool) -> None:
     assert rows[f"i-{4:017x}"].change is Change.ADD
     assert rows[f"i-{4:017x}"].address == "127.0.1.4:8080"
     assert "Standby" in rows[f"i-{5:017x}"].reason
+
+
+TERMINATE_HOOK = LifecycleHook("drain-first", TERMINATING, heartbeat_timeout=60)
+LAUNCH_HOOK = LifecycleHook("warm-first", LAUNCHING, heartbeat_timeout=60)
+
+
+def hooked(*instances: Instance, hooks: tuple[LifecycleHook, ...], desired: int) -> Group:
+    """A group with lifecycle hooks."""
+    return Group(ASG, desired, instances, hooks)
+
+
+def results(world: World) -> list[tuple[str, LifecycleResult]]:
+    """The lifecycle actions sent so far, without heartbeats."""
+    return [
+        (a.instance_id, a.result)
+        for a in world.lifecycle.actions
+        if a.result is not LifecycleResult.HEARTBEAT
+    ]
+
+
+class TestLifecycleHooks:
+    """Lifecycle actions are completed only when HAProxy is ready for them."""
+
+    def test_terminate_completes_only_after_the_drain(self) -> None:
+        """A Terminating:Wait instance is drained, deleted, then (next cycle) continued."""
+        leaving = instance(5, "Terminating:Wait")
+        g = hooked(instance(4), leaving, hooks=(TERMINATE_HOOK,), desired=1)
+        world = World(
+            g,
+            runtime=[runtime_server(4), runtime_server(5, sessions=2)],
+            complete_lifecycle_actions=True,
+        )
+        run_cycle(world.settings, world.ports)
+        assert results(world) == []
+        assert world.lifecycle.actions[0].result is LifecycleResult.HEARTBEAT
+        world.runtime.tick()
+        world.converge()
+        assert results(world) == [(leaving.instance_id, LifecycleResult.CONTINUE)]
+        assert f"{PREFIX}{leaving.instance_id}" not in world.runtime.servers[BACKEND]
+
+    def test_terminate_of_a_never_served_instance_completes_at_once(self) -> None:
+        """An instance that never had a server is released in the first cycle."""
+        leaving = instance(5, "Terminating:Wait")
+        world = World(
+            hooked(instance(4), leaving, hooks=(TERMINATE_HOOK,), desired=1),
+            complete_lifecycle_actions=True,
+        )
+        run_cycle(world.settings, world.ports)
+        assert results(world) == [(leaving.instance_id, LifecycleResult.CONTINUE)]
+
+    def test_no_completion_without_the_setting(self) -> None:
+        """Hooks exist but the backend does not complete them: nothing is sent."""
+        world = World(
+            hooked(instance(4), instance(5, "Terminating:Wait"), hooks=(TERMINATE_HOOK,), desired=1)
+        )
+        world.converge()
+        assert world.lifecycle.actions == []
+
+    def test_launch_warms_up_then_completes_and_serves_only_when_in_service(self) -> None:
+        """Pending:Wait: added held in drain with no file line; CONTINUE after the check."""
+        launching = instance(6, "Pending:Wait")
+        g = hooked(instance(4), launching, hooks=(LAUNCH_HOOK,), desired=2)
+        world = World(g, runtime=[runtime_server(4)], complete_lifecycle_actions=True)
+        run_cycle(world.settings, world.ports)
+        name = f"{PREFIX}{launching.instance_id}"
+        assert world.runtime.servers[BACKEND][name].draining
+        assert name not in world.file_servers()
+        assert results(world) == []
+        world.runtime.tick()
+        run_cycle(world.settings, world.ports)
+        assert results(world) == [(launching.instance_id, LifecycleResult.CONTINUE)]
+        assert world.runtime.servers[BACKEND][name].draining
+        world.membership.groups[ASG] = replace(g, instances=(instance(4), instance(6)))
+        world.converge()
+        assert world.runtime_servers() == expected(world.membership.groups[ASG])
+        assert name in world.file_servers()
+
+    def test_launch_without_check_is_held_until_in_service(self) -> None:
+        """Without a health check a launching server is still held in drain."""
+        g = hooked(instance(6, "Pending:Wait"), hooks=(LAUNCH_HOOK,), desired=1)
+        world = World(g, options="", complete_lifecycle_actions=True)
+        run_cycle(world.settings, world.ports)
+        assert world.runtime.servers[BACKEND][f"{PREFIX}i-{6:017x}"].draining
+
+    def test_launch_is_abandoned_after_the_limit(self) -> None:
+        """A check that never passes within abandon_launch_after: ABANDON."""
+        failing = runtime_server(6, admin_state=ADMIN_FDRAIN, check_result=2, seconds_in_state=31)
+        g = hooked(instance(6, "Pending:Wait"), hooks=(LAUNCH_HOOK,), desired=1)
+        world = World(
+            g, runtime=[failing], complete_lifecycle_actions=True, abandon_launch_after=30
+        )
+        run_cycle(world.settings, world.ports)
+        assert results(world) == [(f"i-{6:017x}", LifecycleResult.ABANDON)]
+
+
+def test_spot_warning_drains_the_instance_while_it_lasts() -> None:
+    """An interrupted instance is drained; once the warning lapses it serves again."""
+    g = group(instance(4), instance(5))
+    world = World(g, runtime=[runtime_server(4), runtime_server(5)], drain_on_spot_warning=True)
+    warned = frozenset({f"i-{5:017x}"})
+    first = run_cycle(world.settings, world.ports, interrupted=warned)
+    rows = {r.instance_id: r for r in first.plan.backends[0].rows}
+    assert "Spot" in rows[f"i-{5:017x}"].reason
+    world.runtime.tick()
+    while run_cycle(world.settings, world.ports, interrupted=warned).pending:
+        world.runtime.tick()
+    assert set(world.runtime_servers()) == {f"{PREFIX}i-{4:017x}"}
+    world.converge()
+    assert world.runtime_servers() == expected(g)

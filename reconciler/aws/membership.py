@@ -5,7 +5,8 @@ Two read calls make an observation. DescribeAutoScalingGroups (at most 50 names 
 by ``NextToken``) lists each group's instances with their lifecycle and health states;
 DescribeInstances (at most 1000 ids per call, paged) adds the EC2 state and the primary private
 IPv4 address. Every instance of a group is returned, whatever its state: deciding who serves is
-the model's job.
+the model's job. For the groups whose lifecycle actions the controller completes, a third call,
+DescribeLifecycleHooks (one per group: it takes one group name and has no paging), adds the hooks.
 
 Failures never raise. botocore's standard retry mode absorbs short throttling bursts; on top of
 it a bounded tenacity retry rides out slightly longer trouble. What still fails is reported per
@@ -16,7 +17,7 @@ every backend, and the planner leaves those backends untouched.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from operator import attrgetter
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
@@ -31,13 +32,14 @@ from tenacity import (
 )
 
 from reconciler.aws.errors import error_codes, explain, is_transient
-from reconciler.model import AwsObservation, Group, Instance
+from reconciler.model import AwsObservation, Group, Instance, LifecycleHook
 
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling.type_defs import (
         AutoScalingGroupsTypeTypeDef,
         AutoScalingGroupTypeDef,
+        LifecycleHookTypeDef,
     )
     from mypy_boto3_autoscaling.type_defs import InstanceTypeDef as GroupMemberTypeDef
     from mypy_boto3_ec2.type_defs import (
@@ -57,6 +59,9 @@ FILTER_VALUES_PER_CALL = 200
 
 DESCRIBE_GROUPS = "autoscaling:DescribeAutoScalingGroups"
 DESCRIBE_INSTANCES = "ec2:DescribeInstances"
+DESCRIBE_HOOKS = "autoscaling:DescribeLifecycleHooks"
+#: What AWS applies when a hook was created without ``HeartbeatTimeout``.
+DEFAULT_HEARTBEAT_TIMEOUT = 3600
 
 UNKNOWN_INSTANCE_CODE = "InvalidInstanceID.NotFound"
 
@@ -106,8 +111,13 @@ class AwsMembership:
             reraise=True,
         )
 
-    def read_groups(self, names: Sequence[str]) -> AwsObservation:
-        """Read every group in *names*; unknown names are left out, failures reported per group."""
+    def read_groups(
+        self, names: Sequence[str], *, with_hooks: Collection[str] = ()
+    ) -> AwsObservation:
+        """
+        Read every group in *names*, and the lifecycle hooks of those in *with_hooks*; unknown
+        names are left out, failures reported per group.
+        """
         wanted = list(dict.fromkeys(names))
         found: dict[str, AutoScalingGroupTypeDef] = {}
         errors: dict[str, str] = {}
@@ -117,12 +127,20 @@ class AwsMembership:
             except _READ_FAILURES as exc:
                 errors.update(dict.fromkeys(chunk, _explain(DESCRIBE_GROUPS, exc)))
 
+        # Before the instances, so a group whose hooks cannot be read costs no DescribeInstances.
+        hooks: dict[str, tuple[LifecycleHook, ...]] = {}
+        for name in (n for n in wanted if n in found and n in with_hooks):
+            try:
+                hooks[name] = self._describe_hooks(name)
+            except _READ_FAILURES as exc:
+                errors[name] = _explain(DESCRIBE_HOOKS, exc)
+
         # Ids in request order, so each group's instances stay together in as few chunks as
         # possible and one failed chunk marks as few groups as possible.
         owner = {
             member["InstanceId"]: name
             for name in wanted
-            if name in found
+            if name in found and name not in errors
             for member in found[name].get("Instances", [])
         }
         described: dict[str, InstanceTypeDef] = {}
@@ -134,7 +152,9 @@ class AwsMembership:
                 errors.update(dict.fromkeys((owner[i] for i in ids), message))
 
         groups = {
-            name: _group(group, described) for name, group in found.items() if name not in errors
+            name: _group(group, described, hooks.get(name, ()))
+            for name, group in found.items()
+            if name not in errors
         }
         return AwsObservation(groups=groups, errors=errors)
 
@@ -149,6 +169,12 @@ class AwsMembership:
 
     def _group_page(self, names: Sequence[str], more: _NextPage) -> AutoScalingGroupsTypeTypeDef:
         return self._autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=names, **more)
+
+    def _describe_hooks(self, name: str) -> tuple[LifecycleHook, ...]:
+        answer = self._retrying(
+            self._autoscaling.describe_lifecycle_hooks, AutoScalingGroupName=name
+        )
+        return tuple(_hook(hook) for hook in answer.get("LifecycleHooks", []))
 
     def _describe_instances(self, ids: Sequence[str]) -> dict[str, InstanceTypeDef]:
         try:
@@ -190,12 +216,25 @@ class AwsMembership:
             more = {"NextToken": token}
 
 
-def _group(group: AutoScalingGroupTypeDef, described: Mapping[str, InstanceTypeDef]) -> Group:
+def _group(
+    group: AutoScalingGroupTypeDef,
+    described: Mapping[str, InstanceTypeDef],
+    hooks: tuple[LifecycleHook, ...],
+) -> Group:
     members = (_instance(m, described.get(m["InstanceId"])) for m in group.get("Instances", []))
     return Group(
         name=group["AutoScalingGroupName"],
         desired_capacity=group["DesiredCapacity"],
         instances=tuple(sorted(members, key=attrgetter("instance_id"))),
+        hooks=hooks,
+    )
+
+
+def _hook(hook: LifecycleHookTypeDef) -> LifecycleHook:
+    return LifecycleHook(
+        name=hook.get("LifecycleHookName", ""),
+        transition=hook.get("LifecycleTransition", ""),
+        heartbeat_timeout=hook.get("HeartbeatTimeout", DEFAULT_HEARTBEAT_TIMEOUT),
     )
 
 
