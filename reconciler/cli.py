@@ -3,6 +3,7 @@ The ``reconcile`` command: options in, adapters wired, exit codes out.
 
 Exit codes: 0 success (changed or not), 1 runtime failure (AWS or HAProxy unreachable, a backend
 refused, validation or reload failed, not converged in time), 2 bad usage or configuration.
+``reconcile drift`` adds 3: drift found (see ``reconciler.drift_report``).
 """
 
 from __future__ import annotations
@@ -12,23 +13,25 @@ import logging
 import os
 import signal
 import time
+from dataclasses import replace
 from typing import Annotated
 
 import typer
 from rich.console import Console
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from reconciler import logs, report, settings
+from reconciler import drift, drift_report, logs, report, settings
 from reconciler.aws.clients import AwsClients
 from reconciler.aws.inbox import SqsInbox
+from reconciler.aws.lifecycle import AwsLifecycle
 from reconciler.aws.membership import AwsMembership
 from reconciler.errors import ConfigError, ReconcilerError, TransientError
 from reconciler.haproxy.runtime import RuntimeSocket
 from reconciler.haproxy.store import FileStore
 from reconciler.loop import Controller
-from reconciler.model import Plan
+from reconciler.model import Observation, Plan
 from reconciler.observability import Metrics, StatusServer
-from reconciler.reconcile import CycleResult, Ports, config_problems, run_cycle
+from reconciler.reconcile import CycleResult, Ports, config_problems, observe, run_cycle
 from reconciler.triggers import SqsReceiver, Wakeups
 
 
@@ -54,6 +57,10 @@ ConfigOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the report as JSON.")]
+BackendOption = Annotated[
+    list[str] | None,
+    typer.Option("--backend", "-b", help="Only this backend; repeat for several. Default: all."),
+]
 LogFormatOption = Annotated[
     str,
     typer.Option(
@@ -95,6 +102,40 @@ def main_command(
     raise typer.Exit(_run_daemon(loaded))
 
 
+@app.command("drift")
+def drift_command(
+    config: ConfigOption = None,
+    backends: BackendOption = None,
+    as_json: JsonOption = False,
+    log_format: LogFormatOption = "text",
+) -> None:
+    """
+    Compare the groups with the config file and the running HAProxy; change nothing.
+
+    Exit codes: 0 in sync, 3 drift found, 1 AWS or HAProxy could not be read (or a backend
+    cannot be managed), 2 bad usage or configuration.
+    """
+    _setup_logs(log_format)
+    loaded = _load(config)
+    try:
+        # Only the selected backends are read, so --backend also saves their reads.
+        loaded = replace(loaded, backends=drift.selected(loaded, backends))
+        observed = _observe_with_retries(loaded, build_ports(loaded))
+    except ConfigError as exc:
+        _config_failure(exc)
+        raise  # unreachable: _config_failure exits
+    except ReconcilerError as exc:
+        _fail(str(exc), EXIT_FAILURE)
+        raise  # unreachable: _fail exits
+    found = drift.assess(loaded, observed)
+    if as_json:
+        typer.echo(json.dumps(drift_report.to_json(found), indent=2))
+    else:
+        out = Console(color_system=drift_report.color_system(os.environ))
+        out.print(drift_report.tables(found))
+    raise typer.Exit(drift_report.exit_code(found))
+
+
 def _setup_logs(log_format: str) -> None:
     if log_format not in ("text", "json"):
         _fail(f"--log-format: expected text or json, not {log_format!r}", EXIT_USAGE)
@@ -126,10 +167,13 @@ def _fail(message: str, code: int) -> None:
 def build_ports(loaded: settings.Settings, clients: AwsClients | None = None) -> Ports:
     """The real adapters for *loaded* settings."""
     hap = loaded.haproxy
+    aws = clients or AwsClients(loaded.aws.region)
+    hooks = any(b.complete_lifecycle_actions for b in loaded.backends)
     return Ports(
-        membership=AwsMembership(clients or AwsClients(loaded.aws.region)),
+        membership=AwsMembership(aws),
         store=FileStore(hap.config, hap.check_command, hap.reload_command),
         runtime=RuntimeSocket(hap.socket) if hap.socket else None,
+        lifecycle=AwsLifecycle(aws) if hooks else None,
     )
 
 
@@ -237,18 +281,32 @@ def _run_once(
     return EXIT_FAILURE if errors else EXIT_OK
 
 
-@retry(
+#: A transient failure (AWS throttled, socket briefly gone, file changed meanwhile) is retried.
+_retry_transient = retry(
     retry=retry_if_exception_type(TransientError),
     stop=stop_after_attempt(3),
-    wait=wait_exponential_jitter(initial=0.5, max=5),
+    wait=wait_exponential_jitter(multiplier=0.5, max=5),
     reraise=True,
 )
+
+
+@_retry_transient
 def _cycle_with_retries(loaded: settings.Settings, ports: Ports, *, dry_run: bool) -> CycleResult:
     """A cycle; a transient failure (AWS throttled, file changed meanwhile) is retried briefly."""
     try:
         return run_cycle(loaded, ports, dry_run=dry_run)
     except TransientError as exc:
         log.warning("cycle failed, retrying: %s", exc)
+        raise
+
+
+@_retry_transient
+def _observe_with_retries(loaded: settings.Settings, ports: Ports) -> Observation:
+    """The reads of a cycle, for ``drift``; retried briefly like a cycle."""
+    try:
+        return observe(loaded, ports)[0]
+    except TransientError as exc:
+        log.warning("reading failed, retrying: %s", exc)
         raise
 
 

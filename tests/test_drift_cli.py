@@ -1,0 +1,82 @@
+"""
+``reconcile drift`` as a user runs it: settings file in, report and exit code out, against moto
+and a real HAProxy on loopback.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from reconciler import drift_report
+from reconciler.cli import app
+from tests.support.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
+from tests.support.moto import REGION, Cloud
+from tests.test_drift import validate
+
+
+ASG = "api-asg"
+
+
+@pytest.fixture(name="haproxy")
+def _haproxy(haproxy_factory: HAProxyFactory) -> HAProxyProcess:
+    """A real HAProxy with an empty ``api`` backend."""
+    return haproxy_factory(BackendSpec("api"))
+
+
+def write_settings(path: Path, haproxy: HAProxyProcess) -> Path:
+    """A settings file binding ``api`` to the group, through the runtime socket."""
+    path.write_text(
+        f'[aws]\nregion = "{REGION}"\n\n'
+        f'[haproxy]\nconfig = "{haproxy.config_path}"\nsocket = "{haproxy.socket_path}"\n\n'
+        f'[[backend]]\nname = "api"\nasg = "{ASG}"\nport = 8080\nserver_prefix = "api-"\n'
+    )
+    return path
+
+
+def run(*args: str) -> tuple[int, str]:
+    """Run ``reconcile`` with *args*; its exit code and output (no terminal: no colour)."""
+    result = CliRunner().invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_exit_codes_follow_the_state(cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path) -> None:
+    """3 with an unreconciled group, 0 once ``--once`` ran; no escape codes when piped."""
+    config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
+    cloud.create_group(ASG, 2)
+    code, output = run("drift", "--config", config)
+    assert code == drift_report.EXIT_DRIFT, output
+    assert "2 drifted: 2 missing" in output
+    assert "\x1b" not in output
+    assert run("--once", "--config", config)[0] == 0
+    code, output = run("drift", "--config", config)
+    assert code == drift_report.EXIT_IN_SYNC, output
+    assert "overall: in sync (1 backend)" in output
+
+
+def test_json_follows_the_schema(cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path) -> None:
+    """``--json`` prints one document that validates against the published schema."""
+    config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
+    cloud.create_group(ASG, 1)
+    code, output = run("drift", "--config", config, "--json")
+    assert code == drift_report.EXIT_DRIFT
+    validate(json.loads(output), drift_report.JSON_SCHEMA)
+
+
+def test_missing_group_exits_1(cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path) -> None:
+    """The group does not exist: the backend is refused with the reason, exit 1."""
+    config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
+    code, output = run("drift", "--config", config)
+    assert code == drift_report.EXIT_UNREADABLE
+    assert "REFUSED" in output
+
+
+def test_unknown_backend_exits_2(cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path) -> None:
+    """``--backend`` naming no configured backend is a usage error, before any read."""
+    config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
+    code, output = run("drift", "--config", config, "--backend", "nope")
+    assert code == 2
+    assert "--backend nope" in output
