@@ -100,8 +100,6 @@ class Verdict(enum.Enum):
 _LEAVING = frozenset({Change.REMOVE, Change.DRAINING, Change.HELD})
 #: The detail of a server the planner brings up behind a launch hook.
 _LAUNCHING = "launching: warmed up in drain, kept out of the file until InService"
-#: The planner's reason for draining an instance that serves (``drain_on_spot_warning``).
-_SPOT_WARNING = "Spot interruption warning"
 _NOT_DRIFT = frozenset({Verdict.DOWN, Verdict.OK, Verdict.EXCLUDED, Verdict.UNMANAGED})
 _SEVERITY = {verdict: index for index, verdict in enumerate(Verdict)}
 
@@ -448,7 +446,7 @@ def _outdated(current: ConfigServer, line: ServerLine) -> str | None:
 def _unwanted(instance: Instance) -> str:
     """Why the planner leaves a member of the group out of the backend."""
     # An instance that would serve is only left out because of a Spot interruption warning.
-    return instance.not_serving_reason or _SPOT_WARNING
+    return instance.not_serving_reason or plan.SPOT_WARNING_REASON
 
 
 def _points_at(server: ConfigServer | RuntimeServer, line: ServerLine) -> bool:

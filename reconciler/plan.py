@@ -57,6 +57,10 @@ from reconciler.model import (
 from reconciler.settings import Binding, Settings
 
 
+#: Why a serving instance is drained while a Spot interruption warning names it.
+SPOT_WARNING_REASON = "Spot interruption warning"
+
+
 def compute(settings: Settings, observed: Observation) -> Plan:
     """The plan of every configured backend, in configuration order."""
     runtime_mode = settings.haproxy.socket is not None
@@ -364,7 +368,7 @@ class _BackendPlanner:
         if instance is None:
             reason = "not in the group"
         else:
-            reason = instance.not_serving_reason or "Spot interruption warning"
+            reason = instance.not_serving_reason or SPOT_WARNING_REASON
         gone = instance is None or instance.gone
         running = None if self.runtime is None else self.runtime.get(name)
         address = _address_of(running, self.file.get(name))
@@ -487,7 +491,7 @@ def _file_change(current: ConfigServer | None, line: ServerLine) -> tuple[Change
     if current.options != line.options:
         return Change.OPTIONS, "server_options changed"
     if current.server_id != line.server_id:
-        return Change.UNCHANGED, f"id {line.server_id} written to the file"
+        return Change.OPTIONS, f"id {line.server_id} written to the file"
     return None
 
 
