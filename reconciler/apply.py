@@ -5,7 +5,9 @@ is needed.
 Make before break: the planner lists a backend's additions before its removals and they run in
 that order. The file is written after the runtime changes, without the servers HAProxy refused, so
 the file never claims a server the running HAProxy does not have. A failed step stops only that
-server's remaining steps; the next cycle re-plans from what HAProxy then reports.
+server's remaining steps; the next cycle re-plans from what HAProxy then reports. The next file
+is made by the ``FileRenderer`` the settings call for: edited in place, or rendered from a
+template, which also asks for a reload when more than the servers changed.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reconciler.errors import PermanentError, ReconcilerError
-from reconciler.haproxy import cfgedit
+from reconciler.errors import ConfigError, PermanentError, ReconcilerError
+from reconciler.haproxy import render
 from reconciler.model import BackendPlan, Plan, RuntimeStep, ServerLine, StepKind
 from reconciler.ports import ConfigStore, LifecycleApi, RuntimeApi
 from reconciler.settings import Settings
@@ -53,21 +55,29 @@ def execute(
     if runtime is not None:  # without a runtime socket the planner emits no steps
         for backend in active:
             runner.run(backend.steps)
-    content = original
-    for backend in active:
-        if backend.lines is None:
-            continue
-        lines = [line for line in backend.lines if line.name not in runner.refused_adds]
-        content = _edit(content, settings, backend, lines)
+    lines = {
+        b.backend: [line for line in b.lines if line.name not in runner.refused_adds]
+        for b in active
+        if b.lines is not None
+    }
     errors = list(runner.errors)
     written = reloaded = False
-    if content != original:
+    needs_reload = runtime is None or any(b.needs_reload for b in active)
+    content: bytes | None = None
+    try:
+        rendering = render.for_settings(settings).render(original, lines)
+        content, needs_reload = rendering.content, needs_reload or rendering.needs_reload
+    except ConfigError as exc:
+        # The runtime changes stand; the file waits for a template that renders.
+        errors.append(str(exc))
+    if content is not None and content != original:
         try:
             store.write(original, content)
             written = True
         except PermanentError as exc:
             errors.append(str(exc))
-    if written and (runtime is None or any(b.needs_reload for b in active)):
+    # Nothing runs from the file before template mode's first one, so there is nothing to reload.
+    if written and needs_reload and not render.bootstrapping(settings, original):
         try:
             store.reload()
             reloaded = True
@@ -96,13 +106,6 @@ def _lifecycle(backend: BackendPlan, lifecycle: LifecycleApi, errors: list[str])
         except ReconcilerError as exc:
             errors.append(f"{backend.backend}: {action.result.value} {action.instance_id}: {exc}")
     return calls
-
-
-def _edit(
-    content: bytes, settings: Settings, plan: BackendPlan, lines: Sequence[ServerLine]
-) -> bytes:
-    binding = settings.binding(plan.backend)
-    return cfgedit.edit(content, plan.backend, lambda n: binding.instance_of(n) is not None, lines)
 
 
 class _StepRunner:

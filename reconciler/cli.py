@@ -171,7 +171,9 @@ def build_ports(loaded: settings.Settings, clients: AwsClients | None = None) ->
     hooks = any(b.complete_lifecycle_actions for b in loaded.backends)
     return Ports(
         membership=AwsMembership(aws),
-        store=FileStore(hap.config, hap.check_command, hap.reload_command),
+        store=FileStore(
+            hap.config, hap.check_command, hap.reload_command, create=hap.template is not None
+        ),
         runtime=RuntimeSocket(hap.socket) if hap.socket else None,
         lifecycle=AwsLifecycle(aws) if hooks else None,
     )

@@ -380,7 +380,8 @@ class Observation:
     aws: AwsObservation
     #: Parsed sections of the configured backends; a backend missing from the file is absent.
     config: Mapping[str, ConfigBackend]
-    #: The running HAProxy; ``None`` when no runtime socket is configured.
+    #: The running HAProxy; ``None`` when no runtime socket is configured, or before template
+    #: mode's first file exists (no HAProxy runs yet).
     runtime: RuntimeObservation | None
     #: Why the runtime could not be read (a socket is configured but the read failed).
     runtime_error: str | None = None

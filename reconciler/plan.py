@@ -63,7 +63,9 @@ SPOT_WARNING_REASON = "Spot interruption warning"
 
 def compute(settings: Settings, observed: Observation) -> Plan:
     """The plan of every configured backend, in configuration order."""
-    runtime_mode = settings.haproxy.socket is not None
+    # Planned against the runtime whenever a socket was read, or failed to be read. Nothing is read
+    # before template mode's first file exists (no HAProxy runs yet): that file is planned alone.
+    runtime_mode = observed.runtime is not None or observed.runtime_error is not None
     return Plan(
         tuple(
             _plan_backend(binding, observed, runtime_mode, str(settings.haproxy.config))

@@ -68,7 +68,7 @@ class ConfigStore(Protocol):
     """The managed haproxy.cfg and the command that reloads HAProxy."""
 
     def read(self) -> bytes:
-        """The file's current bytes."""
+        """The file's current bytes (``b""`` for a missing file in template mode)."""
         ...
 
     def write(self, expected: bytes, new: bytes) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from reconciler import apply, plan
 from reconciler.errors import TransientError
-from reconciler.haproxy import cfgparse
+from reconciler.haproxy import cfgparse, render
 from reconciler.model import ConfigBackend, Observation, Plan
 from reconciler.ports import ConfigStore, LifecycleApi, MembershipSource, RuntimeApi
 from reconciler.settings import Settings
@@ -64,7 +64,7 @@ def observe(
     *interrupted* names the instances a current Spot warning is about (the loop tracks them).
     """
     data = ports.store.read()
-    document = cfgparse.parse(data)
+    document = cfgparse.parse(render.for_settings(settings).baseline(data))
     config: dict[str, ConfigBackend] = {}
     for binding in settings.backends:
         section = cfgparse.backend(document, binding.name)
@@ -75,7 +75,7 @@ def observe(
         sorted({b.asg for b in settings.backends}), with_hooks=hooked
     )
     runtime = runtime_error = None
-    if ports.runtime is not None:
+    if ports.runtime is not None and not render.bootstrapping(settings, data):
         try:
             runtime = ports.runtime.read_servers([b.name for b in settings.backends])
         except TransientError as exc:
@@ -84,15 +84,18 @@ def observe(
 
 
 def config_problems(settings: Settings, data: bytes) -> list[str]:
-    """Problems of the config file that make a backend unmanageable, for a check before running."""
-    document = cfgparse.parse(data)
+    """
+    Problems of the config file (in template mode: of the template) that make a backend
+    unmanageable, for a check before running.
+    """
+    document = cfgparse.parse(render.for_settings(settings).baseline(data))
     runtime_mode = settings.haproxy.socket is not None
     found = (
         plan.section_problem(
             binding,
             cfgparse.backend(document, binding.name),
             runtime_mode,
-            str(settings.haproxy.config),
+            str(settings.haproxy.template or settings.haproxy.config),
         )
         for binding in settings.backends
     )

@@ -15,7 +15,9 @@ A write never leaves a half-written, unchecked or foreign file behind:
    ("valid but will not start"), keeps the live file;
 6. the original is compared once more, then replaced, and the directory entry is synced.
 
-The temp file is removed on every path that does not rename it.
+The temp file is removed on every path that does not rename it. A store made with ``create``
+(template mode, where the file is the controller's own) reads a missing file as empty, and its
+first write creates the file, mode 0644.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ from reconciler.errors import PermanentError, TransientError
 DEFAULT_TIMEOUT = 60.0
 #: Characters of a command's output kept in an error message.
 OUTPUT_LIMIT = 2000
+#: The mode of a file ``create`` makes: HAProxy may run as another user of the group.
+NEW_FILE_MODE = 0o644
 _NO_RELOAD_COMMAND = (
     "a reload is needed but [haproxy] reload_command is not set; set it or reload HAProxy yourself"
 )
@@ -52,7 +56,8 @@ class FileStore:
     replaced by the candidate file. *reload_command* runs through ``/bin/sh -c``, so it may use
     ``$(...)``, pipes and ``&&`` (``kill -USR2 $(cat /run/haproxy.pid)``); ``None`` means the user
     reloads HAProxy themselves. Each command is killed, with the processes it started, after
-    *timeout* seconds.
+    *timeout* seconds. With *create*, a missing file reads as ``b""`` and a write expecting
+    ``b""`` creates it.
     """
 
     def __init__(
@@ -62,17 +67,21 @@ class FileStore:
         reload_command: str | None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
+        create: bool = False,
     ) -> None:
         self._path = path
         self._check_command = check_command
         self._reload_command = reload_command
         self._timeout = timeout
+        self._create = create
 
     def read(self) -> bytes:
         """The file's current bytes."""
         try:
             return self._path.read_bytes()
         except OSError as exc:
+            if self._create and isinstance(exc, FileNotFoundError):
+                return b""
             raise TransientError(f"cannot read {self._path} ({exc.strerror}); will retry") from exc
 
     def write(self, expected: bytes, new: bytes) -> None:
@@ -107,7 +116,7 @@ class FileStore:
         try:
             unchanged = target.read_bytes() == expected
         except FileNotFoundError:
-            unchanged = False
+            unchanged = self._create and not expected
         if not unchanged:
             raise TransientError(f"{self._path} changed while reconciling; will retry")
 
@@ -145,14 +154,20 @@ def _exclusive(lock: Path, shown: Path) -> Iterator[None]:
 
 
 def _write_like(path: Path, data: bytes, *, like: Path) -> None:
-    """Create *path* with *data*, durable on disk, with the mode (and, as root, owner) of *like*."""
-    original = like.stat()
+    """
+    Create *path* with *data*, durable on disk, with the mode (and, as root, owner) of *like*, or
+    ``NEW_FILE_MODE`` when *like* does not exist.
+    """
+    try:
+        original: os.stat_result | None = like.stat()
+    except FileNotFoundError:
+        original = None
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
         out.flush()
-        os.fchmod(fd, stat.S_IMODE(original.st_mode))
-        if os.geteuid() == 0:
+        os.fchmod(fd, NEW_FILE_MODE if original is None else stat.S_IMODE(original.st_mode))
+        if original is not None and os.geteuid() == 0:
             os.fchown(fd, original.st_uid, original.st_gid)
         os.fsync(fd)
 
