@@ -197,17 +197,30 @@ def _prepare(loaded: settings.Settings, clients: AwsClients | None = None) -> Po
 
 def _run_daemon(loaded: settings.Settings) -> int:
     """Run the controller until SIGTERM or SIGINT; exit 0 after the cycle in progress."""
+    wakeups = Wakeups()
+    receiver: SqsReceiver | None = None
+    stopped_by: list[str] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        # Flags only: a log line written from a signal handler can interleave with the one the
+        # main thread is writing, or raise "reentrant call" inside the buffered stream.
+        stopped_by.append(signal.Signals(signum).name)
+        wakeups.stop()
+        if receiver is not None:
+            receiver.stop()
+
+    # Before anything slow, so that a signal during startup also ends in a clean exit 0.
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         clients = AwsClients(loaded.aws.region)
     except ConfigError as exc:
         _config_failure(exc)
     ports = _prepare(loaded, clients)
-    wakeups = Wakeups()
     stale_after = loaded.server.healthy_intervals * loaded.controller.resync_interval
     metrics = Metrics(stale_after=stale_after, api_calls=clients.calls.snapshot)
-    status = StatusServer(loaded.server.listen, metrics) if loaded.server.listen else None
+    status = _status_server(loaded, metrics)
     inbox = None
-    receiver = None
     if loaded.sqs.queue_url:
         inbox = SqsInbox(clients, loaded.sqs.queue_url, wait_seconds=loaded.sqs.wait_seconds)
         receiver = SqsReceiver(
@@ -216,15 +229,6 @@ def _run_daemon(loaded: settings.Settings) -> int:
             on_message=lambda m: metrics.messages_received.labels(m.trigger.kind.value).inc(),
             on_delete=lambda m: metrics.messages_deleted.labels(m.trigger.kind.value).inc(),
         )
-
-    def stop(signum: int, _frame: object) -> None:
-        log.info("received %s: stopping after the cycle in progress", signal.Signals(signum).name)
-        wakeups.stop()
-        if receiver is not None:
-            receiver.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
     if status is not None:
         status.start()
         log.info("health and metrics on http://%s/healthz and /metrics", status.address)
@@ -240,10 +244,28 @@ def _run_daemon(loaded: settings.Settings) -> int:
     try:
         controller.run()
     finally:
+        if receiver is not None:
+            receiver.stop()
         if status is not None:
             status.stop()
-    log.info("controller stopped", extra={"fields": {"cycles": controller.cycles}})
+    log.info(
+        "controller stopped",
+        extra={"fields": {"cycles": controller.cycles, "signal": ",".join(stopped_by) or "-"}},
+    )
     return EXIT_OK
+
+
+def _status_server(loaded: settings.Settings, metrics: Metrics) -> StatusServer | None:
+    """The ``/healthz`` and ``/metrics`` listener, bound now so that a port in use fails early."""
+    if not loaded.server.listen:
+        return None
+    try:
+        return StatusServer(loaded.server.listen, metrics)
+    except OSError as exc:
+        _fail(
+            f"server.listen: cannot listen on {loaded.server.listen}: {exc.strerror}", EXIT_FAILURE
+        )
+        raise  # unreachable: _fail exits
 
 
 def _run_once(

@@ -5,54 +5,162 @@ A cycle runs when any of these comes due, whichever is first:
 
 - a wake-up (an SQS message) arrived: at once, but never sooner than ``min_gap`` after the end of
   the previous cycle, so wake-ups during a cycle and just after it fold into one next cycle;
-- the follow-up of an event-driven cycle (``follow_up_delay`` later): AWS is eventually
-  consistent, and a notification can arrive before the change it announces is visible;
+- the follow-up of a cycle that handled new wake-ups (``follow_up_delay`` later; 0 turns it
+  off): AWS is eventually consistent, and a notification can arrive before the change it
+  announces is visible;
 - ``poll_interval`` after a cycle that left warm-ups or drains in progress;
-- ``resync_interval`` after the last cycle, whatever happened: lost messages are corrected here;
-- after a failed cycle, a retry with capped exponential backoff and jitter (this replaces the
-  other timers until a cycle succeeds).
+- ``resync_interval`` after the start of the last cycle, whatever happened: lost messages are
+  corrected here, and it bounds every other wait, the backoff included;
+- after a failed cycle, a retry with capped exponential backoff and jitter.
 
-What woke the cycle never changes what it does: every cycle reads everything again. Messages are
-deleted only after a cycle that started after they arrived has succeeded for the group they name;
-otherwise they reappear after their visibility timeout and wake the controller again.
+While backing off, a wake-up runs a cycle sooner only if it names a group that the failed cycle
+did succeed for: one broken group (deleted, or denied to us) must not delay the others, while a
+flood of messages must not hammer an AWS that is throttling every call.
+
+What woke the cycle never changes what it does: every cycle reads everything again. The one thing
+no API can tell is remembered instead: the instances that a Spot interruption warning or a
+rebalance recommendation named in the last ``INTERRUPTION_MEMORY`` seconds are passed to every
+cycle, which drains them in the backends that ask for it.
+
+Messages are deleted only after a cycle that started after they arrived has succeeded for the
+group they name (for every group, when they name none); otherwise they reappear after their
+visibility timeout and wake the controller again.
+
+``Schedule`` is the pure part (when is the next cycle due, and why); ``Controller`` is the shell
+that waits, runs cycles, deletes messages, and reports.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Protocol
 
 from reconciler.errors import ReconcilerError
-from reconciler.observability import CallCounts, Metrics
+from reconciler.observability import CallCounts, Metrics, changed_rows
 from reconciler.ports import Inbox
 from reconciler.reconcile import CycleResult, Ports, run_cycle
-from reconciler.settings import Settings
-from reconciler.triggers import Wake, Wakeups
+from reconciler.settings import ControllerSettings, Settings
+from reconciler.triggers import Wake, WakeSource, backoff
 
 
 log = logging.getLogger(__name__)
-#: The first retry after a failure waits about this long; each further failure doubles it.
-FIRST_BACKOFF = 1.0
+#: AWS operations of this service are the queue's, made by the receiver thread and the
+#: acknowledgements; the cycle's own calls are everything else.
+QUEUE_SERVICE = "sqs:"
+EVENT = "event"
+RETRY = "retry"
+PROGRESS = "progress"
+FOLLOW_UP = "follow-up"
+RESYNC = "resync"
+#: Seconds an interruption warning counts: the interruption follows two minutes after a Spot
+#: warning, and by then the group has replaced the instance. A rebalance recommendation has no
+#: deadline; an instance still there after this long serves again.
+INTERRUPTION_MEMORY = 600.0
 
 
-@dataclass
-class _Timers:
-    """The monotonic times at which a cycle is due, each ``None`` when not scheduled."""
+class Cycle(Protocol):
+    """What runs one cycle: ``run_cycle``, or a stand-in in tests."""
+
+    def __call__(
+        self, settings: Settings, ports: Ports, *, interrupted: frozenset[str]
+    ) -> CycleResult:
+        """Observe, plan and apply once, draining the *interrupted* instances where wanted."""
+        ...
+
+
+def succeeded_for(failing: frozenset[str] | None, group: str | None) -> bool:
+    """
+    Whether a cycle that failed for the groups *failing* (``None``: failed as a whole) succeeded
+    for *group* (``None``: for every group).
+    """
+    if failing is None:
+        return False
+    return group not in failing if group is not None else not failing
+
+
+def failing_groups(result: CycleResult | None) -> frozenset[str] | None:
+    """The groups a cycle failed for; ``None`` when it failed as a whole or cannot tell."""
+    if result is None:
+        return None
+    if result.outcome is not None and result.outcome.errors:
+        return None  # apply errors are not tied to a group
+    return frozenset(b.asg for b in result.plan.refused)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When cycles are due, as monotonic times (``None``: not scheduled). Pure."""
 
     resync: float
     follow_up: float | None = None
     poll: float | None = None
+    #: Set while backing off after failed cycles.
     retry: float | None = None
+    #: Consecutive failed cycles.
     failures: int = 0
-    last_end: float = field(default=float("-inf"))
+    #: The groups the last cycle failed for (``None``: it failed as a whole).
+    failing: frozenset[str] | None = frozenset()
+    last_end: float = -math.inf
 
-    def next_due(self) -> float:
-        if self.retry is not None:
-            return self.retry
-        return min(t for t in (self.resync, self.follow_up, self.poll) if t is not None)
+    def next_cycle(self, waiting: Iterable[Wake], min_gap: float) -> tuple[float, str]:
+        """
+        When the next cycle is due and what triggers it, given the wake-ups that arrived since
+        the last cycle started.
+        """
+        timers: list[tuple[float | None, str]] = []
+        if any(succeeded_for(self.failing, wake.group) for wake in waiting):
+            timers.append((self.last_end + min_gap, EVENT))
+        timers += [
+            (self.retry, RETRY),
+            (self.poll, PROGRESS),
+            (self.follow_up, FOLLOW_UP),
+            (self.resync, RESYNC),
+        ]
+        # On a tie the earlier entry wins: an event before any timer.
+        return min(((t, name) for t, name in timers if t is not None), key=lambda due: due[0])
+
+    def after_cycle(
+        self,
+        config: ControllerSettings,
+        *,
+        started: float,
+        ended: float,
+        handled_wakeups: bool,
+        failing: frozenset[str] | None,
+        pending: bool,
+        jitter: float,
+    ) -> Schedule:
+        """
+        The schedule after a cycle that ran from *started* to *ended*. *handled_wakeups*: it was
+        the first to see some wake-ups and succeeded for their groups (when it failed for them,
+        the retry re-reads them anyway); *failing*: the groups it failed for (``None``: all);
+        *pending*: warm-ups or drains remain; *jitter* scales a backoff (0.5-1).
+        """
+        # Any cycle that starts once the follow-up is due is that follow-up.
+        follow_up = (
+            self.follow_up if self.follow_up is not None and started < self.follow_up else None
+        )
+        if handled_wakeups and config.follow_up_delay > 0:
+            follow_up = started + config.follow_up_delay
+        failures = 0 if failing == frozenset() else self.failures + 1
+        retry = None
+        if failures:
+            retry = ended + backoff(failures, config.max_backoff) * jitter
+        return replace(
+            self,
+            resync=started + config.resync_interval,
+            follow_up=follow_up,
+            poll=ended + config.poll_interval if pending else None,
+            retry=retry,
+            failures=failures,
+            failing=failing,
+            last_end=ended,
+        )
 
 
 class Controller:
@@ -62,17 +170,19 @@ class Controller:
         self,
         settings: Settings,
         ports: Ports,
-        wakeups: Wakeups,
+        wakeups: WakeSource,
         metrics: Metrics,
         *,
         inbox: Inbox | None = None,
         clock: Callable[[], float] = time.monotonic,
-        cycle: Callable[[Settings, Ports], CycleResult] = run_cycle,
+        cycle: Cycle = run_cycle,
         api_calls: Callable[[], Mapping[str, CallCounts]] = dict,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),  # noqa: S311 - not crypto
     ) -> None:
         """
-        *inbox* receives the deletions of messages whose cycle succeeded; *api_calls* snapshots
-        the AWS call counter, for the per-cycle log line.
+        *inbox* receives the deletions of messages whose cycle succeeded; *clock* must be the
+        clock that stamps the wake-ups; *api_calls* snapshots the AWS call counter, for the
+        per-cycle log line; *jitter* scales each backoff (a factor in 0.5-1).
         """
         self._settings = settings
         self._ports = ports
@@ -82,124 +192,149 @@ class Controller:
         self._clock = clock
         self._cycle = cycle
         self._api_calls = api_calls
-        self._unacked: list[Wake] = []
+        self._jitter = jitter
+        #: Wake-ups that arrived since the last cycle started.
+        self._waiting: list[Wake] = []
+        #: Messages not deleted yet, by message id: only the latest receipt is sure to delete.
+        self._unacked: dict[str, Wake] = {}
+        #: Instances named by an interruption warning, and until when that counts.
+        self._interrupted: dict[str, float] = {}
         self.cycles = 0
 
     def run(self) -> None:
-        """Loop until ``Wakeups.stop``; the first cycle runs at once."""
+        """Loop until the wake source stops; the first cycle runs at once."""
         config = self._settings.controller
-        timers = _Timers(resync=self._clock())
-        while True:
-            woken = self._wakeups.wait(timers.next_due())
-            if self._wakeups.stopping:
-                break
-            if woken:
-                # Fold everything that arrives until the gap after the last cycle is over.
-                self._wakeups.sleep_until(timers.last_end + config.min_gap)
-                woken += self._wakeups.wait(self._clock())
-            self._unacked.extend(woken)
-            now = self._clock()
-            if not woken and now < timers.next_due():
+        schedule = Schedule(resync=self._clock())
+        while not self._wakeups.stopping:
+            due, trigger = schedule.next_cycle(self._waiting, config.min_gap)
+            if self._clock() < due:
+                # Returns early for each batch of wake-ups, which may bring the cycle forward.
+                self._take(self._wakeups.wait(due))
                 continue
-            if timers.retry is not None and now < timers.retry:
-                continue  # backing off: the wake-ups wait for the retry
-            trigger = self._trigger(woken, timers, now)
-            self._run_one(trigger, timers, event=bool(woken))
+            schedule = self._run_one(schedule, trigger)
 
-    def _trigger(self, woken: Sequence[Wake], timers: _Timers, now: float) -> str:
-        if woken:
-            return "event"
-        if timers.retry is not None:
-            return "retry"
-        if timers.poll is not None and now >= timers.poll:
-            return "progress"
-        if timers.follow_up is not None and now >= timers.follow_up:
-            return "follow-up"
-        return "resync"
+    def _take(self, wakes: Sequence[Wake]) -> None:
+        """Note wake-ups that arrived: they wait for a cycle, messages also for deletion."""
+        self._waiting.extend(wakes)
+        for wake in wakes:
+            if wake.handle:
+                self._unacked[wake.message_id or wake.handle] = wake
+            if wake.interrupted:
+                until = max(
+                    wake.at + INTERRUPTION_MEMORY, self._interrupted.get(wake.interrupted, 0)
+                )
+                self._interrupted[wake.interrupted] = until
 
-    def _run_one(self, trigger: str, timers: _Timers, *, event: bool) -> None:
-        config = self._settings.controller
+    def _run_one(self, schedule: Schedule, trigger: str) -> Schedule:
+        """Run a cycle, delete what it covered, report it; return the next schedule."""
+        seen, self._waiting = self._waiting, []
         started = self._clock()
-        calls_before = self._total_calls()
-        result: CycleResult | None = None
-        error = ""
+        self._interrupted = {i: t for i, t in self._interrupted.items() if t > started}
+        calls_before = self._cycle_calls()
+        result, error = self._attempt()
+        ended = self._clock()
+        self.cycles += 1
+        failing = failing_groups(result)
+        deleted = self._acknowledge(failing, started)
+        self._metrics.record_cycle(ended - started, result, error)
+        self._log(
+            trigger,
+            result,
+            error,
+            {
+                "duration_ms": round((ended - started) * 1000),
+                "api_calls": self._cycle_calls() - calls_before,
+                "wakeups": len(seen),
+                "deleted": deleted,
+            },
+        )
+        return schedule.after_cycle(
+            self._settings.controller,
+            started=started,
+            ended=ended,
+            handled_wakeups=any(succeeded_for(failing, wake.group) for wake in seen),
+            failing=failing,
+            pending=result is not None and result.pending,
+            jitter=self._jitter(),
+        )
+
+    def _attempt(self) -> tuple[CycleResult | None, str]:
+        """Run one cycle; its result (``None`` if it raised) and its errors as one line."""
         try:
-            result = self._cycle(self._settings, self._ports)
+            result = self._cycle(
+                self._settings, self._ports, interrupted=frozenset(self._interrupted)
+            )
         except ReconcilerError as exc:
-            error = str(exc)
+            return None, str(exc)
+        # A bug in one cycle must not end the controller: the next cycle starts afresh.
         except Exception as exc:
             log.exception("cycle crashed")
-            error = f"unexpected {type(exc).__name__}: {exc}"
-        end = self._clock()
-        self.cycles += 1
-        timers.last_end = end
-        timers.resync = started + config.resync_interval
-        if result is not None:
-            error = "; ".join(result.errors)
-            self._acknowledge(result, started)
-        self._metrics.record_cycle(
-            "ok" if not error else "failed", end - started, result.plan if result else None
+            return None, f"unexpected {type(exc).__name__}: {exc}"
+        return result, "; ".join(result.errors)
+
+    def _acknowledge(self, failing: frozenset[str] | None, started: float) -> int:
+        """Delete the messages that arrived before *started* and whose groups succeeded."""
+        done = [
+            (key, wake)
+            for key, wake in self._unacked.items()
+            if wake.at <= started and succeeded_for(failing, wake.group)
+        ]
+        for key, _ in done:
+            # Forgotten whether or not the deletion works: one that failed comes back with a
+            # new receipt after its visibility timeout, and is taken again then.
+            del self._unacked[key]
+        if not done or self._inbox is None:
+            return 0
+        handles = [wake.handle for _, wake in done if wake.handle]
+        try:
+            failed = set(self._inbox.delete(handles))
+        except ReconcilerError as exc:
+            log.warning("deleting %d message(s) failed; they will come back: %s", len(done), exc)
+            return 0
+        deleted = [wake for _, wake in done if wake.handle not in failed]
+        for wake in deleted:
+            self._metrics.messages_deleted.labels(wake.kind).inc()
+        return len(deleted)
+
+    def _cycle_calls(self) -> int:
+        """AWS calls made so far, the queue's left out."""
+        return sum(
+            counts.calls
+            for operation, counts in self._api_calls().items()
+            if not operation.startswith(QUEUE_SERVICE)
         )
-        self._log(trigger, end - started, result, error, self._total_calls() - calls_before)
-        if error:
-            self._metrics.failed(error)
-            timers.failures += 1
-            backoff = min(config.max_backoff, FIRST_BACKOFF * 2 ** (timers.failures - 1))
-            timers.retry = end + backoff * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
-        else:
-            self._metrics.succeeded()
-            timers.failures = 0
-            timers.retry = None
-        timers.poll = end + config.poll_interval if result and result.pending else None
-        if event:
-            timers.follow_up = started + config.follow_up_delay
-        elif trigger == "follow-up":
-            timers.follow_up = None
-
-    def _acknowledge(self, result: CycleResult, started: float) -> None:
-        """Delete the messages that arrived before *started* whose groups were reconciled."""
-        failed_groups = {b.asg for b in result.plan.backends if b.refused}
-        apply_failed = bool(result.outcome and result.outcome.errors)
-        done: list[Wake] = []
-        kept: list[Wake] = []
-        for wake in self._unacked:
-            covered = not apply_failed and (
-                wake.group not in failed_groups if wake.group else not failed_groups
-            )
-            (done if wake.at < started and covered else kept).append(wake)
-        self._unacked = kept
-        handles = [w.handle for w in done if w.handle]
-        if not handles or self._inbox is None:
-            return
-        failed = set(self._inbox.delete(handles))
-        for wake in done:
-            if wake.handle and wake.handle not in failed:
-                self._metrics.messages_deleted.labels(wake.kind).inc()
-
-    def _total_calls(self) -> int:
-        return sum(c.calls for c in self._api_calls().values())
 
     def _log(
-        self, trigger: str, seconds: float, result: CycleResult | None, error: str, calls: int
+        self, trigger: str, result: CycleResult | None, error: str, fields: dict[str, object]
     ) -> None:
-        changes = 0
-        pending = False
-        if result is not None:
-            changes = sum(
-                r.change.value not in ("unchanged", "held")
-                for b in result.plan.backends
-                for r in b.rows
+        """One line per changed server, then the cycle's summary line with *fields*."""
+        changed = list(changed_rows(result)) if result is not None else []
+        for backend, row in changed:
+            log.info(
+                "server %s",
+                row.change.value,
+                extra={
+                    "fields": {
+                        "backend": backend,
+                        "server": row.server,
+                        "instance": row.instance_id,
+                        "address": row.address,
+                        "change": row.change.value,
+                        "reason": row.reason,
+                    }
+                },
             )
-            pending = result.pending
-        fields = {
-            "trigger": trigger,
-            "duration_ms": round(seconds * 1000),
-            "changes": changes,
-            "pending": pending,
-            "api_calls": calls,
+        summary: dict[str, object] = {
             "cycle": self.cycles,
+            "trigger": trigger,
+            "result": "failed" if error else "ok",
+            **fields,
+            "changes": len(changed),
+            "commands": result.outcome.commands if result and result.outcome else 0,
+            "pending": bool(result and result.pending),
         }
         if error:
-            log.warning("cycle failed: %s", error, extra={"fields": fields})
+            summary["error"] = error
+            log.warning("cycle failed", extra={"fields": summary})
         else:
-            log.info("cycle done", extra={"fields": fields})
+            log.info("cycle done", extra={"fields": summary})

@@ -5,21 +5,40 @@ Metrics, health, and the small HTTP listener that serves them.
 never share counters) and the time of the last successful cycle, from which ``/healthz`` decides:
 200 while that success is younger than ``healthy_intervals`` times ``resync_interval``, else 503
 with the reason. ``StatusServer`` is the only HTTP listener of the package.
+
+What a cycle reports is derived from its plan's rows: a server *changed* when its row says add,
+remove, address or options (warming and draining rows report progress); *desired* servers are
+the group's serving instances; *actual* ones are the managed servers HAProxy has once the cycle is
+applied (draining ones included); *drift* counts the rows that were not unchanged when the cycle
+looked. A backend the cycle could not read keeps its last gauges.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
+from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler.model import Change, Plan
+from reconciler.model import Change, Row
+from reconciler.reconcile import CycleResult
+
+
+log = logging.getLogger(__name__)
 
 
 class CallCounts(Protocol):
@@ -41,6 +60,26 @@ class CallCounts(Protocol):
         ...
 
 
+#: What a report row says about a server when the cycle changed it; the other changes report
+#: progress (warming, draining) or nothing to do.
+CHANGES = frozenset({Change.ADD, Change.REMOVE, Change.ADDRESS, Change.OPTIONS})
+
+
+def changed_rows(result: CycleResult) -> Iterator[tuple[str, Row]]:
+    """
+    The report rows of the servers a cycle changed (or tried to: a failed cycle's attempts are
+    included), each with its backend. A dry run changes nothing.
+    """
+    if result.outcome is None:
+        return
+    for backend in result.plan.backends:
+        if backend.refused or backend.held:
+            continue
+        for row in backend.rows:
+            if row.change in CHANGES:
+                yield backend.backend, row
+
+
 class Metrics:
     """Every metric the controller exports, plus the health verdict."""
 
@@ -51,7 +90,10 @@ class Metrics:
         api_calls: Callable[[], Mapping[str, CallCounts]] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """*stale_after*: seconds after the last successful cycle when health turns bad."""
+        """
+        *stale_after*: seconds after the last successful cycle (or the start) when health turns
+        bad; *api_calls* snapshots the AWS call counter at each scrape; *clock* is monotonic.
+        """
         self.registry = CollectorRegistry()
         self._stale_after = stale_after
         self._clock = clock
@@ -61,7 +103,7 @@ class Metrics:
         self._lock = threading.Lock()
         r = self.registry
         self.cycles = Counter(
-            "reconciler_cycles", "Reconcile cycles by result.", ["result"], registry=r
+            "reconciler_cycles", "Reconcile cycles by result (ok, failed).", ["result"], registry=r
         )
         self.duration = Histogram(
             "reconciler_cycle_duration_seconds",
@@ -70,17 +112,29 @@ class Metrics:
             registry=r,
         )
         self.changes = Counter(
-            "reconciler_changes", "Server changes applied, by kind.", ["kind"], registry=r
+            "reconciler_changes",
+            "Server changes made, by kind (add, remove, address, options).",
+            ["kind"],
+            registry=r,
         )
+        self.commands = Counter(
+            "reconciler_runtime_commands", "HAProxy runtime API commands sent.", registry=r
+        )
+        self.file_writes = Counter(
+            "reconciler_config_writes", "Times the HAProxy config file was rewritten.", registry=r
+        )
+        self.reloads = Counter("reconciler_reloads", "HAProxy reloads run.", registry=r)
         self.servers = Gauge(
             "reconciler_servers",
-            "Managed servers per backend: desired (InService) and actual (in HAProxy).",
+            "Managed servers per backend after the last cycle that could read it: desired "
+            "(serving instances of the group) and actual (in HAProxy, draining ones included).",
             ["backend", "source"],
             registry=r,
         )
         self.drift = Gauge(
             "reconciler_drift_servers",
-            "Managed servers of a backend that differ from their group after the last cycle.",
+            "Managed servers that differed from their group when the last cycle that could read "
+            "the backend looked (warm-ups and drains in progress included).",
             ["backend"],
             registry=r,
         )
@@ -104,53 +158,58 @@ class Metrics:
         if api_calls is not None:
             r.register(_ApiCallCollector(api_calls))
 
-    def record_cycle(self, result: str, seconds: float, plan: Plan | None) -> None:
-        """Count one cycle; with its *plan*, also the changes, server counts and drift."""
-        self.cycles.labels(result).inc()
+    def record_cycle(self, seconds: float, result: CycleResult | None, error: str) -> None:
+        """
+        Count one cycle that took *seconds*: failed when *error* is not empty; with its *result*
+        (``None`` when it raised), also what it changed and the servers it saw.
+        """
+        self.cycles.labels("failed" if error else "ok").inc()
         self.duration.observe(seconds)
-        if plan is None:
-            return
-        for backend in plan.backends:
+        if result is not None:
+            self._record_result(result)
+        with self._lock:
+            self._last_error = error
+            if not error:
+                self._last_success = self._clock()
+        if not error:
+            self.last_success.set(time.time())
+
+    def _record_result(self, result: CycleResult) -> None:
+        """Count what *result* changed; set the server gauges of every backend it could read."""
+        for _, row in changed_rows(result):
+            self.changes.labels(row.change.value).inc()
+        if result.outcome is not None:
+            self.commands.inc(result.outcome.commands)
+            self.file_writes.inc(result.outcome.file_written)
+            self.reloads.inc(result.outcome.reloaded)
+        for backend in result.plan.backends:
             if backend.refused:
-                continue
-            desired = actual = drifted = 0
-            for row in backend.rows:
-                if row.change is not Change.UNCHANGED:
-                    self.changes.labels(row.change.value).inc()
-                    drifted += 1
-                desired += row.change is not Change.REMOVE and row.change is not Change.DRAINING
-                actual += row.change is not Change.ADD and row.change is not Change.WARMING
-            self.servers.labels(backend.backend, "desired").set(desired)
-            self.servers.labels(backend.backend, "actual").set(actual)
-            self.drift.labels(backend.backend).set(drifted)
-
-    def succeeded(self) -> None:
-        """A cycle succeeded now."""
-        with self._lock:
-            self._last_success = self._clock()
-            self._last_error = ""
-        self.last_success.set(time.time())
-
-    def failed(self, reason: str) -> None:
-        """A cycle failed; *reason* shows in ``/healthz`` until the next success."""
-        with self._lock:
-            self._last_error = reason
+                continue  # not read: what the gauges said last is still the best guess
+            rows = backend.rows
+            self.servers.labels(backend.backend, "desired").set(
+                sum(r.change not in _NOT_DESIRED for r in rows)
+            )
+            self.servers.labels(backend.backend, "actual").set(
+                sum(r.change is not Change.REMOVE for r in rows)
+            )
+            self.drift.labels(backend.backend).set(
+                sum(r.change is not Change.UNCHANGED for r in rows)
+            )
 
     def health(self) -> tuple[bool, str]:
         """Whether the controller is healthy, and why."""
         with self._lock:
             last, error = self._last_success, self._last_error
         now = self._clock()
+        why = f"; last error: {error}" if error else ""
         if last is None:
             waited = now - self._started
-            if waited < self._stale_after:
-                return True, f"starting: no cycle finished yet ({waited:.0f}s)"
-            why = f"; last error: {error}" if error else ""
+            if waited <= self._stale_after:
+                return True, f"starting: no successful cycle yet ({waited:.0f}s){why}"
             return False, f"no successful cycle in {waited:.0f}s since start{why}"
         age = now - last
         if age <= self._stale_after:
-            return True, f"last successful cycle {age:.1f}s ago"
-        why = f"; last error: {error}" if error else ""
+            return True, f"last successful cycle {age:.1f}s ago{why}"
         return False, f"last successful cycle {age:.0f}s ago (limit {self._stale_after:g}s){why}"
 
     def exposition(self) -> bytes:
@@ -158,13 +217,19 @@ class Metrics:
         return bytes(generate_latest(self.registry))
 
 
+#: Rows of servers the group does not want serving.
+_NOT_DESIRED = frozenset({Change.REMOVE, Change.DRAINING, Change.HELD})
+
+
 class _ApiCallCollector(Collector):
     """Turns the AWS call counter's snapshot into counters at scrape time."""
 
     def __init__(self, snapshot: Callable[[], Mapping[str, CallCounts]]) -> None:
+        """Read the counts through *snapshot* at each scrape."""
         self._snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:
+        """The counters of the current snapshot."""
         calls = CounterMetricFamily(
             "reconciler_aws_api_calls", "AWS API calls by operation.", labels=["operation"]
         )
@@ -185,11 +250,12 @@ class StatusServer:
     """``/healthz`` and ``/metrics`` over HTTP, served from a daemon thread."""
 
     def __init__(self, listen: str, metrics: Metrics) -> None:
-        """Bind *listen* (``host:port``; port 0 picks a free one) at once, so errors show early."""
+        """
+        Bind *listen* (``host:port``, IPv4; port 0 picks a free one) at once, so a port in use
+        shows at startup; raises ``OSError``.
+        """
         host, _, port = listen.rpartition(":")
-        handler = _handler_for(metrics)
-        self._server = ThreadingHTTPServer((host.strip("[]"), int(port)), handler)
-        self._server.daemon_threads = True
+        self._server = _QuietServer((host, int(port)), _handler_for(metrics))
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="status-server", daemon=True
         )
@@ -206,24 +272,40 @@ class StatusServer:
 
     def stop(self) -> None:
         """Stop serving and release the port."""
-        self._server.shutdown()
+        if self._thread.is_alive():  # shutdown() waits forever for a loop that never started
+            self._server.shutdown()
         self._server.server_close()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    """Serves each request in a daemon thread; a failed request is logged, never printed."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:  # noqa: ARG002
+        """A scraper that hung up mid-reply: the default prints a traceback, breaking JSON logs."""
+        log.debug("status request from %s failed", client_address, exc_info=True)
+
+
 def _handler_for(metrics: Metrics) -> type[BaseHTTPRequestHandler]:
+    """A request handler class bound to *metrics* (http.server instantiates it per request)."""
+
     class Handler(BaseHTTPRequestHandler):
-        """Answers the two paths; everything else is 404."""
+        """Answers the two paths (any query string ignored); everything else is 404."""
 
         def do_GET(self) -> None:
-            if self.path == "/healthz":
+            """Serve one of the two paths."""
+            path = urlsplit(self.path).path
+            if path == "/healthz":
                 ok, reason = metrics.health()
                 self._reply(200 if ok else 503, (reason + "\n").encode(), "text/plain")
-            elif self.path == "/metrics":
-                self._reply(200, metrics.exposition(), "text/plain; version=0.0.4")
+            elif path == "/metrics":
+                self._reply(200, metrics.exposition(), CONTENT_TYPE_LATEST)
             else:
                 self._reply(404, b"try /healthz or /metrics\n", "text/plain")
 
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
+            """Send a complete response."""
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))

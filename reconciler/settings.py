@@ -67,7 +67,8 @@ class ControllerSettings:
     resync_interval: float = 60.0
     #: Wake-ups within this many seconds after a cycle are folded into the next one.
     min_gap: float = 0.25
-    #: Seconds after an event-driven cycle before a follow-up cycle (AWS eventual consistency).
+    #: Seconds after an event-driven cycle before a follow-up cycle (AWS eventual consistency);
+    #: 0 turns the follow-up off.
     follow_up_delay: float = 3.0
     #: Retry delays after failed cycles double up to this many seconds.
     max_backoff: float = 60.0
@@ -212,7 +213,9 @@ def _controller(reader: _Reader, raw: Mapping[str, Any]) -> ControllerSettings:
         value = reader.opt_number(raw, "controller", name)
         if value is None:
             continue
-        if value < 0 or (value == 0 and name in ("resync_interval", "poll_interval")):
+        # A zero cap would retry failed cycles back to back, hammering a failing AWS.
+        positive = ("resync_interval", "poll_interval", "max_backoff")
+        if value < 0 or (value == 0 and name in positive):
             reader.problems.append(f"controller.{name}: must be a positive number of seconds")
             continue
         values[name] = value

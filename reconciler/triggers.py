@@ -6,6 +6,10 @@ takes all pending ones at once, so a burst of messages costs one cycle, not one 
 ``SqsReceiver`` is the thread that long-polls the queue and posts a wake-up per message; a message
 is only a trigger, and its receipt handle rides along so the controller can delete it after a
 cycle that started after it arrived has succeeded.
+
+The receiver thread never dies: whatever a poll or an early deletion raises is logged and the
+thread polls again after a capped, jittered backoff. A dead receiver would silently degrade the
+controller to resync-only, which no health check would notice.
 """
 
 from __future__ import annotations
@@ -14,17 +18,23 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from reconciler import messages
 from reconciler.errors import ReconcilerError
+from reconciler.messages import Kind
 from reconciler.ports import Inbox
 
 
 log = logging.getLogger(__name__)
 #: Waits after failed receives double up to this many seconds.
 RECEIVE_MAX_BACKOFF = 30.0
+#: The first wait after a failure (a receive, or a cycle) is about this long.
+FIRST_BACKOFF = 1.0
+#: Messages saying that EC2 is about to take an instance away.
+INTERRUPTIONS = frozenset({Kind.SPOT_WARNING, Kind.REBALANCE})
 
 
 @dataclass(frozen=True)
@@ -38,26 +48,46 @@ class Wake:
     #: The SQS receipt handle to delete after a successful cycle, if it came from the queue.
     handle: str | None = None
     kind: str = "signal"
+    #: The SQS message id: a message received again replaces its earlier receipt.
+    message_id: str | None = None
+    #: The instance a Spot interruption warning or rebalance recommendation names.
+    interrupted: str | None = None
+
+
+class WakeSource(Protocol):
+    """What the controller waits on: ``Wakeups``, or a scripted stand-in in tests."""
+
+    @property
+    def stopping(self) -> bool:
+        """True once the controller should return."""
+        ...
+
+    def wait(self, deadline: float) -> list[Wake]:
+        """Block until a wake-up is pending, stop, or *deadline*; return the pending ones."""
+        ...
 
 
 class Wakeups:
     """A mailbox of wake-ups that the controller drains all at once."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        """*clock* must be the clock the deadlines passed to ``wait`` are measured by."""
         self._clock = clock
         self._pending: list[Wake] = []
         self._stopping = False
-        self._changed = threading.Condition()
+        # Reentrant: stop() runs from a signal handler, which may interrupt the main thread
+        # while it holds this lock inside wait().
+        self._changed = threading.Condition(threading.RLock())
 
     @property
     def stopping(self) -> bool:
         """True once ``stop`` was called."""
         return self._stopping
 
-    def put(self, wake: Wake) -> None:
-        """Post a wake-up."""
+    def put(self, *wakes: Wake) -> None:
+        """Post wake-ups, all in one go so the controller wakes once for a batch."""
         with self._changed:
-            self._pending.append(wake)
+            self._pending.extend(wakes)
             self._changed.notify_all()
 
     def stop(self) -> None:
@@ -100,12 +130,18 @@ class SqsReceiver:
         *,
         on_message: Callable[[messages.Received], None] = lambda _: None,
         on_delete: Callable[[messages.Received], None] = lambda _: None,
+        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),  # noqa: S311 - not crypto
     ) -> None:
-        """*on_message* / *on_delete* observe every message received / deleted at once."""
+        """
+        *on_message* / *on_delete* observe every message received / deleted at once; *jitter*
+        scales each backoff wait (a factor in 0.5-1).
+        """
         self._inbox = inbox
         self._wakeups = wakeups
         self._on_message = on_message
         self._on_delete = on_delete
+        self._jitter = jitter
+        self._stopped = threading.Event()
         # Never joined: a 20 s long poll must not delay shutdown; close() makes it return empty.
         self._thread = threading.Thread(target=self._run, name="sqs-receiver", daemon=True)
 
@@ -115,38 +151,73 @@ class SqsReceiver:
 
     def stop(self) -> None:
         """Stop polling; a poll in flight returns nothing and its messages come back later."""
+        # Both: a closed inbox returns at once, so the loop must not poll it again.
+        self._stopped.set()
         self._inbox.close()
 
     def _run(self) -> None:
+        """Poll until stopped."""
         failures = 0
-        while not self._wakeups.stopping:
+        while not self._stopped.is_set() and not self._wakeups.stopping:
             try:
-                received = self._inbox.receive()
+                self._handle(self._inbox.receive())
             except ReconcilerError as exc:
                 failures += 1
-                delay = min(RECEIVE_MAX_BACKOFF, 2.0 ** min(failures, 10)) * random.uniform(0.5, 1)  # noqa: S311 - jitter
-                log.warning("receiving from SQS failed, retrying in %.1fs: %s", delay, exc)
-                self._wakeups.sleep_until(time.monotonic() + delay)
-                continue
-            failures = 0
-            self._handle(received)
+                self._back_off(failures, "receiving from SQS failed", exc)
+            # The thread must outlive bugs too: it is the controller's only source of wake-ups.
+            except Exception as exc:
+                failures += 1
+                log.exception("the SQS receiver failed unexpectedly")
+                self._back_off(failures, "the SQS receiver failed", exc)
+            else:
+                failures = 0
 
-    def _handle(self, received: list[messages.Received]) -> None:
-        at_once = [m for m in received if m.trigger.delete_now]
-        if at_once:
-            failed = set(self._inbox.delete([m.receipt_handle for m in at_once]))
-            for message in at_once:
-                if message.receipt_handle not in failed:
-                    self._on_delete(message)
+    def _back_off(self, failures: int, what: str, exc: Exception) -> None:
+        """Log *what* failed and wait before the next poll, unless stopped meanwhile."""
+        delay = backoff(failures, RECEIVE_MAX_BACKOFF) * self._jitter()
+        log.warning("%s, retrying in %.1fs: %s", what, delay, exc)
+        self._wakeups.sleep_until(time.monotonic() + delay)
+
+    def _handle(self, received: Sequence[messages.Received]) -> None:
+        """Report every message, post wake-ups, then delete the messages that need no cycle."""
         for message in received:
             self._on_message(message)
-            if message.trigger.delete_now:
-                continue
-            self._wakeups.put(
-                Wake(
-                    at=message.received_at,
-                    group=message.trigger.group,
-                    handle=message.receipt_handle,
-                    kind=message.trigger.kind.value,
-                )
+        wakes = [
+            Wake(
+                at=message.received_at,
+                group=message.trigger.group,
+                handle=message.receipt_handle,
+                kind=message.trigger.kind.value,
+                message_id=message.message_id,
+                interrupted=(
+                    message.trigger.instance_id if message.trigger.kind in INTERRUPTIONS else None
+                ),
             )
+            for message in received
+            if not message.trigger.delete_now
+        ]
+        if wakes:  # an empty poll must not wake the controller for nothing
+            self._wakeups.put(*wakes)
+        at_once = [m for m in received if m.trigger.delete_now]
+        if at_once:
+            self._delete_at_once(at_once)
+
+    def _delete_at_once(self, harmless: Sequence[messages.Received]) -> None:
+        """Delete messages that need no cycle; on failure they come back and are tried again."""
+        try:
+            failed = set(self._inbox.delete([m.receipt_handle for m in harmless]))
+        except ReconcilerError as exc:
+            log.warning("deleting %d harmless message(s) failed: %s", len(harmless), exc)
+            return
+        for message in harmless:
+            if message.receipt_handle not in failed:
+                self._on_delete(message)
+
+
+def backoff(failures: int, cap: float) -> float:
+    """
+    Seconds to wait (before jitter) after *failures* consecutive failures: ``FIRST_BACKOFF``
+    doubled per further failure, at most *cap*.
+    """
+    # The exponent is capped so that a very long outage never overflows a float.
+    return min(cap, FIRST_BACKOFF * 2.0 ** min(failures - 1, 30))

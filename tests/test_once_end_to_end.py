@@ -6,94 +6,15 @@ addresses. Assertions are about what HAProxy serves and what the file holds.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.support.haproxy import (
-    HEALTH_CHECK,
-    BackendSpec,
-    HAProxyFactory,
-    HAProxyProcess,
-    HTTPBackend,
-    HTTPBackends,
-    free_port,
-    wait_for,
-)
+from tests.support.haproxy import HAProxyFactory, HTTPBackends, wait_for
 from tests.support.moto import Cloud
-
-
-GROUP = "api-asg"
-HAND_WRITTEN = "maintenance 127.0.0.1:9 backup"
-RECONCILE = [sys.executable, "-m", "reconciler"]
-
-
-class Stack:
-    """One group, its instances' HTTP servers, one HAProxy and the settings file."""
-
-    def __init__(
-        self,
-        cloud: Cloud,
-        haproxy: HAProxyProcess,
-        backends: HTTPBackends,
-        settings_path: Path,
-        port: int,
-    ) -> None:
-        self.cloud = cloud
-        self.haproxy = haproxy
-        self.backends = backends
-        self.settings = settings_path
-        self.port = port
-        self.servers: dict[str, HTTPBackend] = {}
-
-    def serve_instances(self) -> None:
-        """Start an HTTP server on every serving instance that has none yet."""
-        for instance_id, ip in self.cloud.serving(GROUP).items():
-            if instance_id not in self.servers:
-                self.servers[instance_id] = self.backends.start(ip, self.port, name=instance_id)
-
-    def reconcile(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        """Run ``reconcile --once`` with this stack's settings."""
-        return subprocess.run(
-            [*RECONCILE, "--once", "--config", str(self.settings), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=os.environ.copy(),
-            check=False,
-        )
-
-    def reconcile_json(self, *args: str) -> tuple[int, dict[str, Any]]:
-        """Run ``reconcile --once --json``; return the exit code and the report."""
-        done = self.reconcile("--json", *args)
-        assert done.stdout, done.stderr
-        return done.returncode, json.loads(done.stdout)
-
-    def answering(self, requests: int = 30) -> Counter[str]:
-        """Which instances answer *requests* requests sent through HAProxy's frontend."""
-        seen: Counter[str] = Counter()
-        for _ in range(requests):
-            status, body = self.haproxy.get("/")
-            assert status == 200, body
-            seen[body.strip().removeprefix("hello from ")] += 1
-        return seen
-
-    def file_servers(self) -> list[str]:
-        """The ``server`` lines of the api backend in the config file, stripped."""
-        lines = self.haproxy.config_path.read_text().splitlines()
-        start = lines.index("backend api")
-        section = []
-        for line in lines[start + 1 :]:
-            if line and not line.startswith(" "):
-                break
-            section.append(line.strip())
-        return [line for line in section if line.startswith("server ")]
+from tests.support.stack import GROUP, HAND_WRITTEN, Stack, build_stack
 
 
 @pytest.fixture(name="stack")
@@ -101,30 +22,7 @@ def _stack(
     cloud: Cloud, haproxy_factory: HAProxyFactory, http_backends: HTTPBackends, tmp_path: Path
 ) -> Stack:
     """Two InService instances serving, HAProxy with only a hand-written backup server."""
-    cloud.create_group(GROUP, 2)
-    port = free_port()
-    haproxy = haproxy_factory(
-        BackendSpec("api", lines=(HEALTH_CHECK,), servers=(HAND_WRITTEN,)),
-    )
-    settings_path = tmp_path / "reconciler.toml"
-    settings_path.write_text(
-        f"""
-[haproxy]
-config = "{haproxy.config_path}"
-socket = "{haproxy.socket_path}"
-
-[[backend]]
-name = "api"
-asg = "{GROUP}"
-port = {port}
-server_prefix = "api-"
-server_options = "check inter 100ms fall 2 rise 1"
-drain_timeout = 5
-"""
-    )
-    stack = Stack(cloud, haproxy, http_backends, settings_path, port)
-    stack.serve_instances()
-    return stack
+    return build_stack(cloud, haproxy_factory, http_backends, tmp_path)
 
 
 def test_converges_from_empty(stack: Stack) -> None:
