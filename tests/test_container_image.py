@@ -1,0 +1,284 @@
+"""
+The container image, tested as far as a machine without a Docker engine allows: the Dockerfile is
+read, and what it would run (its ENTRYPOINT with its ENV, its HEALTHCHECK command) runs as plain
+processes, with the image's paths mapped to this virtual environment and its listen address moved
+to loopback.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.haproxy import DEADLINE, HAProxyFactory, HTTPBackends, free_port, wait_for
+from tests.support.moto import Cloud
+
+
+ROOT = Path(__file__).resolve().parent.parent
+GROUP = "api-asg"
+#: Where the image keeps its virtual environment; here, this interpreter's.
+IMAGE_VENV = "/opt/venv"
+
+
+@dataclass(frozen=True)
+class Instruction:
+    """One Dockerfile instruction, continuation lines joined."""
+
+    keyword: str
+    arguments: str
+
+
+@dataclass(frozen=True)
+class Image:
+    """The final stage of the Dockerfile, and how many stages it has."""
+
+    stages: int
+    base: str
+    instructions: tuple[Instruction, ...]
+
+    def only(self, keyword: str) -> str:
+        """The arguments of the stage's single *keyword* instruction."""
+        (found,) = [i.arguments for i in self.instructions if i.keyword == keyword]
+        return found
+
+    def env(self) -> dict[str, str]:
+        """The stage's ENV, as a process here gets it: the image's venv is this one."""
+        values = {}
+        for instruction in self.instructions:
+            if instruction.keyword == "ENV":
+                for pair in shlex.split(instruction.arguments):
+                    name, _, value = pair.partition("=")
+                    values[name] = value.replace(IMAGE_VENV, sys.prefix).replace(
+                        "$PATH", os.environ["PATH"]
+                    )
+        return values
+
+    def entrypoint(self) -> list[str]:
+        """The exec-form ENTRYPOINT."""
+        return list(json.loads(self.only("ENTRYPOINT")))
+
+    def healthcheck(self) -> list[str]:
+        """The exec-form command of the HEALTHCHECK."""
+        _, _, command = self.only("HEALTHCHECK").partition(" CMD ")
+        return list(json.loads(command))
+
+
+def read_image(path: Path) -> Image:
+    """The final stage of the Dockerfile at *path*."""
+    instructions = _instructions(path.read_text())
+    starts = [n for n, i in enumerate(instructions) if i.keyword == "FROM"]
+    final = instructions[starts[-1]]
+    return Image(len(starts), final.arguments.split()[0], tuple(instructions[starts[-1] + 1 :]))
+
+
+def _instructions(text: str) -> list[Instruction]:
+    """Every instruction of a Dockerfile, without comments."""
+    logical: list[str] = []
+    current = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.endswith("\\"):
+            current += line[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    return [Instruction(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in logical]
+
+
+def ignored(path: str, patterns: Sequence[str]) -> bool:
+    """Whether Docker leaves *path* out of the build context (the last matching pattern wins)."""
+    excluded = False
+    for pattern in patterns:
+        keep = pattern.startswith("!")
+        bare = pattern.removeprefix("!").rstrip("/")
+        parts = path.split("/")
+        # A pattern names the path or a directory above it; after "**/", at any depth.
+        starts = range(len(parts)) if bare.startswith("**/") else range(1)
+        bare = bare.removeprefix("**/")
+        candidates = ["/".join(parts[i:j]) for i in starts for j in range(i + 1, len(parts) + 1)]
+        if any(fnmatch.fnmatchcase(c, bare) for c in candidates):
+            excluded = not keep
+    return excluded
+
+
+@pytest.fixture(name="image")
+def _image() -> Image:
+    """The repository's Dockerfile."""
+    return read_image(ROOT / "Dockerfile")
+
+
+def run_healthcheck(image: Image, env: dict[str, str]) -> int:
+    """Run the HEALTHCHECK command with *env*; its exit code."""
+    done = subprocess.run(
+        image.healthcheck(), env=env, capture_output=True, timeout=DEADLINE, check=False
+    )
+    return done.returncode
+
+
+def test_image_definition(image: Image) -> None:
+    """Multi-stage, slim Python, non-root, `reconcile` entrypoint, health check on the port."""
+    assert image.stages >= 2
+    assert image.base.startswith("python:3.11-slim")
+    assert f"--from=builder {IMAGE_VENV} {IMAGE_VENV}" in [
+        i.arguments for i in image.instructions if i.keyword == "COPY"
+    ]
+    assert image.only("USER").split(":")[0] not in ("root", "0")
+    assert image.entrypoint() == ["reconcile"]
+    env = image.env()
+    assert env["RECONCILER_CONFIG"] == "/etc/reconciler/reconciler.toml"
+    assert env["RECONCILER_LOG_FORMAT"] == "json"
+    assert env["RECONCILER_SERVER_LISTEN"].endswith(f":{image.only('EXPOSE')}")
+    assert image.healthcheck()[:2] == ["python", "-c"]
+    assert "/healthz" in image.healthcheck()[2]
+
+
+def test_build_context_holds_what_the_build_copies(image: Image) -> None:
+    """Every file the Dockerfile copies is in the context; the venv, git and tests are not."""
+    patterns = [
+        line
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copied = [
+        source
+        for instruction in _instructions((ROOT / "Dockerfile").read_text())
+        if instruction.keyword == "COPY" and not instruction.arguments.startswith("--from")
+        for source in instruction.arguments.split()[:-1]
+    ]
+    assert "reconciler" in copied
+    for source in copied:
+        assert (ROOT / source).exists(), source
+        assert not ignored(source, patterns), source
+    assert not ignored("reconciler/haproxy/render.py", patterns)
+    for outside in (".venv/bin/python", ".git/HEAD", "tests/conftest.py"):
+        assert ignored(outside, patterns), outside
+    assert ignored("reconciler/__pycache__/cli.cpython-311.pyc", patterns)
+
+
+def test_entrypoint_runs_with_the_image_environment(image: Image) -> None:
+    """`reconcile --help` through the image's ENTRYPOINT and ENV."""
+    done = subprocess.run(
+        [*image.entrypoint(), "--help"],
+        env=image.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Usage" in done.stdout
+
+
+class Daemon:
+    """The long-running controller as a child process, its output in a file."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.command = command
+        self.env = env
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Run the command, stdout and stderr to the log file."""
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                self.command, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out
+            )
+
+    def stop(self) -> int:
+        """SIGTERM, as a container stop sends; the exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(DEADLINE)
+
+    def kill(self) -> None:
+        """Kill the process if it still runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture(name="daemon")
+def _daemon(image: Image, cloud: Cloud, tmp_path: Path) -> Iterator[Daemon]:
+    """
+    The ENTRYPOINT without arguments (the controller), started on demand and stopped at teardown,
+    with the image's ENV plus the test's AWS endpoint, and its listen address on loopback.
+    """
+    env = {**os.environ, **image.env()}
+    env["RECONCILER_CONFIG"] = str(tmp_path / "reconciler.toml")
+    env["RECONCILER_SERVER_LISTEN"] = f"127.0.0.1:{free_port()}"
+    daemon = Daemon(image.entrypoint(), env, tmp_path / "reconcile.log")
+    try:
+        yield daemon
+    finally:
+        daemon.kill()
+
+
+def test_sidecar_starts_haproxy_and_reports_health(
+    image: Image,
+    daemon: Daemon,
+    cloud: Cloud,
+    haproxy_factory: HAProxyFactory,
+    http_backends: HTTPBackends,
+) -> None:
+    """
+    The sidecar as the image runs it, in template mode with no config file yet: the controller
+    writes the first file, HAProxy started from it serves the instances, and the HEALTHCHECK
+    passes; when cycles fail (the group is gone) it fails; SIGTERM stops the controller cleanly
+    and its logs are JSON lines.
+    """
+    instances = cloud.create_group(GROUP, 2)
+    port = free_port()
+    for instance_id, ip in cloud.serving(GROUP).items():
+        http_backends.start(ip, port, name=instance_id)
+    haproxy = haproxy_factory.create()
+    daemon.env["FRONTEND_BIND"] = f"127.0.0.1:{haproxy.port}"
+    Path(daemon.env["RECONCILER_CONFIG"]).write_text(
+        f"""
+[haproxy]
+config = "{haproxy.config_path}"
+socket = "{haproxy.socket_path}"
+template = "{ROOT / "haproxy.cfg.j2"}"
+
+[controller]
+resync_interval = 0.5
+max_backoff = 1
+
+[server]
+healthy_intervals = 2
+
+[[backend]]
+name = "api"
+asg = "{GROUP}"
+port = {port}
+server_prefix = "api-"
+"""
+    )
+    assert run_healthcheck(image, daemon.env) != 0, "nothing listens yet"
+    daemon.start()
+    wait_for(haproxy.config_path.exists, f"the first file (log: {daemon.log})")
+    haproxy.start(haproxy.config_path.read_text())
+    wait_for(
+        lambda: (
+            {haproxy.get("/")[1].removeprefix("hello from ") for _ in range(20)} == set(instances)
+        ),
+        "every instance answering",
+    )
+    wait_for(lambda: run_healthcheck(image, daemon.env) == 0, "a passing health check")
+    cloud.delete_group(GROUP)
+    wait_for(lambda: run_healthcheck(image, daemon.env) != 0, "a failing health check")
+    assert daemon.stop() == 0, daemon.log.read_text()
+    records = [json.loads(line) for line in daemon.log.read_text().splitlines()]
+    assert any(r["message"] == "controller started" for r in records)
