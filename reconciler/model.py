@@ -72,10 +72,6 @@ class Group:
     #: Its lifecycle hooks; only read for groups whose backends complete lifecycle actions.
     hooks: tuple[LifecycleHook, ...] = ()
 
-    def hook(self, transition: str) -> LifecycleHook | None:
-        """The first hook on *transition* (``LAUNCHING`` or ``TERMINATING``), if any."""
-        return next((h for h in self.hooks if h.transition == transition), None)
-
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"

@@ -66,11 +66,35 @@ def compute(settings: Settings, observed: Observation) -> Plan:
     # Planned against the runtime whenever a socket was read, or failed to be read. Nothing is read
     # before template mode's first file exists (no HAProxy runs yet): that file is planned alone.
     runtime_mode = observed.runtime is not None or observed.runtime_error is not None
-    return Plan(
-        tuple(
-            _plan_backend(binding, observed, runtime_mode, str(settings.haproxy.config))
-            for binding in settings.backends
+    plans = [
+        _plan_backend(binding, observed, runtime_mode, str(settings.haproxy.config))
+        for binding in settings.backends
+    ]
+    return Plan(_release_when_gone_everywhere(plans, observed))
+
+
+def _release_when_gone_everywhere(
+    plans: Sequence[BackendPlan], observed: Observation
+) -> tuple[BackendPlan, ...]:
+    """
+    One group may feed several backends: an instance leaving it is released (terminate hook
+    CONTINUE) only when no backend of the group still has its server. A refused backend, whose
+    servers are unknown, keeps every instance of its group waiting.
+    """
+    present = {(p.asg, row.instance_id) for p in plans for row in p.rows}
+    unknown = {p.asg for p in plans if p.refused is not None}
+
+    def too_soon(plan: BackendPlan, action: LifecycleAction) -> bool:
+        group = observed.aws.groups.get(plan.asg)
+        leaving = group is not None and any(
+            i.instance_id == action.instance_id and i.lifecycle_state == TERMINATE_WAIT
+            for i in group.instances
         )
+        still_served = plan.asg in unknown or (plan.asg, action.instance_id) in present
+        return action.result is LifecycleResult.CONTINUE and leaving and still_served
+
+    return tuple(
+        replace(p, lifecycle=tuple(a for a in p.lifecycle if not too_soon(p, a))) for p in plans
     )
 
 
@@ -231,7 +255,7 @@ class _BackendPlanner:
         Instances held in ``Pending:Wait`` by a launch hook this backend completes: they are added
         and warmed up, but get no traffic (and no file line) before they are InService.
         """
-        hook = self.group.hook(LAUNCHING)
+        hook = self._hook(LAUNCHING)
         if hook is None or not self.binding.complete_lifecycle_actions or self.runtime is None:
             return []
         return [
@@ -245,7 +269,7 @@ class _BackendPlanner:
     ) -> tuple[list[RuntimeStep], Row, bool]:
         """A launching server: warm up in drain, then complete the launch (or abandon it)."""
         assert self.runtime is not None  # noqa: S101 - _launching requires a runtime
-        hook = self.group.hook(LAUNCHING)
+        hook = self._hook(LAUNCHING)
         assert hook is not None  # noqa: S101 - _launching requires the hook
         row = _RowMaker(line.name, instance.instance_id, f"{line.address}:{line.port}")
         step = _StepMaker(self.binding.name, line, line.name)
@@ -277,7 +301,7 @@ class _BackendPlanner:
         Complete the terminate hook of every instance whose server is gone from HAProxy (the
         drain is over); send heartbeats while it drains. True while some drain goes on.
         """
-        hook = self.group.hook(TERMINATING)
+        hook = self._hook(TERMINATING)
         if hook is None or not self.binding.complete_lifecycle_actions:
             return False
         draining = False
@@ -298,6 +322,17 @@ class _BackendPlanner:
                     )
                 )
         return draining
+
+    def _hook(self, transition: str) -> LifecycleHook | None:
+        """
+        The hook on *transition* this backend completes: the one its settings name, else the
+        group's only one. Never a guess: another system's hook is not ours to complete.
+        """
+        named = self.binding.launch_hook if transition == LAUNCHING else self.binding.terminate_hook
+        hooks = [
+            h for h in self.group.hooks if h.transition == transition and named in (None, h.name)
+        ]
+        return hooks[0] if len(hooks) == 1 else None
 
     def _action(
         self, instance: Instance, hook: LifecycleHook, result: LifecycleResult

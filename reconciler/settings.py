@@ -115,6 +115,9 @@ class Binding:
     #: Drain an instance at once when a Spot interruption warning or rebalance recommendation
     #: names it.
     drain_on_spot_warning: bool = False
+    #: The hooks this backend completes; ``None``: the group's only hook on that transition.
+    launch_hook: str | None = None
+    terminate_hook: str | None = None
 
     def server_name(self, instance_id: str) -> str:
         """The name of the managed server for *instance_id*."""
@@ -295,6 +298,8 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
         "complete_lifecycle_actions",
         "abandon_launch_after",
         "drain_on_spot_warning",
+        "launch_hook",
+        "terminate_hook",
     }
     for index, entry in enumerate(raw):
         where = f"backend[{index}]"
@@ -323,6 +328,14 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
         drain = reader.opt_number(entry, where, "drain_timeout")
         if drain is not None and drain < 0:
             reader.problems.append(f"{where}.drain_timeout: must be zero or more seconds")
+        completes = bool(reader.opt_bool(entry, where, "complete_lifecycle_actions"))
+        if completes and haproxy.socket is None:
+            # A reload cannot hold a new server back until its check passes, and the old worker
+            # still serves a removed one after the reload: completing would be a lie.
+            reader.problems.append(
+                f"{where}.complete_lifecycle_actions: needs [haproxy] socket (the runtime API "
+                "warms up and drains servers; a reload cannot)"
+            )
         abandon = reader.opt_number(entry, where, "abandon_launch_after")
         if abandon is not None and abandon <= 0:
             reader.problems.append(f"{where}.abandon_launch_after: must be a positive number")
@@ -335,9 +348,9 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
                     server_prefix=prefix,
                     server_options=options,
                     drain_timeout=Binding.drain_timeout if drain is None else drain,
-                    complete_lifecycle_actions=bool(
-                        reader.opt_bool(entry, where, "complete_lifecycle_actions")
-                    ),
+                    complete_lifecycle_actions=completes,
+                    launch_hook=reader.opt_str(entry, where, "launch_hook") or None,
+                    terminate_hook=reader.opt_str(entry, where, "terminate_hook") or None,
                     abandon_launch_after=abandon,
                     drain_on_spot_warning=bool(
                         reader.opt_bool(entry, where, "drain_on_spot_warning")

@@ -75,8 +75,9 @@ class AwsLifecycle:
         remember_for: float = REMEMBER_SECONDS,
     ) -> None:
         """
-        Call through *clients*; *clock* (seconds, monotonic) times the memory of completions
-        and heartbeats, which is forgotten *remember_for* seconds after its last use.
+        Call through *clients*; *clock* (seconds, monotonic) times the memory: a completion is
+        remembered for *remember_for* seconds, an instance's heartbeats until *remember_for*
+        seconds after the last request about it.
         """
         self._autoscaling = clients.client("autoscaling")
         self._clock = clock
@@ -149,7 +150,7 @@ class AwsLifecycle:
             raise PermanentError(message) from exc
 
     def _forget_before(self, horizon: float) -> None:
-        """Drop what was last used before *horizon*, so memory stays bounded."""
+        """Drop completions made and waits last asked about before *horizon*: bounded memory."""
         self._completed = {k: t for k, t in self._completed.items() if t >= horizon}
         self._waits = {k: w for k, w in self._waits.items() if w.last_asked >= horizon}
 

@@ -12,8 +12,10 @@ The pytest plugin part (registered in ``tests/conftest.py``) gives two fixtures:
 ``Cloud`` has no pytest dependency, so scripts (the demo) can drive the same server. It creates
 groups whose instances get loopback private IPs (VPC ``127.0.0.0/16``, subnets
 ``127.0.<octet>.0/24``), and it bends moto where moto is too perfect: lifecycle states moto never
-produces, instances EC2 does not know yet, short pages, and AWS errors on demand. The server runs
-in this process, so all of that is done by changing moto's objects directly.
+produces, instances EC2 does not know yet, short pages, and AWS errors on demand. It also answers
+the two lifecycle-action calls moto lacks (``CompleteLifecycleAction``,
+``RecordLifecycleActionHeartbeat``) the way AWS does, recording each in ``lifecycle_calls``. The
+server runs in this process, so all of that is done by changing moto's objects directly.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, cast
@@ -28,12 +31,12 @@ from typing import TYPE_CHECKING, Any, cast
 import boto3
 import pytest
 from botocore.config import Config
-from moto.autoscaling.exceptions import AutoscalingClientError
-from moto.autoscaling.models import autoscaling_backends
+from moto.autoscaling.exceptions import AutoscalingClientError, ValidationError
+from moto.autoscaling.models import AutoScalingBackend, autoscaling_backends
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.exceptions import ServiceException
 from moto.core.models import DEFAULT_ACCOUNT_ID
-from moto.core.responses import ActionResult, BaseResponse
+from moto.core.responses import ActionResult, BaseResponse, EmptyResult
 from moto.core.utils import camelcase_to_underscores
 from moto.ec2.exceptions import EC2ClientError
 from moto.ec2.models import ec2_backends
@@ -70,6 +73,10 @@ EC2_STATE_CODES = {
 }
 #: ``create_group``'s default maximum size, when the group starts smaller.
 DEFAULT_MAX_SIZE = 100
+LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+#: The state a hook on each transition holds an instance in until its action is completed.
+WAIT_STATES = {LAUNCHING: "Pending:Wait", TERMINATING: "Terminating:Wait"}
 
 #: The moto request handlers ``Cloud.fail`` can patch, one per service the project uses, with
 #: the error class moto serialises in that service's protocol.
@@ -107,6 +114,16 @@ class Cloud:
         self._subnets: dict[int, str] = {}
         self._template: str | None = None
         self._undo: list[tuple[type[BaseResponse], str, object]] = []
+        #: Every ``CompleteLifecycleAction`` and ``RecordLifecycleActionHeartbeat`` call since
+        #: the last ``reset``, answered or refused as AWS would (not those ``fail`` failed):
+        #: ``operation``, ``group``, ``hook``, ``instance_id``, ``token``, ``result`` (``None``
+        #: for heartbeats), ``time`` (``time.monotonic``) and ``witness`` (what
+        #: ``lifecycle_witness`` returned at that moment).
+        self.lifecycle_calls: list[dict[str, Any]] = []
+        #: Called at every lifecycle call, before it is answered, to record what else was
+        #: true at that moment (e.g. HAProxy's servers).
+        self.lifecycle_witness: Callable[[], object] = lambda: None
+        self._answering_actions = False
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -118,9 +135,15 @@ class Cloud:
         self._vpc_id = None
         self._subnets.clear()
         self._template = None
+        self.lifecycle_calls.clear()
+        self.lifecycle_witness = lambda: None
 
     def close(self) -> None:
-        """Remove every patch ``fail`` and ``limit_group_pages`` made, newest first."""
+        """
+        Remove every patch ``fail``, ``limit_group_pages`` and ``put_lifecycle_hook`` made,
+        newest first.
+        """
+        self._answering_actions = False
         while self._undo:
             owner, name, original = self._undo.pop()
             if original is _ABSENT:
@@ -187,13 +210,56 @@ class Cloud:
         moto never does by itself. moto counts only InService members as capacity, so a later
         ``set_desired`` launches replacements for them.
         """
-        backend = autoscaling_backends[DEFAULT_ACCOUNT_ID][self.region]
-        for member in backend.autoscaling_groups[group].instance_states:
+        for member in self._backend().autoscaling_groups[group].instance_states:
             if member.instance.id == instance_id:
                 member.lifecycle_state = state
                 return
         msg = f"{instance_id} is not a member of {group}"
         raise KeyError(msg)
+
+    def begin_scale_in(self, name: str, instance_ids: list[str]) -> None:
+        """
+        What AWS does when it scales group *name* in by *instance_ids* while a terminate hook
+        exists: the desired capacity drops and they wait in ``Terminating:Wait`` (running).
+        """
+        group = self._backend().autoscaling_groups[name]
+        group.desired_capacity -= len(instance_ids)
+        for instance_id in instance_ids:
+            self.set_lifecycle_state(name, instance_id, WAIT_STATES[TERMINATING])
+
+    def begin_scale_out(self, name: str, count: int) -> list[str]:
+        """
+        What AWS does when it scales group *name* out by *count* while a launch hook exists:
+        new running instances wait in ``Pending:Wait``. Return their ids, sorted.
+        """
+        before = {m["InstanceId"] for m in self._members(name)}
+        self.set_desired(name, len(before) + count)
+        new = sorted({m["InstanceId"] for m in self._members(name)} - before)
+        for instance_id in new:
+            self.set_lifecycle_state(name, instance_id, WAIT_STATES[LAUNCHING])
+        return new
+
+    def put_lifecycle_hook(
+        self, group: str, name: str, transition: str, *, heartbeat_timeout: int = 3600
+    ) -> None:
+        """
+        Give *group* a lifecycle hook on *transition* (``LAUNCHING`` or ``TERMINATING``), and
+        answer lifecycle actions from now on (``fail`` can then fail them too). moto accepts a
+        *heartbeat_timeout* below AWS's minimum of 30 s, which keeps heartbeat tests short.
+        """
+        self.autoscaling.put_lifecycle_hook(
+            AutoScalingGroupName=group,
+            LifecycleHookName=name,
+            LifecycleTransition=transition,
+            HeartbeatTimeout=heartbeat_timeout,
+        )
+        if not self._answering_actions:
+            self._answering_actions = True
+            complete, heartbeat = self._complete_action, self._heartbeat_action
+            self._patch(AutoScalingResponse, "complete_lifecycle_action", _handler(complete))
+            self._patch(
+                AutoScalingResponse, "record_lifecycle_action_heartbeat", _handler(heartbeat)
+            )
 
     def set_health(self, instance_id: str, status: str) -> None:
         """Record ``Healthy`` or ``Unhealthy``; moto replaces nothing."""
@@ -276,7 +342,61 @@ class Cloud:
 
         self._patch(AutoScalingResponse, "describe_auto_scaling_groups", short)
 
+    # -- lifecycle actions (moto lacks both calls) ------------------------------------------------
+
+    def _complete_action(self, response: AutoScalingResponse) -> ActionResult:
+        """
+        ``CompleteLifecycleAction`` as AWS answers it: a launch CONTINUEd goes InService; an
+        abandoned launch and any completed termination leave the group, terminated in EC2.
+        (AWS would launch a replacement for an abandoned launch; this does not.)
+        """
+        group, member = self._waiting(response, "CompleteLifecycleAction")
+        if member.lifecycle_state == WAIT_STATES[LAUNCHING] and (
+            response._get_param("LifecycleActionResult") == "CONTINUE"
+        ):
+            member.lifecycle_state = "InService"
+        else:
+            group.instance_states.remove(member)
+            self._backend().ec2_backend.terminate_instances([member.instance.id])
+        return EmptyResult()
+
+    def _heartbeat_action(self, response: AutoScalingResponse) -> ActionResult:
+        """``RecordLifecycleActionHeartbeat``: recorded; refused when nothing waits."""
+        self._waiting(response, "RecordLifecycleActionHeartbeat")
+        return EmptyResult()
+
+    def _waiting(self, response: AutoScalingResponse, operation: str) -> tuple[Any, Any]:
+        """
+        Record the call, then find the group and the member whose action it completes; raise
+        AWS's ``ValidationError`` when there is no such hook, or the member is not waiting on it.
+        """
+        names = {
+            "group": "AutoScalingGroupName",
+            "hook": "LifecycleHookName",
+            "instance_id": "InstanceId",
+            "result": "LifecycleActionResult",
+            "token": "LifecycleActionToken",
+        }
+        call = {key: response._get_param(param) for key, param in names.items()}
+        call.update(operation=operation, time=time.monotonic(), witness=self.lifecycle_witness())
+        self.lifecycle_calls.append(call)
+        backend = self._backend()
+        group = backend.autoscaling_groups.get(call["group"])
+        hook = backend.lifecycle_hooks.get(f"{call['group']}_{call['hook']}")
+        if group is None or hook is None:
+            msg = f"No Lifecycle Hook found with name {call['hook']} for group {call['group']}"
+            raise ValidationError(msg)
+        wait_state = WAIT_STATES.get(hook.lifecycle_transition)
+        for member in group.instance_states:
+            if member.instance.id == call["instance_id"] and member.lifecycle_state == wait_state:
+                return group, member
+        msg = f"No active Lifecycle Action found with instance ID {call['instance_id']}"
+        raise ValidationError(msg)
+
     # -- helpers ----------------------------------------------------------------------------------
+
+    def _backend(self) -> AutoScalingBackend:
+        return autoscaling_backends[DEFAULT_ACCOUNT_ID][self.region]
 
     def _members(self, name: str) -> list[Any]:
         groups = self.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[name])
@@ -322,6 +442,15 @@ class _Countdown:
                 return False
             self._left -= 1
             return True
+
+
+def _handler(answer: Callable[[AutoScalingResponse], ActionResult]) -> Handler:
+    """*answer* as a plain function, which moto then calls as a method of its response object."""
+
+    def handler(response: AutoScalingResponse) -> ActionResult:
+        return answer(response)
+
+    return handler
 
 
 def _handler_of(operation: str) -> tuple[type[BaseResponse], str]:
