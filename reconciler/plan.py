@@ -391,7 +391,7 @@ class _BackendPlanner:
             if running.has_check and not running.check_passed:
                 status = running.check_status or "not checked yet"
                 return [], row(Change.WARMING, f"waiting for a passing check ({status})"), True
-            return [step(StepKind.READY)], row(Change.ADD, "check passed; now ready"), False
+            return [step(StepKind.READY)], row(Change.WARMING, "check passed; now ready"), False
         if file_change is not None:
             return [], row(*file_change), False
         return [], row(Change.UNCHANGED, "InService"), False
