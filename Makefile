@@ -3,9 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SOURCES := reconciler tests $(wildcard bench)
+SOURCES := reconciler tests demo $(wildcard bench)
 
-.PHONY: install haproxy lint test clean
+.PHONY: install haproxy lint test demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ lint: $(STAMP)
 
 test: install lint
 	$(BIN)/pytest -q -p no:cacheprovider
+
+# The whole system on one machine, AWS played by moto on loopback; exit 0 when every step
+# converged. DEMO_INTERACTIVE=1 pauses before each step.
+demo: install
+	$(BIN)/python -m demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
