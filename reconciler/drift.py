@@ -376,9 +376,7 @@ class _Assessor:
         if self.held:
             return Verdict.HELD, f"{reason}; kept while the group has no serving instance"
         if running is not None and (running.draining or running.in_maintenance):
-            return Verdict.DRAINING, (
-                f"{reason}; being removed ({running.sessions} sessions, {running.queued} queued)"
-            )
+            return Verdict.DRAINING, (f"{reason}; being removed ({plan.attached(running)})")
         if running is None:
             return Verdict.STALE, f"{reason}; in the file only (a reload would bring it back)"
         where = "running and in the file" if name in self.file else "running, not in the file"

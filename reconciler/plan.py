@@ -532,11 +532,14 @@ def _file_change(current: ConfigServer | None, line: ServerLine) -> tuple[Change
     return None
 
 
+def attached(running: RuntimeServer) -> str:
+    """What still holds a leaving server: "1 session, 0 queued"."""
+    plural = "" if running.sessions == 1 else "s"
+    return f"{running.sessions} session{plural}, {running.queued} queued"
+
+
 def _drain_status(running: RuntimeServer, timeout: float) -> str:
-    return (
-        f"draining: {running.sessions} sessions, {running.queued} queued, "
-        f"{running.seconds_in_state}s of {timeout:g}s"
-    )
+    return f"draining: {attached(running)}, {running.seconds_in_state}s of {timeout:g}s"
 
 
 def _address_of(running: RuntimeServer | None, current: ConfigServer | None) -> str:

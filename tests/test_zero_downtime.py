@@ -211,5 +211,8 @@ def test_scale_out_sends_nothing_to_a_server_before_its_first_passing_check(
 
     assert failures(hits) == []
     assert [h for h in hits if h.instance in new and h.ended < healthy_at] == []
-    assert [c["instance_id"] for c in calls(stack.cloud)] == (new if launch_hook else [])
+    # Launches complete in whichever order their checks pass.
+    assert sorted(c["instance_id"] for c in calls(stack.cloud)) == (
+        sorted(new) if launch_hook else []
+    )
     assert stack.converged()
