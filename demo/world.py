@@ -30,7 +30,7 @@ from moto.server import ThreadedMotoServer
 from rich.console import Console
 
 from tests.support.haproxy import HAProxyProcess, HTTPBackends, free_port, wait_for
-from tests.support.moto import MOTO_KEY, REGION, Cloud
+from tests.support.moto import Cloud, moto_environment
 from tests.support.stack import (
     GROUP,
     PROCESS_DEADLINE,
@@ -215,17 +215,7 @@ def _use_moto_only(endpoint: str) -> None:
     """
     for var in [v for v in os.environ if v.startswith("AWS_")]:
         del os.environ[var]
-    os.environ.update(
-        {
-            "AWS_ENDPOINT_URL": endpoint,
-            "AWS_ACCESS_KEY_ID": MOTO_KEY,
-            "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
-            "AWS_REGION": REGION,
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "NO_PROXY": "127.0.0.1",
-        }
-    )
+    os.environ.update(moto_environment(endpoint))
 
 
 def _configure(stack: Stack, queue: Notifications, listen: str) -> None:

@@ -488,6 +488,20 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
+def moto_environment(endpoint: str) -> dict[str, str]:
+    """The AWS_* environment pointing boto3 (and child processes) at *endpoint* only."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": MOTO_KEY,
+        "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "NO_PROXY": "127.0.0.1",
+    }
+
+
 @pytest.fixture(scope="session")
 def _session_cloud(moto_endpoint: str) -> Cloud:
     """One ``Cloud`` for the session: building its four boto3 clients takes a few tenths of a s."""
@@ -502,17 +516,7 @@ def cloud(
     # Nothing from the developer's own AWS setup (profile, endpoints, keys) may leak in.
     for var in [v for v in os.environ if v.startswith("AWS_")]:
         monkeypatch.delenv(var)
-    environment = {
-        "AWS_ENDPOINT_URL": moto_endpoint,
-        "AWS_ACCESS_KEY_ID": MOTO_KEY,
-        "AWS_SECRET_ACCESS_KEY": MOTO_KEY,
-        "AWS_DEFAULT_REGION": REGION,
-        "AWS_REGION": REGION,
-        "AWS_CONFIG_FILE": os.devnull,
-        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-        "NO_PROXY": "127.0.0.1",
-    }
-    for var, value in environment.items():
+    for var, value in moto_environment(moto_endpoint).items():
         monkeypatch.setenv(var, value)
     _session_cloud.reset()
     try:
