@@ -393,11 +393,19 @@ def test_aws_outage_changes_nothing_and_recovery_converges(
     # moto logs a traceback for every HTML 500 it serves; they are the point here.
     caplog.set_level(logging.CRITICAL, logger="werkzeug")
     cloud.fail("DescribeAutoScalingGroups", UNIMPLEMENTED, 1_000_000)
+    # A cycle already past its group read would see the termination truthfully; only once a
+    # cycle has failed is every later read sure to fail.
+    failed_before = daemon.metric("reconciler_cycles_total", result="failed")
+    wait_for(
+        lambda: daemon.metric("reconciler_cycles_total", result="failed") > failed_before,
+        "a failed cycle",
+        DEADLINE,
+    )
     cloud.terminate(leaving)
     queue.publish("TERMINATE", leaving)
     wait_for(
-        lambda: daemon.metric("reconciler_cycles_total", result="failed") >= 2,
-        "two failed cycles",
+        lambda: daemon.metric("reconciler_cycles_total", result="failed") >= failed_before + 3,
+        "two more failed cycles",
         DEADLINE,
     )
     wait_for(lambda: daemon.get("/healthz")[0] == 503, "/healthz to turn 503", DEADLINE)
