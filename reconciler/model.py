@@ -220,6 +220,10 @@ class RuntimeObservation:
     """The servers of the requested backends, by backend name; a missing name is not running."""
 
     backends: Mapping[str, tuple[RuntimeServer, ...]]
+    #: Seconds the worker that answered has run (``show info`` ``Uptime_sec``), ``None`` when
+    #: unknown. A worker younger than a drain may have an older one beside it, started before a
+    #: reload and still finishing requests on servers this one does not have.
+    worker_uptime: float | None = None
 
 
 # -- plan ------------------------------------------------------------------------------------------

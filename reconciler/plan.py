@@ -107,9 +107,12 @@ def _plan_backend(
         return BackendPlan(binding.name, binding.asg, refused=refusal or "not found")
     group = observed.aws.groups[binding.asg]
     runtime: tuple[RuntimeServer, ...] | None = None
+    uptime = None
     if observed.runtime is not None:
         runtime = observed.runtime.backends[binding.name]
-    return _BackendPlanner(binding, group, section, runtime, observed.interrupted).plan()
+        uptime = observed.runtime.worker_uptime
+    planner = _BackendPlanner(binding, group, section, runtime, observed.interrupted, uptime)
+    return planner.plan()
 
 
 def section_problem(
@@ -173,8 +176,10 @@ class _BackendPlanner:
         section: ConfigBackend,
         runtime: tuple[RuntimeServer, ...] | None,
         interrupted: frozenset[str] = frozenset(),
+        worker_uptime: float | None = None,
     ) -> None:
         self.binding = binding
+        self._worker_uptime = worker_uptime
         self._interrupted = interrupted
         self.group = group
         self.instances = {i.instance_id: i for i in group.instances}
@@ -311,6 +316,11 @@ class _BackendPlanner:
             name = self.binding.server_name(instance.instance_id)
             running = (self.runtime or {}).get(name)
             if running is None and name not in self.file:
+                if not self._older_workers_drained:
+                    # An older worker (before a reload) may still serve it: give its sessions
+                    # the drain they would have had here.
+                    draining = True
+                    continue
                 actions.append(self._action(instance, hook, LifecycleResult.CONTINUE))
                 continue
             draining = True
@@ -333,6 +343,16 @@ class _BackendPlanner:
             h for h in self.group.hooks if h.transition == transition and named in (None, h.name)
         ]
         return hooks[0] if len(hooks) == 1 else None
+
+    @property
+    def _older_workers_drained(self) -> bool:
+        """
+        No HAProxy worker from before a reload can still hold sessions that a drain would not
+        have cut by now: the answering worker has run for at least ``drain_timeout`` (or its age
+        is unknown).
+        """
+        uptime = self._worker_uptime
+        return uptime is None or uptime >= self.binding.drain_timeout
 
     def _action(
         self, instance: Instance, hook: LifecycleHook, result: LifecycleResult

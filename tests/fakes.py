@@ -73,11 +73,14 @@ class FakeRuntime:
 
     servers: dict[str, dict[str, RuntimeServer]] = field(default_factory=dict)
     commands: list[str] = field(default_factory=list)
+    #: ``show info`` ``Uptime_sec`` of the worker; ``None``: not known.
+    worker_uptime: float | None = None
 
     def read_servers(self, backends: Sequence[str]) -> RuntimeObservation:
         """The servers of the known backends among *backends*."""
         return RuntimeObservation(
-            {b: tuple(self.servers[b].values()) for b in backends if b in self.servers}
+            {b: tuple(self.servers[b].values()) for b in backends if b in self.servers},
+            worker_uptime=self.worker_uptime,
         )
 
     def add_server(self, backend: str, line: ServerLine) -> None:

@@ -535,6 +535,40 @@ def test_a_controller_killed_mid_drain_completes_exactly_once_after_restart(
     assert {status for status, _ in slow.results()} == {200}
 
 
+def test_a_reload_during_the_drain_waits_for_the_old_worker(
+    stack: Stack, slow: SlowRequests
+) -> None:
+    """
+    HAProxy is reloaded from outside while the leaving server drains slow requests: the new
+    worker never had it (the file no longer lists it), the old one still serves them. CONTINUE
+    only once no worker has a session on it.
+    """
+    witness = stack.cloud.lifecycle_witness
+    stack.cloud.lifecycle_witness = lambda: {
+        **witness(),  # type: ignore[dict-item]
+        "workers": stack.haproxy.worker_sessions(BACKEND),
+    }
+    leaving = scale_in_held_open(stack, slow)
+    child = subprocess.Popen(
+        [*RECONCILE, "--once", "--config", str(stack.settings)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=os.environ.copy(),
+    )
+    try:
+        wait_for(lambda: stat_rows(stack)[leaving]["status"] == "DRAIN", "the drain", DEADLINE)
+        stack.haproxy.reload()
+    except BaseException:
+        child.kill()
+        raise
+    assert child.wait(DEADLINE) == 0
+    (call,) = calls(stack.cloud)
+    assert released_after_drain(call)
+    server = f"{SERVER_PREFIX}{leaving}"
+    assert not any(s.get(server) for s in call["witness"]["workers"].values()), call["witness"]
+    assert {status for status, _ in slow.results()} == {200}
+
+
 # -- end to end: launch hook -----------------------------------------------------------------------
 
 

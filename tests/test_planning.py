@@ -482,6 +482,25 @@ class TestLifecycleHooks:
         assert results(world) == [(leaving.instance_id, LifecycleResult.CONTINUE)]
         assert f"{PREFIX}{leaving.instance_id}" not in world.runtime.servers[BACKEND]
 
+    def test_terminate_waits_for_a_worker_from_before_a_reload(self) -> None:
+        """
+        The leaving server is gone from the file and from a worker younger than the drain
+        timeout: a reload started it, and the worker before it may still serve the instance.
+        The action waits until the worker is a drain timeout old, then CONTINUE.
+        """
+        leaving = instance(5, "Terminating:Wait")
+        world = World(
+            hooked(instance(4), leaving, hooks=(TERMINATE_HOOK,), desired=1),
+            runtime=[runtime_server(4)],
+            complete_lifecycle_actions=True,
+        )
+        world.runtime.worker_uptime = 2  # the drain timeout is 5 s
+        assert run_cycle(world.settings, world.ports).pending
+        assert results(world) == []
+        world.runtime.worker_uptime = 5
+        run_cycle(world.settings, world.ports)
+        assert results(world) == [(leaving.instance_id, LifecycleResult.CONTINUE)]
+
     def test_terminate_of_a_never_served_instance_completes_at_once(self) -> None:
         """An instance that never had a server is released in the first cycle."""
         leaving = instance(5, "Terminating:Wait")

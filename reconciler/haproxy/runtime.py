@@ -102,7 +102,17 @@ class RuntimeSocket:
             if state is None:
                 continue
             found[backend] = join_stats(parse_servers_state(state), parse_stat(stat))
-        return RuntimeObservation(backends=found)
+        # After the servers: a reload in between then shows as a young worker (the cautious
+        # reading), never as an old worker's uptime beside the new worker's servers.
+        return RuntimeObservation(backends=found, worker_uptime=self._uptime())
+
+    def _uptime(self) -> float | None:
+        """``Uptime_sec`` of ``show info``: how long the answering worker has run."""
+        for row in self._send(("show", "info")).splitlines():
+            name, _, value = row.partition(":")
+            if name == "Uptime_sec" and value.strip().isdigit():
+                return float(value)
+        return None
 
     def add_server(self, backend: str, line: ServerLine) -> None:
         """``add server <backend>/<name> <addr>:<port> [id <n>] <options>``."""

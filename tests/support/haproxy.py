@@ -22,10 +22,12 @@ other address. Servers added at runtime are not checked: give them loopback addr
 from __future__ import annotations
 
 import contextlib
+import csv
 import http.client
 import http.server
 import ipaddress
 import os
+import re
 import shutil
 import signal
 import socket
@@ -314,7 +316,23 @@ class HAProxyProcess:
 
     def master(self, line: str) -> str:
         """Send *line* to the master CLI and return the raw reply."""
-        return _converse(self.master_socket_path, line)
+        # HAProxy 2.6 keeps a master CLI connection open after answering; `quit` closes it. The
+        # master re-binds its socket when it starts and at every reload: refused for ~10 ms.
+        return _retry_refused(lambda: _converse(self.master_socket_path, f"{line}; quit"))
+
+    def worker_sessions(self, backend: str) -> dict[int, dict[str, int]]:
+        """
+        Worker PID → server → current sessions in *backend*, for the current worker and every
+        old one still finishing requests after a reload (which the admin socket never reaches).
+        """
+        pids = re.findall(r"(?m)^(\d+)\s+worker\b", self.master("show proc"))
+        found = {}
+        for pid in pids:
+            rows = csv.DictReader(self.master(f"@!{pid} show stat").lstrip("# ").splitlines())
+            found[int(pid)] = {
+                row["svname"]: int(row["scur"] or 0) for row in rows if row["pxname"] == backend
+            }
+        return found
 
     def worker_pid(self) -> int:
         """The PID of the worker answering the admin socket."""
@@ -417,6 +435,18 @@ def _converse(path: Path, line: str) -> str:
         while chunk := conn.recv(65536):
             chunks.append(chunk)
     return b"".join(chunks).decode()
+
+
+def _retry_refused(call: Callable[[], _T]) -> _T:
+    """*call*, again while the socket refuses connections, until ``DEADLINE``."""
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            return call()
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(_POLL_INTERVAL)
 
 
 def _require_loopback(config: str) -> None:
