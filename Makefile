@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SOURCES := reconciler tests demo $(wildcard bench)
 
-.PHONY: install haproxy lint test demo clean
+.PHONY: install haproxy lint test demo chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,11 @@ test: install lint
 # converged. DEMO_INTERACTIVE=1 pauses before each step.
 demo: install
 	$(BIN)/python -m demo
+
+# The chaos suite: 200 scale events with every fault at once, about 5 minutes; prints its seed
+# (replay: python -m bench.chaos --seed N). `make test` runs the 20-event version.
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

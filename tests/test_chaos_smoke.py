@@ -1,0 +1,51 @@
+"""
+The chaos suite, reduced (``python -m bench.chaos --quick``: 20 scale events, one controller
+SIGKILL, one HAProxy reload, with every other fault of the full run), run as a user runs it: a
+child process with a deadline, judged by its exit code and its JSON report. ``make chaos`` runs
+the full 200 events.
+
+CI replays one seed, so a red build replays with the command the test prints; locally every run
+draws a new seed, and a failure prints its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The quick run takes well under a minute; this bounds a hung one, on a loaded CI machine.
+DEADLINE = 150
+CI_SEED = 20260
+
+
+def test_quick_chaos_run_violates_no_invariant(haproxy_bin: str, tmp_path: Path) -> None:
+    """Exit code 0, and a report that checked every invariant and found no violation."""
+    report = tmp_path / "chaos.json"
+    command = [sys.executable, "-m", "bench.chaos", "--quick", "--report", str(report)]
+    if os.environ.get("CI"):
+        command += ["--seed", str(CI_SEED)]
+    done = subprocess.run(
+        command,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=DEADLINE,
+        env=os.environ.copy(),
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["violations"] == 0, done.stdout
+    checked = {row["key"]: row["checked"] for row in result["invariants"]}
+    # Every kind of event happens in a quick run, so every invariant is checked at least once.
+    assert all(checked.values()), checked
+    assert checked["requests"] > 500, checked
