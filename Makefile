@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SOURCES := reconciler tests demo $(wildcard bench)
 
-.PHONY: install haproxy lint test demo chaos clean
+.PHONY: install haproxy lint test demo bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,10 @@ test: install lint
 # converged. DEMO_INTERACTIVE=1 pauses before each step.
 demo: install
 	$(BIN)/python -m demo
+
+# The benchmarks at full size (about 9 minutes): tables, and JSON in bench/results/.
+bench: install
+	$(BIN)/python -m bench
 
 # The chaos suite: 200 scale events with every fault at once, about 5 minutes; prints its seed
 # (replay: python -m bench.chaos --seed N). `make test` runs the 20-event version.

@@ -1,0 +1,82 @@
+"""
+How big each benchmark runs: ``FULL`` for ``make bench``, ``QUICK`` for the smoke test.
+
+Every size lives here, so the two runs differ in sizes only, never in what they measure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Profile:
+    """The sizes of one run."""
+
+    name: str
+    # -- convergence latency and traffic during change --
+    #: Scale-out events, and as many scale-in events, per compared mode.
+    events: int
+    #: Seconds between two events, drawn uniformly in this range (the same draws for every mode).
+    event_gap: tuple[float, float]
+    #: Instances in the group before the first event: enough that a scale-in always finds a
+    #: serving instance at once, even while the polling mode takes 10 s to serve new ones (a
+    #: scale-in that had to wait would fall in step with the polling timer).
+    base_size: int
+    #: The resync interval of the controller in pure polling mode.
+    polling_interval: float
+    #: Samples of the floor (the two Describe calls alone).
+    floor_samples: int
+    #: Requests per second the load generator sends through HAProxy meanwhile.
+    load_rate: float
+    #: Seconds to wait, after the last event, for every event to show in HAProxy.
+    settle: float
+    # -- bursts --
+    #: Instances launched, and as many terminated: twice this many notifications.
+    burst_instances: int
+    burst_repeats: int
+    # -- scale --
+    #: Group sizes, each with how many change cycles (1 % of the group replaced before each) are
+    #: measured after the initial one. Every cycle at 5,000 waits about a minute for moto.
+    scale: tuple[tuple[int, int], ...]
+    # -- CPU micro-benchmark --
+    cpu_servers: int
+    cpu_repeats: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The sizes as a JSON object."""
+        return asdict(self)
+
+
+FULL = Profile(
+    name="full",
+    events=50,
+    event_gap=(0.3, 0.7),
+    base_size=16,
+    polling_interval=5.0,
+    floor_samples=100,
+    load_rate=200.0,
+    settle=30.0,
+    burst_instances=100,
+    burst_repeats=3,
+    scale=((1000, 3), (5000, 1)),
+    cpu_servers=10_000,
+    cpu_repeats=5,
+)
+
+QUICK = Profile(
+    name="quick",
+    events=3,
+    event_gap=(0.2, 0.4),
+    base_size=4,
+    polling_interval=1.0,
+    floor_samples=10,
+    load_rate=50.0,
+    settle=15.0,
+    burst_instances=5,
+    burst_repeats=1,
+    scale=((20, 1),),
+    cpu_servers=500,
+    cpu_repeats=2,
+)

@@ -1,0 +1,136 @@
+"""
+``python -m bench --quick`` runs every benchmark end to end, tiny, and writes results of the shape
+``make bench`` writes. Nothing here judges a number: benchmarks are not timed tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The quick run takes well under a minute; this only stops a hung one (others' work on a
+#: small machine can slow it several times over).
+TIMEOUT = 300
+DISTRIBUTION = {"count", "p50", "p95", "p99", "min", "max", "mean"}
+FIGURE = {"median", "min", "max", "runs"}
+
+
+def is_distribution(value: Any, *, count: int) -> bool:
+    """A latency distribution over at least *count* samples, every statistic a number."""
+    return (
+        isinstance(value, Mapping)
+        and set(value) == DISTRIBUTION
+        and value["count"] >= count
+        and all(isinstance(value[k], float | int) for k in DISTRIBUTION)
+    )
+
+
+def is_figure(value: Any) -> bool:
+    """A repeated measurement: its median, spread and runs, all numbers."""
+    return (
+        isinstance(value, Mapping)
+        and set(value) == FIGURE
+        and len(value["runs"]) >= 1
+        and all(isinstance(v, float | int) for v in [value["median"], value["min"], *value["runs"]])
+    )
+
+
+@pytest.fixture(scope="module", name="run")
+def _run(tmp_path_factory: pytest.TempPathFactory) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """One quick run for the whole module: its process and its results file."""
+    out = tmp_path_factory.mktemp("bench-results")
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    files = sorted(out.glob("bench-*-quick.json"))
+    results = json.loads(files[0].read_text()) if files else None
+    return done, results
+
+
+def test_quick_run_succeeds_and_prints_every_table(
+    run: tuple[subprocess.CompletedProcess[str], Any],
+) -> None:
+    """Exit 0, one results file, a table for each part of the issue."""
+    done, results = run
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert results is not None, done.stdout[-2000:]
+    for title in ("Convergence latency", "Bursts", "Scale", "CPU only", "Traffic during change"):
+        assert title in done.stdout
+
+
+def test_results_record_the_machine(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
+    """CPU count and model, Python, HAProxy and moto versions, and the date."""
+    machine = run[1]["machine"]
+    assert isinstance(machine["cpu_count"], int)
+    for key in ("cpu_model", "python", "haproxy", "moto", "date"):
+        assert isinstance(machine[key], str)
+        assert machine[key]
+    assert run[1]["profile"]["name"] == "quick"
+
+
+def test_convergence_and_traffic_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
+    """The floor and every mode: latency distributions of both directions, load counts."""
+    results = run[1]
+    events = results["profile"]["events"]
+    convergence = results["convergence"]
+    assert is_distribution(convergence["floor"], count=1)
+    assert set(convergence["modes"]) == {"event", "polling", "naive", "reload"}
+    for mode in convergence["modes"].values():
+        assert mode["events"] == 2 * events
+        for direction in ("scale_out", "scale_in"):
+            assert is_distribution(mode[direction], count=1), mode
+        assert isinstance(mode["reloads"], int)
+    paths = results["traffic"]["paths"]
+    assert set(paths) == set(convergence["modes"])
+    for path in paths.values():
+        assert path["requests"] > 0
+        assert isinstance(path["failed"], int)
+
+
+def test_burst_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
+    """Both handlers: publication, convergence, reloads and AWS calls as repeated figures."""
+    burst = run[1]["burst"]
+    assert burst["notifications"] == 2 * run[1]["profile"]["burst_instances"]
+    assert set(burst["handlers"]) == {"event", "naive"}
+    for handler in burst["handlers"].values():
+        for key in ("published_seconds", "reloads", "aws_read_calls", "queue_calls"):
+            assert is_figure(handler[key]), (key, handler)
+    assert is_figure(burst["handlers"]["event"]["cycles"])
+    assert is_figure(burst["handlers"]["naive"]["messages"])
+
+
+def test_scale_and_cpu_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
+    """Each size's cycles split into their parts; the micro-benchmark's stages."""
+    results = run[1]
+    sizes = results["scale"]["sizes"]
+    assert set(sizes) == {str(size) for size, _ in results["profile"]["scale"]}
+    parts = (
+        "wall_seconds",
+        "aws_reads_seconds",
+        "aws_reads_our_cpu_seconds",
+        "planning_seconds",
+        "file_seconds",
+        "runtime_commands_seconds",
+        "aws_calls",
+        "peak_memory_mb",
+    )
+    for cycles in sizes.values():
+        assert set(cycles) == {"initial", "change"}
+        for cycle in cycles.values():
+            for part in parts:
+                assert is_figure(cycle[part]), (part, cycle)
+    for stage in ("parse_seconds", "plan_seconds", "render_seconds", "total_seconds"):
+        assert is_figure(results["cpu"][stage])
