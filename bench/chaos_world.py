@@ -33,7 +33,6 @@ from botocore.exceptions import ClientError
 from bench.chaos_checks import LOG_FORMAT, ConfigWatcher, Ledger, retrying, worker_sessions
 from bench.chaos_faults import Courier, RandomFaults
 from bench.chaos_scenario import OPPOSITE, Disruption, Event, Kind, Moment, Scenario
-from demo.world import _start_moto as start_moto
 from tests.support.haproxy import (
     HEALTH_CHECK,
     HAProxyProcess,
@@ -42,7 +41,14 @@ from tests.support.haproxy import (
     free_port,
     wait_for,
 )
-from tests.support.moto import LAUNCHING, TERMINATING, WAIT_STATES, Cloud, moto_environment
+from tests.support.moto import (
+    LAUNCHING,
+    TERMINATING,
+    WAIT_STATES,
+    Cloud,
+    moto_environment,
+    moto_server,
+)
 from tests.support.stack import (
     BACKEND,
     CHECK_TIMEOUT,
@@ -155,7 +161,7 @@ def running(directory: Path, binary: str, scenario: Scenario) -> Iterator[Chaos]
     with ExitStack() as cleanup:
         # moto warns at every injected code its error model lacks; the code reaches the client.
         warnings.filterwarnings("ignore", r"Exception\(\w+\) with code", UserWarning)
-        endpoint = start_moto(cleanup)
+        endpoint = cleanup.enter_context(moto_server())
         # The controller inherits this environment: moto only (nothing of the user's own AWS
         # setup), and its own key, which the faults recognise; the harness's clients sign with
         # MOTO_KEY explicitly.

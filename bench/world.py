@@ -26,9 +26,6 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-# The demo's guard that points this process and its children at moto and nothing else; it
-# belongs in tests.support.moto (proposed there), until then it is reused from the demo.
-from demo.world import _use_moto_only as use_moto_only
 from tests.support.haproxy import (
     BackendSpec,
     HAProxyFactory,
@@ -38,7 +35,7 @@ from tests.support.haproxy import (
     free_port,
     wait_for,
 )
-from tests.support.moto import Cloud
+from tests.support.moto import Cloud, use_moto_only
 from tests.support.stack import BACKEND, GROUP, HAND_WRITTEN, SERVER_PREFIX, Daemons, Stack
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import shutil
 import signal
@@ -26,11 +25,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from moto.server import ThreadedMotoServer
 from rich.console import Console
 
 from tests.support.haproxy import HAProxyProcess, HTTPBackends, free_port, wait_for
-from tests.support.moto import Cloud, moto_environment
+from tests.support.moto import Cloud, moto_server, use_moto_only
 from tests.support.stack import (
     GROUP,
     PROCESS_DEADLINE,
@@ -148,8 +146,8 @@ def _start(
     console: Console, directory: Path, cleanup: ExitStack, haproxy_binary: str, *, verbose: bool
 ) -> World:
     """Start every part in *directory*, registering how to stop each on *cleanup*."""
-    endpoint = _start_moto(cleanup)
-    _use_moto_only(endpoint)
+    endpoint = cleanup.enter_context(moto_server())
+    use_moto_only(endpoint)
     cloud = Cloud(endpoint)
     cloud.create_group(GROUP, INITIAL_SIZE)
     queue = Notifications(cloud)
@@ -195,27 +193,6 @@ def _print_logs(console: Console, directory: Path, lines: int = 15) -> None:
         console.print(f"last lines of {path}:", style="bold")
         tail = path.read_text(errors="replace").splitlines()[-lines:]
         console.print("\n".join(tail), markup=False, highlight=False, soft_wrap=True)
-
-
-def _start_moto(cleanup: ExitStack) -> str:
-    """The AWS account: a moto server on 127.0.0.1, stopped with the world; its base URL."""
-    # Its request log would interleave with the narration.
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    cleanup.callback(server.stop)
-    host, port = server.get_host_and_port()
-    return f"http://{host}:{port}"
-
-
-def _use_moto_only(endpoint: str) -> None:
-    """
-    Point this process and its children at moto, and at nothing else: a profile, keys or an
-    endpoint from the reader's own AWS setup must never make the demo touch a real account.
-    """
-    for var in [v for v in os.environ if v.startswith("AWS_")]:
-        del os.environ[var]
-    os.environ.update(moto_environment(endpoint))
 
 
 def _configure(stack: Stack, queue: Notifications, listen: str) -> None:

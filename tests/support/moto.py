@@ -20,6 +20,7 @@ server runs in this process, so all of that is done by changing moto's objects d
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -475,9 +476,9 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint() -> Iterator[str]:
-    """A moto server on 127.0.0.1 for the whole session; yields its base URL."""
+@contextlib.contextmanager
+def moto_server() -> Iterator[str]:
+    """A moto server on 127.0.0.1 (its request log silenced); yields its base URL."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -486,6 +487,23 @@ def moto_endpoint() -> Iterator[str]:
         yield f"http://{host}:{port}"
     finally:
         server.stop()
+
+
+def use_moto_only(endpoint: str) -> None:
+    """
+    Point this process and its children at moto, and at nothing else: a profile, keys or an
+    endpoint from the user's own AWS setup must never reach a real account.
+    """
+    for var in [v for v in os.environ if v.startswith("AWS_")]:
+        del os.environ[var]
+    os.environ.update(moto_environment(endpoint))
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A moto server on 127.0.0.1 for the whole session; yields its base URL."""
+    with moto_server() as endpoint:
+        yield endpoint
 
 
 def moto_environment(endpoint: str) -> dict[str, str]:
