@@ -11,12 +11,14 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install /wheels/*.whl
 
-# -- run: the same Python, the venv, and HAProxy for `haproxy -c` only -------------------------
+# -- run: the same Python, the venv, HAProxy for `haproxy -c` only, and tini as PID 1 ---------
 # bookworm: its haproxy is 2.6, the version the controller drives; run HAProxy 2.6 beside it, so
-# that the check_command judges a file the way the running HAProxy will.
+# that the check_command judges a file the way the running HAProxy will. tini: PID 1 inherits
+# every orphaned process (a check or reload command's background children) and must reap them,
+# which the controller does not; tini also passes SIGTERM on to it.
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
- && apt-get install -y --no-install-recommends haproxy \
+ && apt-get install -y --no-install-recommends haproxy tini \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/venv /opt/venv
 COPY haproxy.cfg.j2 /usr/share/haproxy-asg-reconciler/haproxy.cfg.j2
@@ -24,15 +26,17 @@ COPY haproxy.cfg.j2 /usr/share/haproxy-asg-reconciler/haproxy.cfg.j2
 # fresh volume mounted on them starts writable for it.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent reconciler \
  && install -d -o 10001 -g 10001 /usr/local/etc/haproxy /var/run/haproxy
+# The listen address is a default (RECONCILER_DEFAULT_*): `[server] listen` in the user's file,
+# or RECONCILER_SERVER_LISTEN, wins over it.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     RECONCILER_CONFIG=/etc/reconciler/reconciler.toml \
     RECONCILER_LOG_FORMAT=json \
-    RECONCILER_SERVER_LISTEN=0.0.0.0:9100
+    RECONCILER_DEFAULT_SERVER_LISTEN=0.0.0.0:9100
 USER 10001:10001
 EXPOSE 9100
-# /healthz answers 503 when no cycle succeeded lately. There is no curl in a slim image; the port
-# follows RECONCILER_SERVER_LISTEN, and no proxy variable may send the probe elsewhere.
+# /healthz answers 503 when no cycle succeeded lately. `reconcile health` asks it at the listen
+# address the settings end up with, whichever place set it, never through a proxy.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
-  CMD ["python", "-c", "import os, urllib.request as u; port = os.environ.get('RECONCILER_SERVER_LISTEN', ':9100').rpartition(':')[2]; u.build_opener(u.ProxyHandler({})).open(f'http://127.0.0.1:{port}/healthz', timeout=4)"]
-ENTRYPOINT ["reconcile"]
+  CMD ["reconcile", "health"]
+ENTRYPOINT ["/usr/bin/tini", "--", "reconcile"]

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 SOURCES := reconciler tests demo $(wildcard bench)
 
-.PHONY: install haproxy lint test demo bench chaos clean
+.PHONY: install haproxy tini lint test demo bench chaos clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
-install: $(STAMP) haproxy
+install: $(STAMP) haproxy tini
 
 # HAProxy 2.6 from Debian's packages when the machine has none.
 haproxy:
@@ -21,6 +21,12 @@ haproxy:
 	  echo "haproxy not found: installing it from Debian's packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
 	@haproxy -v | head -n 1
+
+# Debian's tini: the container image's PID 1, run by the tests as the image's ENTRYPOINT.
+tini:
+	@test -x /usr/bin/tini || { \
+	  echo "tini not found: installing it from Debian's packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tini >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)

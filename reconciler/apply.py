@@ -8,6 +8,12 @@ the file never claims a server the running HAProxy does not have. A failed step 
 server's remaining steps; the next cycle re-plans from what HAProxy then reports. The next file
 is made by the ``FileRenderer`` the settings call for: edited in place, or rendered from a
 template, which also asks for a reload when more than the servers changed.
+
+An ``add server`` that HAProxy calls a duplicate (the name or the id is taken) is no refusal: the
+read the plan came from was out of date. That backend's remaining steps are skipped, its section of
+the file is left as it is (never without the server's line), and the error fails the cycle, so
+that the next one reads again soon. The same holds when the add's fate is unknown (the socket
+failed during it).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reconciler.errors import ConfigError, PermanentError, ReconcilerError
+from reconciler.errors import ConfigError, PermanentError, ReconcilerError, TransientError
 from reconciler.haproxy import render
 from reconciler.model import BackendPlan, Plan, RuntimeStep, ServerLine, StepKind
 from reconciler.ports import ConfigStore, LifecycleApi, RuntimeApi
@@ -36,6 +42,8 @@ class Outcome:
     deferred: tuple[str, ...] = ()
     #: Lifecycle API calls made (completions and heartbeats).
     lifecycle_calls: int = 0
+    #: Backends whose plan proved to come from an out-of-date read; their file sections stayed.
+    stale_reads: tuple[str, ...] = ()
 
 
 def execute(
@@ -58,7 +66,7 @@ def execute(
     lines = {
         b.backend: [line for line in b.lines if line.name not in runner.refused_adds]
         for b in active
-        if b.lines is not None
+        if b.lines is not None and b.backend not in runner.stale_reads
     }
     errors = list(runner.errors)
     written = reloaded = False
@@ -95,6 +103,7 @@ def execute(
         reloaded=reloaded,
         deferred=tuple(runner.deferred),
         lifecycle_calls=completed,
+        stale_reads=tuple(runner.stale_reads),
     )
 
 
@@ -117,6 +126,7 @@ class _StepRunner:
         self.deferred: list[str] = []
         self.refused_adds: set[str] = set()
         self.failed_backends: set[str] = set()
+        self.stale_reads: list[str] = []
         self.commands = 0
 
     def run(self, steps: Sequence[RuntimeStep]) -> None:
@@ -126,6 +136,15 @@ class _StepRunner:
                 continue
             try:
                 self._one(step)
+            except TransientError as exc:
+                if step.kind is not StepKind.ADD:
+                    raise
+                # The name or id is taken, or the add's fate is unknown: nothing else of this
+                # backend's plan can be trusted, and the server may well be serving.
+                self.stale_reads.append(step.backend)
+                self.failed_backends.add(step.backend)
+                self.errors.append(str(exc))
+                return
             except PermanentError as exc:
                 failed.add(step.server)
                 if step.kind is StepKind.DELETE:

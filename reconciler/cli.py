@@ -14,10 +14,12 @@ import os
 import signal
 import time
 from dataclasses import replace
-from typing import Annotated
+from http import HTTPStatus
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from reconciler import drift, drift_report, logs, report, settings
@@ -26,11 +28,11 @@ from reconciler.aws.inbox import SqsInbox
 from reconciler.aws.lifecycle import AwsLifecycle
 from reconciler.aws.membership import AwsMembership
 from reconciler.errors import ConfigError, ReconcilerError, TransientError
-from reconciler.haproxy.runtime import RuntimeSocket
+from reconciler.haproxy import runtime
 from reconciler.haproxy.store import FileStore
 from reconciler.loop import Controller
 from reconciler.model import Observation, Plan
-from reconciler.observability import Metrics, StatusServer
+from reconciler.observability import Metrics, StatusServer, probe_health
 from reconciler.reconcile import CycleResult, Ports, config_problems, observe, run_cycle
 from reconciler.triggers import SqsReceiver, Wakeups
 
@@ -40,6 +42,10 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 #: ``--once`` waits for the longest drain timeout plus this margin unless told otherwise.
 ONCE_TIMEOUT_MARGIN = 30.0
+#: The longest ``--timeout``: a day, like the longest ``drain_timeout``.
+MAX_ONCE_TIMEOUT = settings.DAY
+#: Seconds ``reconcile health`` waits for an answer: within the image HEALTHCHECK's 5 s.
+HEALTH_TIMEOUT = 4.0
 
 log = logging.getLogger(__name__)
 app = typer.Typer(
@@ -87,7 +93,11 @@ def main_command(
         typer.Option(
             "--timeout",
             min=0,
-            help="With --once: give up waiting for warm-ups and drains after this many seconds.",
+            max=MAX_ONCE_TIMEOUT,
+            help=(
+                "With --once: give up waiting for warm-ups and drains after this many seconds "
+                "(also the most one HAProxy runtime command may take, if under 10)."
+            ),
         ),
     ] = None,
     log_format: LogFormatOption = "text",
@@ -123,10 +133,8 @@ def drift_command(
         observed = _observe_with_retries(loaded, build_ports(loaded))
     except ConfigError as exc:
         _config_failure(exc)
-        raise  # unreachable: _config_failure exits
     except ReconcilerError as exc:
         _fail(str(exc), EXIT_FAILURE)
-        raise  # unreachable: _fail exits
     found = drift.assess(loaded, observed)
     if as_json:
         typer.echo(json.dumps(drift_report.to_json(found), indent=2))
@@ -136,36 +144,70 @@ def drift_command(
     raise typer.Exit(drift_report.exit_code(found))
 
 
+@app.command("health")
+def health_command(config: ConfigOption = None) -> None:
+    """
+    Ask the running controller's /healthz, at the [server] listen address the settings give
+    (file, environment and image default alike); print the answer.
+
+    Exit codes: 0 healthy, 1 anything else (unhealthy, no answer, bad configuration, no listen
+    address): it is the container image's HEALTHCHECK, and Docker reserves 2.
+    """
+    loaded = _load(config, failure=EXIT_FAILURE)
+    listen = loaded.server.listen
+    if not listen:
+        _fail("server.listen is not set: no status listener to ask", EXIT_FAILURE)
+    try:
+        status, body = probe_health(listen, HEALTH_TIMEOUT)
+    except OSError as exc:
+        _fail(f"no answer from http://{listen}/healthz: {exc}", EXIT_FAILURE)
+    typer.echo(logs.escaped(body.rstrip("\n")))
+    raise typer.Exit(EXIT_OK if status == HTTPStatus.OK else EXIT_FAILURE)
+
+
 def _setup_logs(log_format: str) -> None:
     if log_format not in ("text", "json"):
         _fail(f"--log-format: expected text or json, not {log_format!r}", EXIT_USAGE)
     logs.setup("json" if log_format == "json" else "text")
 
 
-def _load(config: str | None) -> settings.Settings:
+def _load(config: str | None, failure: int = EXIT_USAGE) -> settings.Settings:
     path = settings.config_path(config, os.environ)
     try:
         return settings.load(path)
     except ConfigError as exc:
-        _config_failure(exc)
-        raise  # unreachable: _config_failure exits
+        _config_failure(exc, failure)
 
 
-def _config_failure(exc: ConfigError) -> None:
-    err = Console(stderr=True)
-    err.print(f"[bold red]configuration error[/] in {exc.source or 'settings'}:", highlight=False)
+def _config_failure(exc: ConfigError, code: int = EXIT_USAGE) -> NoReturn:
+    _print_error("configuration error", f" in {exc.source or 'settings'}:")
     for problem in exc.problems:
-        err.print(f"  - {problem}", highlight=False, markup=False)
-    raise typer.Exit(EXIT_USAGE)
-
-
-def _fail(message: str, code: int) -> None:
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False)
+        _print_error("", f"  - {problem}")
     raise typer.Exit(code)
 
 
-def build_ports(loaded: settings.Settings, clients: AwsClients | None = None) -> Ports:
-    """The real adapters for *loaded* settings."""
+def _fail(message: str, code: int) -> NoReturn:
+    _print_error("error:", f" {message}")
+    raise typer.Exit(code)
+
+
+def _print_error(head: str, message: str) -> None:
+    """
+    A line on stderr: *head* in bold red, then *message*. Both are text, never markup (paths,
+    group names and AWS errors contain brackets), control characters are escaped, and the line
+    is not wrapped, so that it can be searched for whole in a log.
+    """
+    line = Text.assemble((head, "bold red"), logs.escaped(message))
+    Console(stderr=True).print(line, soft_wrap=True, highlight=False)
+
+
+def build_ports(
+    loaded: settings.Settings,
+    clients: AwsClients | None = None,
+    *,
+    command_timeout: float = runtime.DEFAULT_TIMEOUT,
+) -> Ports:
+    """The real adapters for *loaded* settings; each runtime command gets *command_timeout* s."""
     hap = loaded.haproxy
     aws = clients or AwsClients(loaded.aws.region)
     hooks = any(b.complete_lifecycle_actions for b in loaded.backends)
@@ -174,15 +216,20 @@ def build_ports(loaded: settings.Settings, clients: AwsClients | None = None) ->
         store=FileStore(
             hap.config, hap.check_command, hap.reload_command, create=hap.template is not None
         ),
-        runtime=RuntimeSocket(hap.socket) if hap.socket else None,
+        runtime=runtime.RuntimeSocket(hap.socket, command_timeout) if hap.socket else None,
         lifecycle=AwsLifecycle(aws) if hooks else None,
     )
 
 
-def _prepare(loaded: settings.Settings, clients: AwsClients | None = None) -> Ports:
+def _prepare(
+    loaded: settings.Settings,
+    clients: AwsClients | None = None,
+    *,
+    command_timeout: float = runtime.DEFAULT_TIMEOUT,
+) -> Ports:
     """Build the adapters and check the config file's sections; exit on a bad configuration."""
     try:
-        ports = build_ports(loaded, clients)
+        ports = build_ports(loaded, clients, command_timeout=command_timeout)
         problems = config_problems(loaded, ports.store.read())
         if problems:
             raise ConfigError(problems, str(loaded.haproxy.config))
@@ -265,16 +312,16 @@ def _status_server(loaded: settings.Settings, metrics: Metrics) -> StatusServer 
         _fail(
             f"server.listen: cannot listen on {loaded.server.listen}: {exc.strerror}", EXIT_FAILURE
         )
-        raise  # unreachable: _fail exits
 
 
 def _run_once(
     loaded: settings.Settings, *, dry_run: bool, as_json: bool, timeout: float | None
 ) -> int:
-    ports = _prepare(loaded)
     limit = timeout
     if limit is None:
         limit = max(b.drain_timeout for b in loaded.backends) + ONCE_TIMEOUT_MARGIN
+    # A socket that trickles its replies must not keep the run going past its limit.
+    ports = _prepare(loaded, command_timeout=runtime.timeout_within(limit))
     started = time.monotonic()
     merged: Plan | None = None
     errors: list[str] = []
@@ -352,9 +399,8 @@ def _print(
             f"{totals['file_writes']} file write(s), {totals['reloads']} reload(s)",
             highlight=False,
         )
-    err = Console(stderr=True)
     for error in errors:
-        err.print(f"[bold red]error:[/] {error}", highlight=False)
+        _print_error("error:", f" {error}")
 
 
 def main() -> None:

@@ -20,8 +20,11 @@ missing         yes     InService, in neither the file nor the running HAProxy
 stale           yes     in HAProxy but its instance does not serve (terminating,
                         standby, terminated, unhealthy, gone from the group, or a Spot
                         interruption warning with ``drain_on_spot_warning``)
-held            yes     like stale, but kept: the group has no serving instance while
-                        its desired capacity is above zero (a safety rule)
+held            yes     kept as it is by a safety rule: like stale, but the group has no
+                        serving instance while its desired capacity is above zero; or
+                        AWS returned a malformed value for the instance, or the group
+                        lists it InService while DescribeInstances does not know it
+                        (then it is not added either)
 address         yes     the server's address in the file or at runtime is not the
                         instance's private IP and port
 runtime-only    yes     InService, running, not in the file (a reload would drop it)
@@ -314,11 +317,7 @@ class _Assessor:
         names = dict.fromkeys([*self.desired, *self.launching, *managed])
         rows = [self._managed(name) for name in names]
         covered = {self.binding.instance_of(name) for name in names}
-        rows += [
-            self._row(None, i.instance_id, Verdict.EXCLUDED, f"{_unwanted(i)}; not in HAProxy")
-            for i in self.instances.values()
-            if i.instance_id not in covered
-        ]
+        rows += [self._absent(i) for i in self.instances.values() if i.instance_id not in covered]
         rows += [
             self._row(
                 name, None, Verdict.UNMANAGED, "not named <prefix><instance-id>; never touched"
@@ -328,15 +327,28 @@ class _Assessor:
         ]
         return rows
 
+    def _absent(self, instance: Instance) -> DriftRow:
+        """The row of an instance that has no server (and must have none, unless doubtful)."""
+        if instance.doubt is not None:
+            return self._row(
+                None, instance.instance_id, Verdict.HELD, f"{instance.doubt}; not added"
+            )
+        detail = f"{_unwanted(instance)}; not in HAProxy"
+        return self._row(None, instance.instance_id, Verdict.EXCLUDED, detail)
+
     def _managed(self, name: str) -> DriftRow:
         instance_id = self.binding.instance_of(name)
+        instance = self.instances.get(instance_id or "")
         line = self.desired.get(name)
-        if line is not None:
+        if instance is not None and instance.doubt is not None:
+            # A malformed value or reads that disagree: the planner keeps the server as it is.
+            verdict, detail = Verdict.HELD, f"{instance.doubt}; kept as it is"
+        elif line is not None:
             verdict, detail = self._desired(line)
         elif name in self.launching:
             verdict, detail = Verdict.WARMING, _LAUNCHING
         else:
-            verdict, detail = self._leaving(name, self.instances.get(instance_id or ""))
+            verdict, detail = self._leaving(name, instance)
         return self._row(name, instance_id, verdict, detail)
 
     def _desired(self, line: ServerLine) -> tuple[Verdict, str]:

@@ -2,6 +2,9 @@
 The drift report for people (rich tables) and for scripts (JSON), and its exit code. Pure: these
 functions build renderables and dictionaries; ``cli`` prints them.
 
+Text from outside (group names, details, HAProxy's check status) is shown as text: in ``Text``
+objects and segments, never parsed as markup, its control characters escaped.
+
 Colour only underlines what the words already say: every verdict and summary is text, so the
 report reads the same without colour. Whether escape codes are written at all is the console's
 decision (none when the output is not a terminal); ``color_system`` adds ``NO_COLOR``, which on a
@@ -35,6 +38,7 @@ from reconciler.drift import (
     Status,
     Verdict,
 )
+from reconciler.logs import escaped
 
 
 SCHEMA_VERSION = 1
@@ -107,7 +111,7 @@ def tables(report: DriftReport) -> RenderableType:
     """Per backend a title, a table and its summary line; then the overall summary."""
     parts: list[RenderableType] = []
     for backend in report.backends:
-        parts.append(Text(f"backend {backend.backend} ← {backend.asg}", style="bold"))
+        parts.append(Text(escaped(f"backend {backend.backend} ← {backend.asg}"), style="bold"))
         if backend.rows:
             parts.append(_Grid(_COLUMNS, tuple(_cells(row) for row in backend.rows)))
         parts.extend((summary(backend), Text()))
@@ -137,7 +141,7 @@ def summary(backend: BackendDrift) -> Text:
     """One line: the backend's status, then how many rows have each verdict."""
     style = _STATUS_STYLES[backend.status]
     if backend.refused is not None:
-        return Text.assemble(("REFUSED", style), f", not assessed: {backend.refused}")
+        return Text.assemble(("REFUSED", style), escaped(f", not assessed: {backend.refused}"))
     counts = Text(", ").join(
         Text(f"{n} {verdict.value}", style=_STYLES[verdict])
         for verdict, n in backend.counts().items()
@@ -145,7 +149,7 @@ def summary(backend: BackendDrift) -> Text:
     )
     drifted = len(backend.drifted)
     if backend.held is not None:
-        head = Text.assemble(("HELD", style), f": {backend.held}; ")
+        head = Text.assemble(("HELD", style), escaped(f": {backend.held}; "))
     elif drifted:
         head = Text.assemble((f"{drifted} drifted", style), ": ")
     else:
@@ -172,7 +176,7 @@ def _cells(row: DriftRow) -> tuple[_Cell, ...]:
         check,
         row.detail,
     )
-    return ((row.verdict.value, _STYLES[row.verdict]), *((text, "") for text in texts))
+    return ((row.verdict.value, _STYLES[row.verdict]), *((escaped(text), "") for text in texts))
 
 
 @dataclass(frozen=True)

@@ -13,18 +13,26 @@ A cycle runs when any of these comes due, whichever is first:
   corrected here, and it bounds every other wait, the backoff included;
 - after a failed cycle, a retry with capped exponential backoff and jitter.
 
-While backing off, a wake-up runs a cycle sooner only if it names a group that the failed cycle
-did succeed for: one broken group (deleted, or denied to us) must not delay the others, while a
-flood of messages must not hammer an AWS that is throttling every call.
+While backing off, a wake-up runs a cycle sooner only if it may concern a group that the failed
+cycle did succeed for (a message naming no group may concern any): one broken group (deleted, or
+denied to us) must not delay the others, while a flood of messages must not hammer an AWS that is
+throttling every call. A cycle that could plan no backend at all failed as a whole.
 
 What woke the cycle never changes what it does: every cycle reads everything again. The one thing
 no API can tell is remembered instead: the instances that a Spot interruption warning or a
 rebalance recommendation named in the last ``INTERRUPTION_MEMORY`` seconds are passed to every
-cycle, which drains them in the backends that ask for it.
+cycle, which drains them in the backends that ask for it if they are Spot instances of the group.
+A warning that is malformed, or that the first cycle able to judge it refutes (the instance is in
+no managed group, or is no Spot instance), is logged once as untrusted, counted, and forgotten.
 
-Messages are deleted only after a cycle that started after they arrived has succeeded for the
-group they name (for every group, when they name none); otherwise they reappear after their
-visibility timeout and wake the controller again.
+A message is deleted once a cycle that started after it arrived has covered what it could
+concern: for a message naming a group, a cycle that succeeded for that group; for one naming no
+group (plain text, EC2 events, Spot warnings, unknown JSON), any cycle that did not fail as a
+whole. An EC2 event's instance may belong to a group that failed; the message is deleted all the
+same, because it carries nothing the retry needs: the failed group is retried by the backoff
+whatever the queue holds, and every retry reads every group. Keeping it would hold every such
+message for as long as one group is broken. Messages not covered reappear after their visibility
+timeout and wake the controller again.
 
 ``Schedule`` is the pure part (when is the next cycle due, and why); ``Controller`` is the shell
 that waits, runs cycles, deletes messages, and reports.
@@ -43,7 +51,7 @@ from typing import Protocol
 from reconciler.errors import ReconcilerError
 from reconciler.observability import CallCounts, Metrics, changed_rows
 from reconciler.ports import Inbox
-from reconciler.reconcile import CycleResult, Ports, run_cycle
+from reconciler.reconcile import CycleResult, Ports, Verdicts, run_cycle
 from reconciler.settings import ControllerSettings, Settings
 from reconciler.triggers import Wake, WakeSource, backoff
 
@@ -61,6 +69,12 @@ RESYNC = "resync"
 #: warning, and by then the group has replaced the instance. A rebalance recommendation has no
 #: deadline; an instance still there after this long serves again.
 INTERRUPTION_MEMORY = 600.0
+#: Why an interruption warning is not trusted: the metric's label, and the log line's reason.
+MALFORMED = "malformed"
+_REFUTED = {
+    "not_managed": "the instance is in no managed group",
+    "not_spot": "DescribeInstances says the instance is no Spot instance",
+}
 
 
 class Cycle(Protocol):
@@ -75,12 +89,12 @@ class Cycle(Protocol):
 
 def succeeded_for(failing: frozenset[str] | None, group: str | None) -> bool:
     """
-    Whether a cycle that failed for the groups *failing* (``None``: failed as a whole) succeeded
-    for *group* (``None``: for every group).
+    Whether a cycle that failed for the groups *failing* (``None``: failed as a whole) covered
+    what a message naming *group* could concern (``None``: it names no group, so any group).
     """
     if failing is None:
         return False
-    return group not in failing if group is not None else not failing
+    return group is None or group not in failing
 
 
 def failing_groups(result: CycleResult | None) -> frozenset[str] | None:
@@ -89,7 +103,10 @@ def failing_groups(result: CycleResult | None) -> frozenset[str] | None:
         return None
     if result.outcome is not None and result.outcome.errors:
         return None  # apply errors are not tied to a group
-    return frozenset(b.asg for b in result.plan.refused)
+    refused = result.plan.refused
+    if refused and len(refused) == len(result.plan.backends):
+        return None  # it could act on nothing it read
+    return frozenset(b.asg for b in refused)
 
 
 @dataclass(frozen=True)
@@ -199,6 +216,8 @@ class Controller:
         self._unacked: dict[str, Wake] = {}
         #: Instances named by an interruption warning, and until when that counts.
         self._interrupted: dict[str, float] = {}
+        #: The warnings about instances in ``_interrupted`` that no cycle has judged yet.
+        self._unjudged: dict[str, list[Wake]] = {}
         self.cycles = 0
 
     def run(self) -> None:
@@ -217,23 +236,34 @@ class Controller:
         """Note wake-ups that arrived: they wait for a cycle, messages also for deletion."""
         self._waiting.extend(wakes)
         for wake in wakes:
-            if wake.handle:
-                self._unacked[wake.message_id or wake.handle] = wake
+            key = wake.message_id or wake.handle
+            # A message back after its visibility timeout was reported and remembered already.
+            again = key is not None and key in self._unacked
+            if key is not None and wake.handle:
+                self._unacked[key] = wake
+            if again:
+                continue
+            if wake.untrusted:
+                self._distrust(wake, MALFORMED, wake.untrusted)
             if wake.interrupted:
-                until = max(
-                    wake.at + INTERRUPTION_MEMORY, self._interrupted.get(wake.interrupted, 0)
-                )
-                self._interrupted[wake.interrupted] = until
+                instance = wake.interrupted
+                if instance not in self._interrupted or instance in self._unjudged:
+                    self._unjudged.setdefault(instance, []).append(wake)
+                until = max(wake.at + INTERRUPTION_MEMORY, self._interrupted.get(instance, 0))
+                self._interrupted[instance] = until
 
     def _run_one(self, schedule: Schedule, trigger: str) -> Schedule:
         """Run a cycle, delete what it covered, report it; return the next schedule."""
         seen, self._waiting = self._waiting, []
         started = self._clock()
         self._interrupted = {i: t for i, t in self._interrupted.items() if t > started}
+        self._unjudged = {i: w for i, w in self._unjudged.items() if i in self._interrupted}
         calls_before = self._cycle_calls()
         result, error = self._attempt()
         ended = self._clock()
         self.cycles += 1
+        if result is not None:
+            self._judge(result.interruptions)
         failing = failing_groups(result)
         deleted = self._acknowledge(failing, started)
         self._metrics.record_cycle(ended - started, result, error)
@@ -272,8 +302,38 @@ class Controller:
             return None, f"unexpected {type(exc).__name__}: {exc}"
         return result, "; ".join(result.errors)
 
+    def _judge(self, verdicts: Verdicts) -> None:
+        """
+        Settle the warnings a cycle could judge. A warning is judged once: an instance found to
+        be a Spot instance of a group may leave that group later (EC2 reclaimed it), which does
+        not make the warning untrusted after the fact.
+        """
+        for instance in verdicts.verified:
+            self._unjudged.pop(instance, None)
+        refuted = (("not_managed", verdicts.unmanaged), ("not_spot", verdicts.not_spot))
+        for reason, instances in refuted:
+            for instance in instances & self._unjudged.keys():
+                for wake in self._unjudged.pop(instance):
+                    self._distrust(wake, reason, _REFUTED[reason])
+                del self._interrupted[instance]
+
+    def _distrust(self, wake: Wake, reason: str, why: str) -> None:
+        """Report an interruption warning that changes nothing; the message is kept as a wake-up."""
+        self._metrics.untrusted_warnings.labels(reason).inc()
+        log.warning(
+            "untrusted interruption warning",
+            extra={
+                "fields": {
+                    "message_id": wake.message_id or "-",
+                    "kind": wake.kind,
+                    "instance": wake.instance or "-",
+                    "reason": why,
+                }
+            },
+        )
+
     def _acknowledge(self, failing: frozenset[str] | None, started: float) -> int:
-        """Delete the messages that arrived before *started* and whose groups succeeded."""
+        """Delete the messages that arrived before *started* and that the cycle covered."""
         done = [
             (key, wake)
             for key, wake in self._unacked.items()

@@ -7,6 +7,12 @@ the choice of Auto Scaling groups to reconcile (``scope``), and whether the mess
 at once (``Trigger.delete_now``). Lifecycle messages also carry what ``CompleteLifecycleAction``
 needs, for when the controller completes hooks.
 
+The one claim no API can check in advance is a Spot interruption warning (or rebalance
+recommendation): it names an instance to drain. Only the exact shape EC2 sends names one
+(``Trigger.interrupted``); any other body with such a ``detail-type`` is an untrusted claim
+(``Trigger.untrusted`` says why), logged and otherwise ignored. Even a well-formed warning is
+acted on only for an instance that DescribeInstances calls a Spot instance of a managed group.
+
 Every shape that can reach the queue is handled (see the AWS notes, "Classification rule"): ASG
 notifications through SNS with and without raw delivery, lifecycle hooks aimed at SQS or SNS,
 EventBridge events direct or through SNS, SNS subscription confirmations, and anything else a
@@ -23,6 +29,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from reconciler.model import is_instance_id
+
 
 TEST_EVENT = "autoscaling:TEST_NOTIFICATION"
 SCALING_EVENT_PREFIX = "autoscaling:EC2_INSTANCE_"
@@ -32,6 +40,10 @@ _SUBSCRIPTION_TYPES = frozenset({"SubscriptionConfirmation", "UnsubscribeConfirm
 _KEY_VALUE_LINE = re.compile(r"([A-Za-z][A-Za-z0-9]*):[ \t]*(.*)")
 # A value that a log reader splits correctly without quotes.
 _BARE_VALUE = re.compile(r"[!#-<>-~]+")
+#: The only source of real interruption warnings.
+EC2_SOURCE = "aws.ec2"
+#: Characters of an untrusted value quoted in a log line; a forged body may be megabytes long.
+_SHOWN = 40
 
 
 class Kind(enum.Enum):
@@ -57,6 +69,14 @@ class Kind(enum.Enum):
     NOT_JSON = "not_json"
 
 
+#: Messages saying that EC2 is about to take an instance away.
+INTERRUPTIONS = frozenset({Kind.SPOT_WARNING, Kind.REBALANCE})
+_INTERRUPTION_TYPES = {
+    "EC2 Spot Instance Interruption Warning": Kind.SPOT_WARNING,
+    "EC2 Instance Rebalance Recommendation": Kind.REBALANCE,
+}
+
+
 class Delivery(enum.Enum):
     """How a message reached the queue."""
 
@@ -72,7 +92,10 @@ class Delivery(enum.Enum):
 
 @dataclass(frozen=True)
 class Trigger:
-    """One classified message. Only *group* (and *delete_now*) may influence what a cycle does."""
+    """
+    One classified message. Only *group*, *delete_now* and a well-formed warning's instance
+    (``interrupted``) may influence what a cycle does.
+    """
 
     kind: Kind
     delivery: Delivery
@@ -93,6 +116,20 @@ class Trigger:
     destination: str | None = None
     #: A SubscriptionConfirmation's confirmation link: logged for a person, never visited.
     subscribe_url: str | None = None
+    #: Why a message that claims to be an interruption warning is not one as given (another
+    #: source, no valid instance id); ``None`` for every other message.
+    untrusted: str | None = None
+
+    @property
+    def interrupted(self) -> str | None:
+        """
+        The instance a well-formed interruption warning names: the only message content a
+        cycle acts on, and only once DescribeInstances confirms it is a Spot instance of a
+        managed group.
+        """
+        if self.kind in INTERRUPTIONS and self.untrusted is None:
+            return self.instance_id
+        return None
 
 
 @dataclass(frozen=True)
@@ -145,6 +182,7 @@ def fields(trigger: Trigger) -> dict[str, str]:
         "origin": trigger.origin,
         "destination": trigger.destination,
         "subscribe_url": trigger.subscribe_url,
+        "untrusted": trigger.untrusted,
     }
     out.update({key: value for key, value in optional.items() if value is not None})
     return out
@@ -219,6 +257,9 @@ def _eventbridge(doc: Mapping[str, Any], delivery: Delivery) -> Trigger:
     detail_type = _text(doc, "detail-type") or ""
     raw_detail = doc.get("detail")
     detail: Mapping[str, Any] = raw_detail if isinstance(raw_detail, dict) else {}
+    interruption = _INTERRUPTION_TYPES.get(detail_type)
+    if interruption is not None:
+        return _interruption(interruption, delivery, detail_type, source, detail.get("instance-id"))
     if source == "aws.autoscaling":
         group = _text(detail, "AutoScalingGroupName") or _group_of_resources(doc.get("resources"))
         if _text(detail, "LifecycleTransition"):
@@ -230,15 +271,29 @@ def _eventbridge(doc: Mapping[str, Any], delivery: Delivery) -> Trigger:
             group=group,
             instance_id=_text(detail, "EC2InstanceId"),
         )
-    instance = _text(detail, "instance-id")
-    if source == "aws.ec2" and detail_type == "EC2 Instance State-change Notification":
+    if source == EC2_SOURCE and detail_type == "EC2 Instance State-change Notification":
         event = _text(detail, "state") or detail_type
-        return Trigger(Kind.EVENTBRIDGE_EC2, delivery, event, instance_id=instance)
-    if source == "aws.ec2" and detail_type == "EC2 Spot Instance Interruption Warning":
-        return Trigger(Kind.SPOT_WARNING, delivery, detail_type, instance_id=instance)
-    if source == "aws.ec2" and detail_type == "EC2 Instance Rebalance Recommendation":
-        return Trigger(Kind.REBALANCE, delivery, detail_type, instance_id=instance)
+        return Trigger(
+            Kind.EVENTBRIDGE_EC2, delivery, event, instance_id=_text(detail, "instance-id")
+        )
     return Trigger(Kind.UNKNOWN_JSON, delivery, detail_type)
+
+
+def _interruption(
+    kind: Kind, delivery: Delivery, detail_type: str, source: object, instance: object
+) -> Trigger:
+    """
+    A Spot interruption warning or rebalance recommendation. Anyone who can send to the queue
+    can write one, so only the exact shape EC2 sends names an instance to drain; anything else
+    is kept as an untrusted claim, to log.
+    """
+    valid = instance if isinstance(instance, str) and is_instance_id(instance) else None
+    untrusted = None
+    if source != EC2_SOURCE:
+        untrusted = f"source {_shown(source)} is not {EC2_SOURCE}"
+    elif valid is None:
+        untrusted = f"detail instance-id {_shown(instance)} is not an EC2 instance id"
+    return Trigger(kind, delivery, detail_type, instance_id=valid, untrusted=untrusted)
 
 
 def _lifecycle(doc: Mapping[str, Any], delivery: Delivery, group: str | None) -> Trigger:
@@ -306,3 +361,9 @@ def _group_of_resources(resources: object) -> str | None:
 
 def _quoted(value: str) -> str:
     return value if _BARE_VALUE.fullmatch(value) else json.dumps(value)
+
+
+def _shown(value: object) -> str:
+    """An untrusted JSON value for a log line: as JSON (ASCII, escaped), cut short."""
+    text = "absent" if value is None else json.dumps(value)
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}..."

@@ -11,6 +11,8 @@ with no I/O, so the pure core can be tested with plain constructors.
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -21,6 +23,24 @@ from dataclasses import dataclass, field
 SERVING_LIFECYCLE_STATE = "InService"
 SERVING_HEALTH_STATUS = "Healthy"
 SERVING_EC2_STATE = "running"
+#: EC2 states in which the machine is going away or is gone: its own word, never a guess.
+GONE_EC2_STATES = frozenset({"shutting-down", "terminated", "stopping", "stopped"})
+#: An EC2 instance id as AWS documents it: ``i-`` and 8 (older) or 17 lowercase hex digits.
+_INSTANCE_ID = re.compile(r"i-[0-9a-f]{8}(?:[0-9a-f]{9})?")
+
+
+def is_instance_id(text: str) -> bool:
+    """*text* has the documented shape of an EC2 instance id."""
+    return _INSTANCE_ID.fullmatch(text) is not None
+
+
+def is_ipv4_address(text: str) -> bool:
+    """*text* is an IPv4 address literal in dotted-decimal form, and nothing else."""
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -34,10 +54,54 @@ class Instance:
     ec2_state: str | None
     #: The primary private IPv4 address; ``None`` when it has none (yet).
     private_ip: str | None
+    #: DescribeInstances says it is a Spot instance: only then can an interruption warning be
+    #: true, whatever a message claims.
+    spot: bool = False
+
+    @property
+    def malformed(self) -> str | None:
+        """
+        Which value AWS returned without its documented shape, or ``None``. Such a value never
+        reaches a runtime command or a file line: a newline or a ``;`` in it would be read by
+        HAProxy as another command, or as another word of the line.
+        """
+        if not is_instance_id(self.instance_id):
+            return f"malformed instance id {self.instance_id!r}"
+        if self.private_ip is not None and not is_ipv4_address(self.private_ip):
+            return f"malformed private IPv4 address {self.private_ip!r}"
+        return None
+
+    @property
+    def disagreement(self) -> str | None:
+        """
+        How the two reads contradict each other, or ``None``: the group lists the instance
+        InService and Healthy, but DescribeInstances did not return it (EC2 is eventually
+        consistent). Neither read can be trusted to add or remove its server.
+        """
+        listed_serving = (
+            self.lifecycle_state == SERVING_LIFECYCLE_STATE
+            and self.health_status == SERVING_HEALTH_STATUS
+        )
+        if listed_serving and self.ec2_state is None:
+            return (
+                "the group lists it InService and Healthy but DescribeInstances did not return "
+                "it; read again soon"
+            )
+        return None
+
+    @property
+    def doubt(self) -> str | None:
+        """
+        Why nothing may be done about this instance's server this cycle, or ``None``: a
+        malformed value or reads that disagree. Its server is kept exactly as it is.
+        """
+        return self.malformed or self.disagreement
 
     @property
     def not_serving_reason(self) -> str | None:
         """Why this instance must not receive traffic, or ``None`` when it should."""
+        if self.malformed is not None:
+            return self.malformed
         if self.lifecycle_state != SERVING_LIFECYCLE_STATE:
             return f"lifecycle {self.lifecycle_state}"
         if self.health_status != SERVING_HEALTH_STATUS:
@@ -56,10 +120,12 @@ class Instance:
     @property
     def gone(self) -> bool:
         """
-        True when draining is pointless: the machine is terminated or being shut down, so no
-        connection to it can finish.
+        True when EC2 says the machine is being shut down or is gone: its server takes no new
+        request at all (maintenance rather than drain). Requests in flight may still finish on
+        a machine that answers while it shuts down, so they get the drain timeout all the same.
+        An instance DescribeInstances did not return is not known to be gone.
         """
-        return self.ec2_state in (None, "shutting-down", "terminated", "stopping", "stopped")
+        return self.ec2_state in GONE_EC2_STATES
 
 
 @dataclass(frozen=True)
@@ -220,6 +286,9 @@ class RuntimeObservation:
     """The servers of the requested backends, by backend name; a missing name is not running."""
 
     backends: Mapping[str, tuple[RuntimeServer, ...]]
+    #: Why a backend's servers could not be read completely (a cut or inconsistent reply); such a
+    #: backend is refused for the cycle, never planned from part of its servers.
+    errors: Mapping[str, str] = field(default_factory=dict)
     #: Seconds the worker that answered has run (``show info`` ``Uptime_sec``), ``None`` when
     #: unknown. A worker younger than a drain may have an older one beside it, started before a
     #: reload and still finishing requests on servers this one does not have.
@@ -354,6 +423,9 @@ class BackendPlan:
     rows: tuple[Row, ...] = ()
     #: Lifecycle actions to complete once the steps and the file write succeeded.
     lifecycle: tuple[LifecycleAction, ...] = ()
+    #: One message per instance refused for a malformed AWS value: the backend was planned,
+    #: but without that instance, whose server (if any) was kept as it is.
+    rejected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,22 @@ socket is configured) the servers of the running HAProxy. It decides:
   serving, draining, check passed         READY
   leaving, ready                          DRAIN (MAINT when its instance is gone)
   leaving, draining, idle or timed out    MAINT (+ KILL_SESSIONS when timed out)
+  leaving, in maintenance, timed out      KILL_SESSIONS
   leaving, in maintenance, idle           DELETE
+  doubtful                                nothing: kept exactly as it is
   ======================================  ==========================================
+
+An instance is *gone* when EC2 says it is shutting down or terminated, or it left its group: its
+server goes straight to maintenance, which takes no new request, but the requests in flight may
+finish within the drain timeout (an instance may answer while it shuts down); only then are they
+cut. A drain timeout of 0 cuts at once.
+
+An instance is *doubtful* when AWS returned a malformed value for it (an instance id or address
+without its documented shape, an id listed twice) or when the reads disagree (the group lists it
+InService and Healthy, DescribeInstances does not know it). Nothing is done about it: its server
+keeps its runtime state and its file line, or is not added; a held row reports it. Disagreeing
+reads are read again soon (the backend is pending); malformed values are errors of the cycle.
+So only values with their documented shape ever reach a runtime command or a file line.
 
 Only servers named ``<prefix><instance-id>`` are managed; every other server is never planned.
 Safety: a backend whose reads failed, whose group is missing, or whose section cannot be managed is
@@ -29,9 +43,11 @@ refused as a whole; a backend is never emptied while its group's desired capacit
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
+from reconciler.haproxy import cfgedit
 from reconciler.model import (
     LAUNCH_WAIT,
     LAUNCHING,
@@ -158,6 +174,8 @@ def _refusal(
         return None
     if observed.runtime is None:
         return observed.runtime_error or "the HAProxy runtime API could not be read"
+    if binding.name in observed.runtime.errors:
+        return observed.runtime.errors[binding.name]
     if binding.name not in observed.runtime.backends:
         return (
             f"the running HAProxy has no backend '{binding.name}'; "
@@ -183,6 +201,22 @@ class _BackendPlanner:
         self._interrupted = interrupted
         self.group = group
         self.instances = {i.instance_id: i for i in group.instances}
+        listed = Counter(i.instance_id for i in group.instances)
+        #: Why the values of an instance are refused, by instance id: a malformed value, or an id
+        #: the group lists more than once (no valid read does).
+        self.malformed: dict[str, str] = {}
+        #: Why nothing may be done about an instance this cycle, by instance id: a refused value,
+        #: or reads that disagree. Its server is kept exactly as it is.
+        self.doubts: dict[str, str] = {}
+        for instance in group.instances:
+            malformed = instance.malformed
+            if malformed is None and listed[instance.instance_id] > 1:
+                malformed = f"instance id {instance.instance_id!r} listed more than once"
+            if malformed is not None:
+                self.malformed[instance.instance_id] = malformed
+            doubt = malformed or instance.disagreement
+            if doubt is not None:
+                self.doubts[instance.instance_id] = doubt
         self.file = {s.name: s for s in section.servers if binding.instance_of(s.name)}
         self.runtime = (
             None
@@ -195,20 +229,25 @@ class _BackendPlanner:
     def plan(self) -> BackendPlan:
         interrupted = self.interrupted
         serving = [
-            i for i in self.group.instances if i.serving and i.instance_id not in interrupted
+            i
+            for i in self.group.instances
+            if i.serving and i.instance_id not in interrupted and i.instance_id not in self.doubts
         ]
         launching = self._launching()
         held_back = {self.binding.server_name(i.instance_id) for i in launching}
-        present = set(self.file) | set(self.runtime or {})
+        kept, rows = self._kept()
+        present = (set(self.file) | set(self.runtime or {})) - set(kept)
         # Launches go on during a hold: completing them is what brings serving instances back.
         hold = not serving and self.group.desired_capacity > 0 and bool(present - held_back)
+        by_name = {self.binding.server_name(i.instance_id): i for i in [*serving, *launching]}
         lines = self._lines([*serving, *launching])
         steps: list[RuntimeStep] = []
-        rows: list[Row] = []
         actions: list[LifecycleAction] = []
-        pending = False
+        # Reads that disagree are read again soon: the next read may well agree.
+        pending = len(self.doubts) > len(self.malformed)
+        rejected = tuple(self._rejection(reason) for reason in self.malformed.values())
         for line in lines:
-            instance = self.instances[_instance_id(self.binding, line.name)]
+            instance = by_name[line.name]
             if line.name in held_back:
                 new_steps, row, waits = self._launch(line, instance, actions)
             else:
@@ -229,6 +268,7 @@ class _BackendPlanner:
                 pending=pending,
                 rows=tuple(rows),
                 lifecycle=tuple(actions),
+                rejected=rejected,
             )
         wanted = {line.name for line in lines}
         for name in sorted(present - wanted):
@@ -241,19 +281,78 @@ class _BackendPlanner:
             backend=self.binding.name,
             asg=self.binding.asg,
             steps=tuple(steps),
-            lines=tuple(line for line in lines if line.name not in held_back),
+            lines=self._file_lines([line for line in lines if line.name not in held_back], kept),
             needs_reload=self._needs_reload(lines),
             pending=pending,
             rows=tuple(rows),
             lifecycle=tuple(actions),
+            rejected=rejected,
+        )
+
+    # -- instances nothing may be done about -------------------------------------------------------
+
+    def _kept(self) -> tuple[dict[str, ConfigServer | None], list[Row]]:
+        """
+        The servers of the doubtful instances, each kept exactly as it is, with its file line
+        (``None`` when the file has none, which is then not added either); and a held row per
+        doubtful instance, whether it has a server or not.
+        """
+        kept: dict[str, ConfigServer | None] = {}
+        rows = []
+        for instance_id, doubt in self.doubts.items():
+            # A malformed id makes a name that is not managed: it can have no server.
+            name = self.binding.server_name(instance_id)
+            running = (self.runtime or {}).get(name)
+            current = self.file.get(name)
+            row = _RowMaker(name, instance_id, _address_of(running, current))
+            if running is None and current is None:
+                rows.append(row(Change.HELD, f"{doubt}; not added"))
+                continue
+            kept[name] = current
+            rows.append(row(Change.HELD, f"{doubt}; kept as it is"))
+        return kept, rows
+
+    def _file_lines(
+        self, lines: Sequence[ServerLine], kept: Mapping[str, ConfigServer | None]
+    ) -> tuple[ServerLine, ...] | None:
+        """
+        The managed lines the file must hold: *lines*, and the kept servers' lines unchanged,
+        in the file's order. ``None`` (the file is left alone this cycle) when a kept line cannot
+        be written back as it is, which only a hand-edited line can cause.
+        """
+        unchanged = []
+        for current in (c for c in kept.values() if c is not None):
+            line = _as_written(current)
+            if line is None:
+                return None
+            unchanged.append(line)
+        order = {name: index for index, name in enumerate(self.file)}
+        return tuple(
+            sorted([*lines, *unchanged], key=lambda line: order.get(line.name, len(order)))
+        )
+
+    def _rejection(self, reason: str) -> str:
+        """The error reported for an instance refused for a malformed value."""
+        return (
+            f"group '{self.group.name}': {reason}; that instance is left as it is "
+            "(never added, removed or cut) until AWS returns a valid value: check the AWS "
+            "endpoint the controller reads (AWS_ENDPOINT_URL, any proxy on the way)"
         )
 
     # -- lifecycle hooks ---------------------------------------------------------------------------
 
     @property
     def interrupted(self) -> frozenset[str]:
-        """Instances to drain because a Spot warning names them, if this backend wants that."""
-        return self._interrupted if self.binding.drain_on_spot_warning else frozenset()
+        """
+        Instances to drain because a Spot warning names them, if this backend wants that. A
+        message is no fact: only instances of this group that DescribeInstances calls Spot
+        instances can be interrupted.
+        """
+        if not self.binding.drain_on_spot_warning:
+            return frozenset()
+        return frozenset(
+            i for i in self._interrupted if i in self.instances and self.instances[i].spot
+        )
 
     def _launching(self) -> list[Instance]:
         """
@@ -266,7 +365,10 @@ class _BackendPlanner:
         return [
             i
             for i in self.group.instances
-            if i.lifecycle_state == LAUNCH_WAIT and i.ec2_state == "running" and i.private_ip
+            if i.lifecycle_state == LAUNCH_WAIT
+            and i.ec2_state == "running"
+            and i.private_ip
+            and i.instance_id not in self.doubts
         ]
 
     def _launch(
@@ -311,7 +413,7 @@ class _BackendPlanner:
             return False
         draining = False
         for instance in self.group.instances:
-            if instance.lifecycle_state != TERMINATE_WAIT:
+            if instance.lifecycle_state != TERMINATE_WAIT or instance.instance_id in self.doubts:
                 continue
             name = self.binding.server_name(instance.instance_id)
             running = (self.runtime or {}).get(name)
@@ -437,7 +539,7 @@ class _BackendPlanner:
         if running.in_maintenance:
             if running.idle:
                 return [step(StepKind.DELETE)], row(Change.REMOVE, f"{reason}; deleted"), False
-            if running.sessions and (gone or running.seconds_in_state >= timeout):
+            if running.sessions and running.seconds_in_state >= timeout:
                 cut = row(Change.DRAINING, "sessions outlived the drain; cutting them")
                 return [step(StepKind.KILL_SESSIONS)], cut, True
             return [], row(Change.DRAINING, _drain_status(running, timeout)), True
@@ -449,10 +551,17 @@ class _BackendPlanner:
                 return steps, row(Change.DRAINING, f"drain timeout {timeout:g}s; cutting"), True
             return [], row(Change.DRAINING, _drain_status(running, timeout)), True
         if gone or timeout == 0:
+            # Maintenance takes no new request; the ones in flight may still finish on a machine
+            # that answers while it shuts down, so they get the drain timeout (time already
+            # spent draining counts) before they are cut.
+            if running.sessions == 0 and running.queued == 0:
+                return self._finish(step, row, running, f"{reason}; idle")
             steps = [step(StepKind.MAINT)]
-            if running.sessions:
+            drained = running.seconds_in_state if running.draining else 0
+            if running.sessions and drained >= timeout:
                 steps.append(step(StepKind.KILL_SESSIONS))
-            return steps, row(Change.DRAINING, f"{reason}; maintenance"), True
+                return steps, row(Change.DRAINING, f"{reason}; maintenance, cutting"), True
+            return steps, row(Change.DRAINING, f"{reason}; maintenance, requests finish"), True
         if running.sessions == 0 and running.queued == 0:
             return self._finish(step, row, running, f"{reason}; idle", drain=True)
         return [step(StepKind.DRAIN)], row(Change.DRAINING, f"{reason}; draining"), True
@@ -560,6 +669,18 @@ def attached(running: RuntimeServer) -> str:
 
 def _drain_status(running: RuntimeServer, timeout: float) -> str:
     return f"draining: {attached(running)}, {running.seconds_in_state}s of {timeout:g}s"
+
+
+def _as_written(server: ConfigServer) -> ServerLine | None:
+    """*server*'s file line as a ``ServerLine`` meaning the same; ``None`` if none can."""
+    if server.port is None:
+        return None
+    line = ServerLine(server.name, server.address, server.port, server.server_id, server.options)
+    try:
+        cfgedit.render_line(line)
+    except ValueError:
+        return None
+    return line
 
 
 def _address_of(running: RuntimeServer | None, current: ConfigServer | None) -> str:

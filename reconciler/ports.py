@@ -40,7 +40,10 @@ class RuntimeApi(Protocol):
         ...
 
     def add_server(self, backend: str, line: ServerLine) -> None:
-        """``add server`` with every option of *line*; the server starts in maintenance."""
+        """
+        ``add server`` with every option of *line*; the server starts in maintenance. A name or
+        id already taken raises ``TransientError``: the read behind the call was out of date.
+        """
         ...
 
     def enable_health(self, backend: str, server: str) -> None:

@@ -5,11 +5,16 @@ Nothing here depends on what woke the cycle: a message, a timer and ``--once`` a
 function, which reads AWS, the config file and the running HAProxy afresh every time. A failure to
 read the file or to reach AWS at all raises ``TransientError`` (the caller retries with backoff); a
 failure that concerns some backends only refuses those backends in the plan.
+
+The instances that interruption warnings named are checked against what the cycle read: a
+message is no fact, and only a Spot instance of a managed group can be interrupted
+(``judge_warnings``). The verdicts ride on the ``CycleResult`` for the loop to report.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 from reconciler import apply, plan
 from reconciler.errors import TransientError
@@ -32,18 +37,38 @@ class Ports:
 
 
 @dataclass(frozen=True)
+class Verdicts:
+    """
+    What one cycle's read says about the instances interruption warnings named. An instance in
+    none of the sets cannot be judged yet: its group, or its description, could not be read.
+    """
+
+    #: Spot instances of a managed group: the warning may be true.
+    verified: frozenset[str] = frozenset()
+    #: In no managed group, although every managed group was read.
+    unmanaged: frozenset[str] = frozenset()
+    #: In a managed group, but DescribeInstances says it is no Spot instance.
+    not_spot: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class CycleResult:
     """What one cycle decided and did."""
 
     plan: Plan
     #: ``None`` for a dry run.
     outcome: apply.Outcome | None
+    #: What the read says about the instances interruption warnings named.
+    interruptions: Verdicts = field(default_factory=Verdicts)
+    #: Backends whose servers the runtime API did not give completely, with the reason.
+    runtime_read_errors: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def errors(self) -> tuple[str, ...]:
-        """Every refusal and failure, one message each."""
+        """Every refusal (of a backend or of one instance's values) and failure, one each."""
         refused = tuple(f"{b.backend}: {b.refused}" for b in self.plan.refused)
-        return refused + (self.outcome.errors if self.outcome else ())
+        rejected = tuple(f"{b.backend}: {r}" for b in self.plan.backends for r in b.rejected)
+        return refused + rejected + (self.outcome.errors if self.outcome else ())
 
     @property
     def ok(self) -> bool:
@@ -83,6 +108,25 @@ def observe(
     return Observation(groups, config, runtime, runtime_error, interrupted), data
 
 
+def judge_warnings(observed: Observation) -> Verdicts:
+    """Judge the instances that *observed* was told are interrupted, from what it read. Pure."""
+    described = {
+        instance.instance_id: instance
+        for group in observed.aws.groups.values()
+        for instance in group.instances
+        # Not described (eventual consistency): nothing is known about its kind yet.
+        if instance.ec2_state is not None
+    }
+    listed = {i.instance_id for g in observed.aws.groups.values() for i in g.instances}
+    verified = frozenset(i for i in observed.interrupted if i in described and described[i].spot)
+    not_spot = frozenset(
+        i for i in observed.interrupted if i in described and not described[i].spot
+    )
+    # An unreadable group might hold any instance.
+    unmanaged = frozenset(() if observed.aws.errors else observed.interrupted - listed)
+    return Verdicts(verified, unmanaged, not_spot)
+
+
 def config_problems(settings: Settings, data: bytes) -> list[str]:
     """
     Problems of the config file (in template mode: of the template) that make a backend
@@ -112,7 +156,9 @@ def run_cycle(
     """Observe, plan and (unless *dry_run*) apply once."""
     observed, data = observe(settings, ports, interrupted)
     decided = plan.compute(settings, observed)
+    verdicts = judge_warnings(observed)
+    unread = observed.runtime.errors if observed.runtime is not None else {}
     if dry_run:
-        return CycleResult(decided, None)
+        return CycleResult(decided, None, verdicts, unread)
     outcome = apply.execute(settings, decided, data, ports.store, ports.runtime, ports.lifecycle)
-    return CycleResult(decided, outcome)
+    return CycleResult(decided, outcome, verdicts, unread)

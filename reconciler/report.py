@@ -1,6 +1,10 @@
 """
 Reports of what a cycle decided and did: rich tables for people, JSON for scripts. Pure: these
 functions build renderables and dictionaries; ``cli`` prints them.
+
+Every string from outside (group names, reasons, HAProxy's and AWS's words) goes into a table as
+a ``Text``, never as a ``str``, which rich would parse as markup, and with its control characters
+escaped, which a terminal would obey.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from reconciler.logs import escaped
 from reconciler.model import BackendPlan, Change, Plan, Row
 
 
@@ -74,16 +79,15 @@ def plan_tables(plan: Plan, *, title: str = "") -> RenderableType:
     """One table per backend, rows sorted by change then instance id."""
     parts: list[RenderableType] = []
     if title:
-        parts.append(Text(title, style="bold"))
+        parts.append(Text(escaped(title), style="bold"))
     parts.extend(_backend_table(b) for b in plan.backends)
     return RenderGroup(*parts)
 
 
 def _backend_table(backend: BackendPlan) -> RenderableType:
-    caption = _summary(backend)
     table = Table(
-        title=f"backend {backend.backend} ← group {backend.asg}",
-        caption=caption,
+        title=Text(escaped(f"backend {backend.backend} ← group {backend.asg}")),
+        caption=Text(escaped(_summary(backend))),
         title_justify="left",
         caption_justify="left",
     )
@@ -93,7 +97,12 @@ def _backend_table(backend: BackendPlan) -> RenderableType:
     table.add_column("reason", overflow="fold", min_width=24)
     for row in sorted_rows(backend.rows):
         style = _STYLES[row.change]
-        table.add_row(Text(row.change.value, style=style), row.instance_id, row.address, row.reason)
+        table.add_row(
+            Text(row.change.value, style=style),
+            Text(escaped(row.instance_id)),
+            Text(escaped(row.address)),
+            Text(escaped(row.reason)),
+        )
     return table
 
 

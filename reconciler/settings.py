@@ -5,6 +5,11 @@ Every problem is collected and raised as one ``ConfigError`` naming the file and
 fixes a bad file in one go. Every scalar key of a single section (``[aws]``, ``[haproxy]``, ...)
 can be overridden by ``RECONCILER_<SECTION>_<KEY>`` (for example ``RECONCILER_HAPROXY_SOCKET``),
 which is how a container is usually configured; ``[[backend]]`` entries come from the file only.
+``RECONCILER_DEFAULT_<SECTION>_<KEY>`` is the other way round: a default that the file (and an
+override) wins over, which is how an image ships a default without hiding the user's file.
+
+Every number has a finite range (``LIMITS``), checked in one place: ``nan``, ``inf``, negative or
+absurdly large durations would otherwise reach a timer (a hot loop, or ``OverflowError`` in a wait).
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, TypeVar
 
 from reconciler.errors import ConfigError
+from reconciler.model import is_instance_id
 
 
 DEFAULT_CONFIG_PATH = "reconciler.toml"
 CONFIG_ENV = "RECONCILER_CONFIG"
 ENV_PREFIX = "RECONCILER_"
+#: ``RECONCILER_DEFAULT_<SECTION>_<KEY>``: a default below the file (see the module docstring).
+DEFAULT_ENV_PREFIX = "RECONCILER_DEFAULT_"
 
 #: Words ``add server`` refuses in HAProxy 2.6; a managed line with them could not be mirrored at
 #: runtime, and ``id`` is chosen by the controller.
@@ -31,9 +40,59 @@ REFUSED_SERVER_OPTIONS = frozenset({"cookie", "resolvers", "init-addr", "redir",
 _PROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]*$")
 _ASG_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
-MAX_PORT = 65535
-MAX_SQS_WAIT = 20
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The values a numeric key accepts: finite, from *low* to *high* inclusive."""
+
+    low: float
+    high: float
+    #: Only whole numbers (a port, a count of seconds an API takes as an integer).
+    whole: bool = False
+    unit: str = "seconds"
+
+    def __str__(self) -> str:
+        kind = "a whole number" if self.whole else "a number"
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{kind} from {self.low:g} to {self.high:g}{unit}"
+
+    def admits(self, value: float) -> bool:
+        """Whether *value* is finite and within the range."""
+        # The bounds are finite and nan compares false, so this refuses nan and infinities too;
+        # math.isfinite() would raise on an integer too large for a float.
+        return self.low <= value <= self.high
+
+
+DAY = 86400.0
+HOUR = 3600.0
+PORT = Limits(1, 65535, whole=True, unit="")
+#: The range of every numeric key, as ``<section>.<key>`` (``backend`` for each ``[[backend]]``).
+LIMITS: Mapping[str, Limits] = MappingProxyType(
+    {
+        # Each resync reads every group and instance: more often than every second only burns
+        # API quota; a safety net rarer than daily is none.
+        "controller.resync_interval": Limits(1, DAY),
+        # 0 runs a woken cycle at once; folding for longer than a minute delays every change.
+        "controller.min_gap": Limits(0, 60),
+        "controller.follow_up_delay": Limits(0, HOUR),
+        # Backoff starts at 1 s, so a smaller cap would retry a failing AWS back to back.
+        "controller.max_backoff": Limits(1, HOUR),
+        # Progress polls read the runtime API only; below 50 ms they are a busy loop.
+        "controller.poll_interval": Limits(0.05, 60),
+        # SQS's own limits for a long poll.
+        "sqs.wait_seconds": Limits(0, 20, whole=True),
+        # Below one resync interval /healthz would fail between healthy resyncs.
+        "server.healthy_intervals": Limits(1, 100, unit="resync intervals"),
+        "backend.port": PORT,
+        "backend.drain_timeout": Limits(0, DAY),
+        # A lifecycle hook times out after at most 7200 s (its heartbeat timeout); abandoning
+        # later than that can never happen.
+        "backend.abandon_launch_after": Limits(1, 7200),
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -128,7 +187,7 @@ class Binding:
         if not server_name.startswith(self.server_prefix):
             return None
         rest = server_name[len(self.server_prefix) :]
-        return rest if _is_instance_id(rest) else None
+        return rest if is_instance_id(rest) else None
 
 
 @dataclass(frozen=True)
@@ -149,10 +208,6 @@ class Settings:
         return next(b for b in self.backends if b.name == name)
 
 
-def _is_instance_id(text: str) -> bool:
-    return re.fullmatch(r"i-[0-9a-f]{8}(?:[0-9a-f]{9})?", text) is not None
-
-
 # -- loading ---------------------------------------------------------------------------------------
 
 
@@ -171,7 +226,7 @@ def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError([msg], str(path)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"], str(path)) from None
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer of more digits than Python reads
         raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
     return parse(raw, env, source=str(path))
 
@@ -211,27 +266,14 @@ def _controller(reader: _Reader, raw: Mapping[str, Any]) -> ControllerSettings:
     defaults = ControllerSettings()
     names = ("resync_interval", "min_gap", "follow_up_delay", "max_backoff", "poll_interval")
     reader.unknown(raw, "controller", set(names))
-    values: dict[str, float] = {}
-    for name in names:
-        value = reader.opt_number(raw, "controller", name)
-        if value is None:
-            continue
-        # A zero cap would retry failed cycles back to back, hammering a failing AWS.
-        positive = ("resync_interval", "poll_interval", "max_backoff")
-        if value < 0 or (value == 0 and name in positive):
-            reader.problems.append(f"controller.{name}: must be a positive number of seconds")
-            continue
-        values[name] = value
-    return replace(defaults, **values)
+    values = {name: reader.number(raw, "controller", name) for name in names}
+    return replace(defaults, **{k: v for k, v in values.items() if v is not None})
 
 
 def _sqs(reader: _Reader, raw: Mapping[str, Any]) -> SqsSettings:
     reader.unknown(raw, "sqs", {"queue_url", "wait_seconds"})
     url = reader.opt_str(raw, "sqs", "queue_url") or None
-    wait = reader.opt_int(raw, "sqs", "wait_seconds")
-    if wait is not None and not 0 <= wait <= MAX_SQS_WAIT:
-        reader.problems.append(f"sqs.wait_seconds: {wait} is out of range 0-{MAX_SQS_WAIT}")
-        wait = None
+    wait = reader.whole_number(raw, "sqs", "wait_seconds")
     return SqsSettings(
         queue_url=url, wait_seconds=SqsSettings.wait_seconds if wait is None else wait
     )
@@ -242,13 +284,10 @@ def _server(reader: _Reader, raw: Mapping[str, Any]) -> ServerSettings:
     listen = reader.opt_str(raw, "server", "listen") or None
     if listen is not None:
         host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) <= MAX_PORT:
+        if not host or not port.isdigit() or not PORT.admits(int(port)):
             reader.problems.append(f"server.listen: expected host:port, not {listen!r}")
             listen = None
-    intervals = reader.opt_number(raw, "server", "healthy_intervals")
-    if intervals is not None and intervals <= 0:
-        reader.problems.append("server.healthy_intervals: must be a positive number")
-        intervals = None
+    intervals = reader.number(raw, "server", "healthy_intervals")
     return ServerSettings(
         listen=listen,
         healthy_intervals=ServerSettings.healthy_intervals if intervals is None else intervals,
@@ -318,16 +357,16 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
         asg = reader.req_str(entry, where, "asg")
         if asg is not None and not _ASG_NAME.match(asg):
             reader.problems.append(f"{where}.asg: not a valid Auto Scaling group name")
-        port = reader.req_int(entry, where, "port")
-        if port is not None and not 1 <= port <= MAX_PORT:
-            reader.problems.append(f"{where}.port: {port} is out of range 1-{MAX_PORT}")
+        port = (
+            reader.whole_number(entry, "backend", "port", where=where)
+            if reader.present(entry, where, "port")
+            else None
+        )
         prefix = reader.opt_str(entry, where, "server_prefix") or ""
         if not _PREFIX.match(prefix):
             reader.problems.append(f"{where}.server_prefix: use only letters, digits and - _ . :")
         options = _server_options(reader, entry, where, haproxy)
-        drain = reader.opt_number(entry, where, "drain_timeout")
-        if drain is not None and drain < 0:
-            reader.problems.append(f"{where}.drain_timeout: must be zero or more seconds")
+        drain = reader.number(entry, "backend", "drain_timeout", where=where)
         completes = bool(reader.opt_bool(entry, where, "complete_lifecycle_actions"))
         if completes and haproxy.socket is None:
             # A reload cannot hold a new server back until its check passes, and the old worker
@@ -336,9 +375,7 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
                 f"{where}.complete_lifecycle_actions: needs [haproxy] socket (the runtime API "
                 "warms up and drains servers; a reload cannot)"
             )
-        abandon = reader.opt_number(entry, where, "abandon_launch_after")
-        if abandon is not None and abandon <= 0:
-            reader.problems.append(f"{where}.abandon_launch_after: must be a positive number")
+        abandon = reader.number(entry, "backend", "abandon_launch_after", where=where)
         if name is not None and asg is not None and port is not None:
             bindings.append(
                 Binding(
@@ -400,49 +437,70 @@ class _Reader:
         if not isinstance(table, dict):
             self.problems.append(f"{name}: must be a table ([{name}])")
             table = {}
-        merged = dict(table)
-        prefix = f"{ENV_PREFIX}{name.upper()}_"
-        for var, value in environ.items():
-            if var.startswith(prefix) and var != CONFIG_ENV:
-                merged[var[len(prefix) :].lower()] = _EnvValue(var, value)
+        # Lowest first: image defaults, then the file, then overrides.
+        merged = self._from_environ(environ, f"{DEFAULT_ENV_PREFIX}{name.upper()}_")
+        merged.update(table)
+        merged.update(self._from_environ(environ, f"{ENV_PREFIX}{name.upper()}_"))
         return merged
+
+    @staticmethod
+    def _from_environ(environ: Mapping[str, str], prefix: str) -> dict[str, Any]:
+        return {
+            var[len(prefix) :].lower(): _EnvValue(var, value)
+            for var, value in environ.items()
+            if var.startswith(prefix) and var != CONFIG_ENV
+        }
 
     def unknown(self, table: Mapping[str, Any], where: str, known: set[str]) -> None:
         for key, value in table.items():
             if key not in known:
-                origin = f" (from {value.var})" if isinstance(value, _EnvValue) else ""
                 allowed = ", ".join(sorted(known))
-                self.problems.append(f"{where}.{key}: unknown key{origin}; known: {allowed}")
+                self.problems.append(
+                    f"{where}.{key}: unknown key{_origin(value)}; known: {allowed}"
+                )
 
     def opt_str(self, table: Mapping[str, Any], where: str, key: str) -> str | None:
         return self._get(table, where, key, str, "a string", str)
 
     def req_str(self, table: Mapping[str, Any], where: str, key: str) -> str | None:
-        return self._required(table, where, key, self.opt_str)
+        return self.opt_str(table, where, key) if self.present(table, where, key) else None
 
-    def req_int(self, table: Mapping[str, Any], where: str, key: str) -> int | None:
-        return self._required(table, where, key, self.opt_int)
+    def number(
+        self, table: Mapping[str, Any], section: str, key: str, *, where: str = ""
+    ) -> float | None:
+        """The number at *key*, checked against ``LIMITS`` of *section* (*where* names it)."""
+        limits = LIMITS[f"{section}.{key}"]
+        value = self._get(table, where or section, key, (int, float), str(limits), float)
+        return self._within(table, where or section, key, limits, value)
 
-    def opt_int(self, table: Mapping[str, Any], where: str, key: str) -> int | None:
-        return self._get(table, where, key, int, "a whole number", int)
+    def whole_number(
+        self, table: Mapping[str, Any], section: str, key: str, *, where: str = ""
+    ) -> int | None:
+        """Like ``number``, for a key that takes whole numbers only."""
+        where = where or section
+        limits = LIMITS[f"{section}.{key}"]
+        value = self._get(table, where, key, int, str(limits), int)
+        return self._within(table, where, key, limits, value)
 
-    def opt_number(self, table: Mapping[str, Any], where: str, key: str) -> float | None:
-        return self._get(table, where, key, (int, float), "a number", float)
+    def _within(
+        self, table: Mapping[str, Any], where: str, key: str, limits: Limits, value: _N | None
+    ) -> _N | None:
+        if value is None or limits.admits(value):
+            return value
+        self.problems.append(
+            f"{where}.{key}{_origin(table[key])}: {value!r} is out of range; use {limits}"
+        )
+        return None
 
     def opt_bool(self, table: Mapping[str, Any], where: str, key: str) -> bool | None:
         return self._get(table, where, key, bool, "true or false", _to_bool)
 
-    def _required(
-        self,
-        table: Mapping[str, Any],
-        where: str,
-        key: str,
-        getter: Callable[[Mapping[str, Any], str, str], _T | None],
-    ) -> _T | None:
+    def present(self, table: Mapping[str, Any], where: str, key: str) -> bool:
+        """Whether the required *key* is there; a problem when it is not."""
         if key not in table:
             self.problems.append(f"{where}.{key}: required")
-            return None
-        return getter(table, where, key)
+            return False
+        return True
 
     def _get(
         self,
@@ -460,12 +518,21 @@ class _Reader:
             try:
                 return convert(value.text)
             except ValueError:
-                self.problems.append(f"{where}.{key} (from {value.var}): must be {described}")
+                self.problems.append(f"{where}.{key}{_origin(value)}: must be {described}")
                 return None
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
             self.problems.append(f"{where}.{key}: must be {described}, not {value!r}")
             return None
-        return convert(value)
+        try:
+            return convert(value)
+        except OverflowError:  # a TOML integer beyond any float
+            self.problems.append(f"{where}.{key}: must be {described}, not {value}")
+            return None
+
+
+def _origin(value: object) -> str:
+    """`` (from VARIABLE)`` for a value that came from the environment."""
+    return f" (from {value.var})" if isinstance(value, _EnvValue) else ""
 
 
 def _to_bool(value: object) -> bool:

@@ -24,7 +24,6 @@ from typing import Protocol
 
 from reconciler import messages
 from reconciler.errors import ReconcilerError
-from reconciler.messages import Kind
 from reconciler.ports import Inbox
 
 
@@ -33,8 +32,6 @@ log = logging.getLogger(__name__)
 RECEIVE_MAX_BACKOFF = 30.0
 #: The first wait after a failure (a receive, or a cycle) is about this long.
 FIRST_BACKOFF = 1.0
-#: Messages saying that EC2 is about to take an instance away.
-INTERRUPTIONS = frozenset({Kind.SPOT_WARNING, Kind.REBALANCE})
 
 
 @dataclass(frozen=True)
@@ -50,8 +47,28 @@ class Wake:
     kind: str = "signal"
     #: The SQS message id: a message received again replaces its earlier receipt.
     message_id: str | None = None
-    #: The instance a Spot interruption warning or rebalance recommendation names.
+    #: The instance a well-formed Spot interruption warning or rebalance recommendation names
+    #: (``messages.Trigger.interrupted``): cycles drain it if it is a Spot instance of theirs.
     interrupted: str | None = None
+    #: Why a message that claims to be such a warning is not one as given; for the log.
+    untrusted: str | None = None
+    #: The instance the message names, if any; for the log.
+    instance: str | None = None
+
+
+def wake_of(message: messages.Received) -> Wake:
+    """The wake-up for a message taken from the queue."""
+    trigger = message.trigger
+    return Wake(
+        at=message.received_at,
+        group=trigger.group,
+        handle=message.receipt_handle,
+        kind=trigger.kind.value,
+        message_id=message.message_id,
+        interrupted=trigger.interrupted,
+        untrusted=trigger.untrusted,
+        instance=trigger.instance_id,
+    )
 
 
 class WakeSource(Protocol):
@@ -182,20 +199,7 @@ class SqsReceiver:
         """Report every message, post wake-ups, then delete the messages that need no cycle."""
         for message in received:
             self._on_message(message)
-        wakes = [
-            Wake(
-                at=message.received_at,
-                group=message.trigger.group,
-                handle=message.receipt_handle,
-                kind=message.trigger.kind.value,
-                message_id=message.message_id,
-                interrupted=(
-                    message.trigger.instance_id if message.trigger.kind in INTERRUPTIONS else None
-                ),
-            )
-            for message in received
-            if not message.trigger.delete_now
-        ]
+        wakes = [wake_of(message) for message in received if not message.trigger.delete_now]
         if wakes:  # an empty poll must not wake the controller for nothing
             self._wakeups.put(*wakes)
         at_once = [m for m in received if m.trigger.delete_now]

@@ -10,7 +10,7 @@ from hypothesis import settings
 from reconciler.logs import LOGGER_NAME
 
 
-pytest_plugins = ["tests.support.moto", "tests.support.haproxy"]
+pytest_plugins = ["tests.support.moto", "tests.support.haproxy", "tests.support.stack"]
 
 # CI replays the same examples every run, so a red build is reproducible; locally they vary.
 settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-from reconciler.errors import PermanentError
+from reconciler.errors import PermanentError, TransientError
 from reconciler.model import (
     ADMIN_FDRAIN,
     ADMIN_FMAINT,
@@ -86,9 +86,13 @@ class FakeRuntime:
     def add_server(self, backend: str, line: ServerLine) -> None:
         """A new server: forced maintenance, check configured but disabled."""
         self.commands.append(f"add {backend}/{line.name}")
+        # Like the adapter: a name or id already taken means the caller's read was out of date.
         if line.name in self.servers[backend]:
             msg = "Already exists a server with the same name in backend."
-            raise PermanentError(msg)
+            raise TransientError(msg)
+        if line.server_id in {s.server_id for s in self.servers[backend].values()}:
+            msg = f"'id' : custom id {line.server_id} already used"
+            raise TransientError(msg)
         self.servers[backend][line.name] = RuntimeServer(
             backend=backend,
             name=line.name,

@@ -194,6 +194,49 @@ def test_instance_unknown_to_ec2_is_read_through_the_filter(
     assert counts(clients, DESCRIBE_INSTANCES) == CallCounts(calls=2, errors=1)
 
 
+def test_instance_ec2_knows_again_is_described_again(cloud: Cloud, clients: AwsClients) -> None:
+    """Once EC2 catches up, the instance comes back with its EC2 state and address."""
+    ids = cloud.create_group("web", 2)
+    cloud.forget_instance(ids[0])
+    assert membership(clients).read_groups(["web"]).groups["web"].instances[0].ec2_state is None
+    cloud.remember_instance(ids[0])
+
+    seen = membership(clients).read_groups(["web"])
+
+    assert all(i.serving for i in seen.groups["web"].instances)
+
+
+def test_spot_instances_are_told_from_on_demand_ones(cloud: Cloud, clients: AwsClients) -> None:
+    """DescribeInstances' ``InstanceLifecycle`` says which members are Spot instances."""
+    on_demand = cloud.create_group("web", 2)
+    spot = cloud.attach_spot_instance("web")
+
+    seen = membership(clients).read_groups(["web"])
+
+    flags = {i.instance_id: i.spot for i in seen.groups["web"].instances}
+    assert flags == {**dict.fromkeys(on_demand, False), spot: True}
+    assert all(i.serving for i in seen.groups["web"].instances)
+
+
+def test_malformed_address_comes_through_as_returned(cloud: Cloud, clients: AwsClients) -> None:
+    """
+    The adapter passes AWS's words on untouched; the model, whatever feeds it, refuses them:
+    the instance does not serve, and says why.
+    """
+    odd, fine = cloud.create_group("web", 2)
+    cloud.misreport_address(odd, "127.0.1.4\nset server api/backup state drain")
+
+    instances = membership(clients).read_groups(["web"]).groups["web"].instances
+
+    by_id = {i.instance_id: i for i in instances}
+    assert by_id[odd].private_ip == "127.0.1.4\nset server api/backup state drain"
+    assert by_id[odd].malformed == (
+        "malformed private IPv4 address '127.0.1.4\\nset server api/backup state drain'"
+    )
+    assert not by_id[odd].serving
+    assert by_id[fine].serving
+
+
 def test_filter_fallback_sends_at_most_200_ids_per_call(cloud: Cloud, clients: AwsClients) -> None:
     """250 ids fall back to two filter calls, as a filter takes at most 200 values."""
     ids = cloud.create_group("big", 250, max_size=250)

@@ -2,7 +2,8 @@
 The container image, tested as far as a machine without a Docker engine allows: the Dockerfile is
 read, and what it would run (its ENTRYPOINT with its ENV, its HEALTHCHECK command) runs as plain
 processes, with the image's paths mapped to this virtual environment and its listen address moved
-to loopback.
+to loopback. The ENTRYPOINT's first process stands in for PID 1: it is made a child subreaper, so
+that, as in a container, every orphaned process of the tree becomes its child.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -28,6 +30,16 @@ ROOT = Path(__file__).resolve().parent.parent
 GROUP = "api-asg"
 #: Where the image keeps its virtual environment; here, this interpreter's.
 IMAGE_VENV = "/opt/venv"
+#: Runs a command the way a container runs its ENTRYPOINT as PID 1, as far as orphans go: the
+#: process is a child subreaper (kept across exec), so orphaned descendants become its children
+#: and stay zombies until it waits for them.
+AS_PID_1 = [
+    sys.executable,
+    "-c",
+    "import ctypes, os, sys; PR_SET_CHILD_SUBREAPER = 36; "
+    "assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0; "
+    "os.execvp(sys.argv[1], sys.argv[1:])",
+]
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,10 @@ class Image:
         return found
 
     def env(self) -> dict[str, str]:
-        """The stage's ENV, as a process here gets it: the image's venv is this one."""
+        """
+        The stage's ENV, as a process here gets it: the image's venv is this one, and whichever
+        variable sets the listen address says a free loopback port.
+        """
         values = {}
         for instruction in self.instructions:
             if instruction.keyword == "ENV":
@@ -61,7 +76,18 @@ class Image:
                     values[name] = value.replace(IMAGE_VENV, sys.prefix).replace(
                         "$PATH", os.environ["PATH"]
                     )
+                    if name.endswith("SERVER_LISTEN"):
+                        values[name] = f"127.0.0.1:{free_port()}"
         return values
+
+    def env_as_written(self) -> dict[str, str]:
+        """The stage's ENV exactly as the Dockerfile writes it."""
+        return dict(
+            pair.partition("=")[::2]
+            for instruction in self.instructions
+            if instruction.keyword == "ENV"
+            for pair in shlex.split(instruction.arguments)
+        )
 
     def entrypoint(self) -> list[str]:
         """The exec-form ENTRYPOINT."""
@@ -128,20 +154,25 @@ def run_healthcheck(image: Image, env: dict[str, str]) -> int:
 
 
 def test_image_definition(image: Image) -> None:
-    """Multi-stage, slim Python, non-root, `reconcile` entrypoint, health check on the port."""
+    """
+    Multi-stage, slim Python, non-root, `reconcile` under tini, the listen address a default
+    on the exposed port, and a health check that follows the settings.
+    """
     assert image.stages >= 2
     assert image.base.startswith("python:3.11-slim")
     assert f"--from=builder {IMAGE_VENV} {IMAGE_VENV}" in [
         i.arguments for i in image.instructions if i.keyword == "COPY"
     ]
     assert image.only("USER").split(":")[0] not in ("root", "0")
-    assert image.entrypoint() == ["reconcile"]
-    env = image.env()
+    assert image.entrypoint() == ["/usr/bin/tini", "--", "reconcile"]
+    installs = [i.arguments for i in image.instructions if "apt-get install" in i.arguments]
+    assert any(" tini" in line.split("apt-get install", 1)[1] for line in installs)
+    env = image.env_as_written()
     assert env["RECONCILER_CONFIG"] == "/etc/reconciler/reconciler.toml"
     assert env["RECONCILER_LOG_FORMAT"] == "json"
-    assert env["RECONCILER_SERVER_LISTEN"].endswith(f":{image.only('EXPOSE')}")
-    assert image.healthcheck()[:2] == ["python", "-c"]
-    assert "/healthz" in image.healthcheck()[2]
+    assert env["RECONCILER_DEFAULT_SERVER_LISTEN"] == f"0.0.0.0:{image.only('EXPOSE')}"
+    assert "RECONCILER_SERVER_LISTEN" not in env, "an override would hide the file's listen"
+    assert image.healthcheck() == ["reconcile", "health"]
 
 
 def test_build_context_holds_what_the_build_copies(image: Image) -> None:
@@ -170,7 +201,7 @@ def test_build_context_holds_what_the_build_copies(image: Image) -> None:
 def test_entrypoint_runs_with_the_image_environment(image: Image) -> None:
     """`reconcile --help` through the image's ENTRYPOINT and ENV."""
     done = subprocess.run(
-        [*image.entrypoint(), "--help"],
+        [*AS_PID_1, *image.entrypoint(), "--help"],
         env=image.env(),
         capture_output=True,
         text=True,
@@ -213,13 +244,12 @@ class Daemon:
 @pytest.fixture(name="daemon")
 def _daemon(image: Image, cloud: Cloud, tmp_path: Path) -> Iterator[Daemon]:
     """
-    The ENTRYPOINT without arguments (the controller), started on demand and stopped at teardown,
-    with the image's ENV plus the test's AWS endpoint, and its listen address on loopback.
+    The ENTRYPOINT without arguments (the controller) as PID 1, started on demand and stopped at
+    teardown, with the image's ENV plus the test's AWS endpoint, its listen address on loopback.
     """
     env = {**os.environ, **image.env()}
     env["RECONCILER_CONFIG"] = str(tmp_path / "reconciler.toml")
-    env["RECONCILER_SERVER_LISTEN"] = f"127.0.0.1:{free_port()}"
-    daemon = Daemon(image.entrypoint(), env, tmp_path / "reconcile.log")
+    daemon = Daemon([*AS_PID_1, *image.entrypoint()], env, tmp_path / "reconcile.log")
     try:
         yield daemon
     finally:
@@ -253,7 +283,7 @@ socket = "{haproxy.socket_path}"
 template = "{ROOT / "haproxy.cfg.j2"}"
 
 [controller]
-resync_interval = 0.5
+resync_interval = 1
 max_backoff = 1
 
 [server]
@@ -282,3 +312,116 @@ server_prefix = "api-"
     assert daemon.stop() == 0, daemon.log.read_text()
     records = [json.loads(line) for line in daemon.log.read_text().splitlines()]
     assert any(r["message"] == "controller started" for r in records)
+
+
+def write_template_settings(
+    env: dict[str, str], tmp_path: Path, extra: str = "", haproxy: str = ""
+) -> None:
+    """
+    Template-mode settings at *env*'s ``RECONCILER_CONFIG``: one backend of a group, no HAProxy
+    running (the first file is written all the same), *haproxy* added to ``[haproxy]`` and
+    *extra* TOML appended.
+    """
+    Path(env["RECONCILER_CONFIG"]).write_text(
+        f"""
+[haproxy]
+config = "{tmp_path / "haproxy.cfg"}"
+socket = "{tmp_path / "admin.sock"}"
+template = "{ROOT / "haproxy.cfg.j2"}"
+{haproxy}
+
+[[backend]]
+name = "api"
+asg = "{GROUP}"
+port = 8080
+{extra}"""
+    )
+
+
+def zombies_under(root: int) -> list[int]:
+    """The zombie processes among the descendants of process *root*."""
+    parents: dict[int, int] = {}
+    states: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        fields = text.rpartition(")")[2].split()
+        pid = int(stat.parent.name)
+        states[pid], parents[pid] = fields[0], int(fields[1])
+    below = {root}
+    grown = True
+    while grown:
+        more = {pid for pid, parent in parents.items() if parent in below} - below
+        below |= more
+        grown = bool(more)
+    return sorted(pid for pid in below - {root} if states.get(pid) == "Z")
+
+
+def test_pid_1_reaps_orphans_of_check_commands(
+    daemon: Daemon, cloud: Cloud, tmp_path: Path
+) -> None:
+    """
+    A check command that leaves a background process behind (it outlives the command, so PID 1
+    inherits it): once that process ends, no ``<defunct>`` entry is left in the container.
+    """
+    cloud.create_group(GROUP, 1)
+    marker = tmp_path / "orphan-done"
+    orphan = f"(sleep 0.2; touch {marker}) >/dev/null 2>&1 &"
+    check = shlex.join(["sh", "-c", orphan, "sh", "{path}"])
+    write_template_settings(daemon.env, tmp_path, haproxy=f"check_command = {json.dumps(check)}")
+    daemon.start()
+    assert daemon.process is not None
+    wait_for(marker.exists, f"the orphan to finish (log: {daemon.log})")
+    root = daemon.process.pid
+    wait_for(lambda: not zombies_under(root), "no zombie left")
+    assert daemon.stop() == 0, daemon.log.read_text()
+
+
+def test_listen_in_the_file_wins_over_the_image_default(
+    image: Image, daemon: Daemon, cloud: Cloud, tmp_path: Path
+) -> None:
+    """
+    The user's ``[server] listen`` is where the controller listens, not the image's default
+    address; the HEALTHCHECK asks there.
+    """
+    cloud.create_group(GROUP, 0)
+    # The image's address, moved to loopback, wherever the image sets it.
+    default = next(v for k, v in daemon.env.items() if k.endswith("SERVER_LISTEN"))
+    chosen = f"127.0.0.1:{free_port()}"
+    write_template_settings(daemon.env, tmp_path, f'\n[server]\nlisten = "{chosen}"\n')
+    daemon.start()
+    wait_for(lambda: run_healthcheck(image, daemon.env) == 0, f"health at {chosen}")
+    host, _, port = default.rpartition(":")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((host, int(port)), timeout=DEADLINE).close()
+    assert daemon.stop() == 0, daemon.log.read_text()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        pytest.param(
+            {"RECONCILER_CONTROLLER_RESYNC_INTERVAL": "nan"}, "resync_interval", id="bad-settings"
+        ),
+        pytest.param({"RECONCILER_SERVER_LISTEN": ""}, "server.listen is not set", id="no-listen"),
+        pytest.param({}, "no answer from", id="nobody-listening"),
+    ],
+)
+def test_healthcheck_fails_with_1_and_says_why(
+    image: Image, tmp_path: Path, override: dict[str, str], expected: str
+) -> None:
+    """Whatever goes wrong, the HEALTHCHECK exits 1 (Docker reserves 2) and says what."""
+    env = {**os.environ, **image.env(), "RECONCILER_CONFIG": str(tmp_path / "reconciler.toml")}
+    write_template_settings(env, tmp_path)
+    done = subprocess.run(
+        image.healthcheck(),
+        env={**env, **override},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stderr
+    assert expected in done.stderr

@@ -15,7 +15,7 @@ import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -24,7 +24,7 @@ from reconciler.errors import PermanentError, TransientError
 from reconciler.loop import Controller, Schedule
 from reconciler.model import BackendPlan, Change, Plan, Row
 from reconciler.observability import Metrics, StatusServer
-from reconciler.reconcile import CycleResult, Ports
+from reconciler.reconcile import CycleResult, Ports, Verdicts
 from reconciler.settings import (
     AwsSettings,
     Binding,
@@ -32,10 +32,26 @@ from reconciler.settings import (
     HAProxySettings,
     Settings,
 )
-from reconciler.triggers import RECEIVE_MAX_BACKOFF, SqsReceiver, Wake, Wakeups, backoff
+from reconciler.triggers import (
+    RECEIVE_MAX_BACKOFF,
+    SqsReceiver,
+    Wake,
+    Wakeups,
+    backoff,
+    wake_of,
+)
 from tests.fake_inbox import FakeInbox, received
 from tests.fakes import FakeMembership, FakeStore
-from tests.test_messages import I2, corpus_body, envelope, scaling
+from tests.test_messages import (
+    I1,
+    I2,
+    REBALANCE,
+    SPOT,
+    corpus_body,
+    envelope,
+    eventbridge,
+    scaling,
+)
 
 
 GROUP = "api-asg"
@@ -93,10 +109,11 @@ def ok() -> CycleResult:
 
 
 def refused(*groups: str) -> CycleResult:
-    """A cycle that could not read *groups*."""
-    return CycleResult(
-        Plan(tuple(BackendPlan(g, g, refused=f"{g} unreadable") for g in groups)), Outcome()
-    )
+    """A cycle that could not read *groups*, and read the other group unless it is among them."""
+    backends = [BackendPlan(g, g, refused=f"{g} unreadable") for g in groups]
+    if OTHER not in groups:
+        backends.append(BackendPlan("web", OTHER, rows=()))
+    return CycleResult(Plan(tuple(backends)), Outcome())
 
 
 def pending() -> CycleResult:
@@ -172,14 +189,16 @@ def run(
     jitter: float = 1.0,
     inbox: FakeInbox | None = None,
     api_calls: Callable[[], dict[str, object]] = dict,
+    wakes: tuple[Wake, ...] = (),
 ) -> Run:
     """
-    Run a controller until virtual time *end*, with wake-ups (time, group, handle) arriving as
-    scripted; fail if it waited much more often than it ran cycles (a busy loop).
+    Run a controller until virtual time *end*, with wake-ups (time, group, handle) and *wakes*
+    arriving as scripted; fail if it waited much more often than it ran cycles (a busy loop).
     """
     script = Script(end)
     for at, group, handle in arrivals:
         script.arrive(at, group, handle)
+    script.arrivals = sorted([*script.arrivals, *wakes], key=lambda w: w.at)
     cycles = Cycles(script, result, during=list(during))
     inbox = inbox or FakeInbox()
     metrics = Metrics(stale_after=3 * config.resync_interval, clock=script.clock)
@@ -195,7 +214,7 @@ def run(
         jitter=lambda: jitter,
     )
     controller.run()
-    assert script.waits <= 2 * (len(cycles.starts) + len(arrivals) + len(during)) + 2
+    assert script.waits <= 2 * (len(cycles.starts) + len(arrivals) + len(wakes) + len(during)) + 2
     return Run(script, cycles, inbox, metrics, controller)
 
 
@@ -322,16 +341,26 @@ def test_backoff_never_overflows() -> None:
     assert backoff(5000, RECEIVE_MAX_BACKOFF) == RECEIVE_MAX_BACKOFF
 
 
-def test_while_backing_off_only_wakeups_for_healthy_groups_run_cycles_early() -> None:
+def test_while_backing_off_only_wakeups_for_the_broken_group_wait() -> None:
     """
-    One group is broken: a message for the other group runs at once, while a message for the
-    broken group, or for no group, waits for the retry.
+    One group is broken: a message for the other group runs at once, and so does a message for
+    no group (it may concern the other group: a Spot warning cannot wait a minute), while a
+    message for the broken group waits for the retry.
     """
-    arrivals = ((10.0, OTHER, "other"), (10.5, GROUP, "broken"), (10.6, None, "any"))
+    arrivals = ((10.0, OTHER, "other"), (10.5, GROUP, "broken"), (11.0, None, "any"))
     done = run(12, result=lambda _: refused(GROUP), arrivals=arrivals)
     assert 10.0 in done.cycles.starts
-    assert not [s for s in done.cycles.starts if 10.0 < s < 12]
-    assert done.inbox.deleted == ["other"]
+    assert 11.0 in done.cycles.starts
+    assert not [s for s in done.cycles.starts if 10.0 < s < 11.0 or 11.0 < s < 12]
+    assert done.inbox.deleted == ["other", "any"]
+
+
+def test_while_every_group_fails_no_wakeup_runs_a_cycle_early() -> None:
+    """A cycle that could read no group failed as a whole: every message waits for the retry."""
+    arrivals = ((10.0, OTHER, "other"), (10.6, None, "any"))
+    done = run(12, result=lambda _: refused(GROUP, OTHER), arrivals=arrivals)
+    assert not [s for s in done.cycles.starts if 10.0 <= s < 12]
+    assert done.inbox.deleted == []
 
 
 def test_schedule_during_a_total_outage_ignores_every_wakeup() -> None:
@@ -367,6 +396,109 @@ def test_interruption_warnings_reach_every_cycle_for_ten_minutes() -> None:
         expected |= {"i-2"} if 100 <= start < 700 else set()
         assert given == expected, start
     assert cycles.starts[-1] > 700
+
+
+def untrusted(record: logging.LogRecord) -> bool:
+    """Whether *record* is the line that reports an untrusted interruption warning."""
+    return record.getMessage() == "untrusted interruption warning"
+
+
+def distrusted(done: Run, reason: str) -> float:
+    """How many interruption warnings the controller distrusted for *reason*."""
+    return float(done.metrics.untrusted_warnings.labels(reason)._value.get())
+
+
+@pytest.mark.usefixtures("logged")
+def test_malformed_warning_is_logged_counted_deleted_and_drains_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """
+    A warning from another source, and one whose instance id is garbled: each is logged once as
+    untrusted (message id, instance, reason; never the body), counted, deleted like any message,
+    and no cycle is told to drain anything.
+    """
+    forged = eventbridge("custom.forger", SPOT, {"instance-id": I2})
+    garbled = eventbridge("aws.ec2", SPOT, {"instance-id": f"{I2}\nset server api/x state drain"})
+    done = run(30, wakes=(message(forged, "forged", 1), message(garbled, "garbled", 2)))
+    assert set().union(*done.cycles.interrupted) == set()
+    assert done.inbox.deleted == ["forged", "garbled"]
+    assert distrusted(done, "malformed") == 2
+    lines = [fields(r) for r in caplog.records if untrusted(r)]
+    assert [(f["message_id"], f["instance"]) for f in lines] == [
+        ("id-forged", I2),
+        ("id-garbled", "-"),
+    ]
+    assert all(r.levelno == logging.WARNING for r in caplog.records if untrusted(r))
+    assert "source" in str(lines[0]["reason"])
+    assert "0d3f5a7c" not in caplog.text  # the event id of the bodies: no body is logged
+    assert all(str(value).isprintable() for line in lines for value in line.values())
+
+
+def test_malformed_warning_that_comes_back_is_reported_once() -> None:
+    """
+    Cycles fail as a whole, so the malformed warning returns with a new receipt: it is counted
+    once, and deleted with its latest receipt once a cycle runs.
+    """
+    garbled = eventbridge("aws.ec2", SPOT, {"instance-id": "i-1"})
+    first = message(garbled, "h1", 1)
+    again = replace(first, at=4, handle="h2")
+    done = run(
+        10,
+        wakes=(first, again),
+        result=lambda t: TransientError("AWS is unreachable") if t < 4.5 else ok(),
+    )
+    assert distrusted(done, "malformed") == 1
+    assert done.inbox.deleted == ["h2"]
+
+
+@pytest.mark.usefixtures("logged")
+def test_warning_the_cycle_refutes_is_logged_once_and_forgotten(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """
+    Well-formed warnings for an on-demand instance and for one in no managed group: the first
+    cycle cannot judge them yet (a group was unreadable) and is told about them; the next one
+    refutes them. Each is then logged and counted once, deleted, and no later cycle hears of it.
+    """
+    wakes = (
+        message(eventbridge("aws.ec2", SPOT, {"instance-id": I2}), "on-demand", 10),
+        message(eventbridge("aws.ec2", REBALANCE, {"instance-id": I1}), "elsewhere", 10),
+    )
+    refuted = Verdicts(not_spot=frozenset({I2}), unmanaged=frozenset({I1}))
+    done = run(
+        100, wakes=wakes, result=lambda t: ok() if t < 11 else replace(ok(), interruptions=refuted)
+    )
+    assert done.cycles.starts[1:3] == [10, pytest.approx(13)]
+    assert done.cycles.interrupted[1:3] == [{I1, I2}] * 2
+    assert len(done.cycles.starts) > 3
+    assert not any(done.cycles.interrupted[3:])
+    assert sorted(done.inbox.deleted) == ["elsewhere", "on-demand"]
+    assert (distrusted(done, "not_spot"), distrusted(done, "not_managed")) == (1, 1)
+    lines = [fields(r) for r in caplog.records if untrusted(r)]
+    assert sorted((f["message_id"], f["instance"], f["kind"]) for f in lines) == [
+        ("id-elsewhere", I1, "rebalance"),
+        ("id-on-demand", I2, "spot_warning"),
+    ]
+
+
+@pytest.mark.usefixtures("logged")
+def test_verified_warning_is_never_judged_again(caplog: pytest.LogCaptureFixture) -> None:
+    """
+    A cycle finds the warned instance is a Spot instance of a managed group; later it has left
+    the group (EC2 reclaimed it): that is no reason to distrust the warning after the fact.
+    """
+    verified = Verdicts(verified=frozenset({I2}))
+    left = Verdicts(unmanaged=frozenset({I2}))
+    done = run(
+        200,
+        wakes=(message(eventbridge("aws.ec2", SPOT, {"instance-id": I2}), "spot", 10),),
+        result=lambda t: replace(ok(), interruptions=verified if t < 11 else left),
+    )
+    after = [i for s, i in zip(done.cycles.starts, done.cycles.interrupted, strict=True) if s >= 10]
+    assert len(after) > 3
+    assert all(i == {I2} for i in after)
+    assert not [r for r in caplog.records if untrusted(r)]
+    assert distrusted(done, "not_managed") == 0
 
 
 # -- which messages are deleted --------------------------------------------------------------------
@@ -430,11 +562,63 @@ def test_redelivered_message_is_deleted_once_with_its_latest_receipt() -> None:
     assert inbox.deleted == ["new"]
 
 
-def test_partial_failure_deletes_the_messages_of_healthy_groups_only() -> None:
-    """Group-less messages need every group to succeed; the broken group's message waits."""
-    arrivals = ((1, OTHER, "other"), (1, GROUP, "broken"), (1, None, "any"))
-    done = run(1.5, result=lambda _: refused(GROUP), arrivals=arrivals)
-    assert done.inbox.deleted == ["other"]
+def message(body: str, handle: str, at: float) -> Wake:
+    """The wake-up the receiver posts for an SQS message with *body*, received at *at*."""
+    return wake_of(received(body, handle, at=at))
+
+
+def test_a_broken_group_holds_only_the_messages_that_name_it() -> None:
+    """
+    One group is refused in every cycle, the other is fine: a plain-text body, an EC2 event and
+    the healthy group's notification are deleted after the one cycle that follows them; only
+    the notification naming the broken group stays, and still does after many retries.
+    """
+    wakes = (
+        message("hello, reconciler", "text", 1),
+        message(corpus_body("eventbridge-ec2-state-change-running.json"), "ec2", 1),
+        message(envelope(json.dumps(scaling(AutoScalingGroupName=OTHER))), "healthy", 1),
+        message(envelope(json.dumps(scaling(AutoScalingGroupName=GROUP))), "broken", 1),
+    )
+    inbox = FakeInbox()
+    deleted_after: list[list[str]] = []
+
+    def result(start: float) -> Result:
+        deleted_after.append(list(inbox.deleted))
+        return refused(GROUP)
+
+    done = run(60, result=result, wakes=wakes, inbox=inbox)
+    first = next(n for n, start in enumerate(done.cycles.starts) if start >= 1)
+    assert deleted_after[first + 1] == ["text", "ec2", "healthy"]
+    assert done.inbox.deleted == ["text", "ec2", "healthy"]
+    assert len(done.cycles.starts) > 5
+    kinds = done.metrics.messages_deleted
+    assert (
+        kinds.labels("not_json")._value.get(),
+        kinds.labels("eventbridge_ec2")._value.get(),
+    ) == (
+        1,
+        1,
+    )
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        pytest.param(lambda: refused(GROUP, OTHER), id="no-group-read"),
+        pytest.param(lambda: TransientError("AWS is unreachable"), id="raised"),
+        pytest.param(
+            lambda: CycleResult(ok().plan, Outcome(errors=("reload failed",))), id="apply-error"
+        ),
+    ],
+)
+def test_a_cycle_that_failed_as_a_whole_deletes_no_message(outcome: Callable[[], Result]) -> None:
+    """
+    A cycle that read no group, raised, or failed to apply covers nothing: messages naming no
+    group stay, like those naming one.
+    """
+    wakes = (message("hello", "text", 1), message(envelope(json.dumps(scaling())), "named", 1))
+    done = run(30, result=lambda _: outcome(), wakes=wakes)
+    assert done.inbox.deleted == []
 
 
 def test_failing_deletion_does_not_stop_the_controller() -> None:

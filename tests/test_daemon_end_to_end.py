@@ -14,13 +14,11 @@ import logging
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.haproxy import HAProxyFactory, HTTPBackends, wait_for
+from tests.support.haproxy import wait_for
 from tests.support.moto import UNIMPLEMENTED, Cloud
 from tests.support.stack import (
     BACKEND,
@@ -30,8 +28,6 @@ from tests.support.stack import (
     Notifications,
     Stack,
     asg_notification,
-    build_stack,
-    spot_warning,
 )
 from tests.test_messages import CORPUS
 
@@ -40,28 +36,6 @@ from tests.test_messages import CORPUS
 NEVER = 300
 #: Far beyond anything the tests wait for, far below any timeout of CI.
 DEADLINE = 20.0
-
-
-@pytest.fixture(name="stack")
-def _stack(
-    cloud: Cloud, haproxy_factory: HAProxyFactory, http_backends: HTTPBackends, tmp_path: Path
-) -> Stack:
-    """Two InService instances serving, HAProxy with only a hand-written backup server."""
-    return build_stack(cloud, haproxy_factory, http_backends, tmp_path)
-
-
-@pytest.fixture(name="daemons")
-def _daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Start controllers; any still running at teardown is killed."""
-    daemons = Daemons(tmp_path)
-    yield daemons
-    daemons.stop_all()
-
-
-@pytest.fixture(name="queue")
-def _queue(cloud: Cloud) -> Notifications:
-    """The trigger queue (visibility timeout 2 s), subscribed to the group's SNS topic."""
-    return Notifications(cloud)
 
 
 def controller(**values: float) -> dict[str, float]:
@@ -455,29 +429,6 @@ def test_follow_up_catches_a_change_announced_before_aws_shows_it(
     first, *rest = cycles_since(daemon, count)
     assert (first["trigger"], first["changes"]) == ("event", 0)
     assert next(c for c in rest if c["changes"])["trigger"] == "follow-up"
-
-
-def test_spot_interruption_warning_drains_the_instance_at_once(
-    stack: Stack, daemons: Daemons, queue: Notifications
-) -> None:
-    """
-    EventBridge puts a Spot interruption warning on the queue: with ``drain_on_spot_warning``
-    the controller takes that instance out of HAProxy at once, although the group still lists
-    it InService (no API says what the warning says); the other instance keeps serving.
-    """
-    daemon = start_converged(
-        daemons,
-        stack,
-        backend={"drain_on_spot_warning": True},
-        controller=controller(),
-        sqs=sqs(queue),
-    )
-    warned, kept = sorted(stack.admitted())
-    queue.send(json.dumps(spot_warning(warned)))
-    wait_for(lambda: warned not in stack.serving(), "the warned instance to leave", DEADLINE)
-    assert stack.admitted() == {kept}
-    assert warned in stack.cloud.serving(GROUP)
-    assert wait_deleted(daemon, queue, 1) == {"spot_warning": 1}
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

@@ -13,9 +13,10 @@ import pytest
 
 from reconciler.errors import PermanentError, TransientError
 from reconciler.haproxy.runtime import (
+    IncompleteReadError,
     RuntimeSocket,
     ServerStats,
-    join_stats,
+    backend_servers,
     parse_servers_state,
     parse_stat,
 )
@@ -134,18 +135,30 @@ class TestAddingAServer:
         )
         assert runtime.read_servers(["static"]).backends["static"] == ()
 
-    def test_name_in_use_is_refused(
+    def test_name_in_use_means_the_read_was_out_of_date(
         self, runtime: RuntimeSocket, http_backends: HTTPBackends
     ) -> None:
-        """Adding a name that already exists is refused, and the existing server is kept."""
+        """Adding a name that already exists is transient (read again), the server is kept."""
         first = http_backends.start("127.0.1.4", name="first")
         second = http_backends.start("127.0.1.5", name="second")
         serve(runtime, server_line("i-1", first, 11))
-        with pytest.raises(PermanentError, match="Already exists a server with the same name"):
+        with pytest.raises(TransientError) as taken:
             runtime.add_server("api", server_line("i-1", second, 12))
+        assert "Already exists a server with the same name" in str(taken.value)
+        assert "out of date" in str(taken.value)
         kept = find(runtime, "i-1")
         assert kept is not None
         assert (kept.server_id, kept.address) == (11, "127.0.1.4")
+
+    def test_id_in_use_means_the_read_was_out_of_date(
+        self, runtime: RuntimeSocket, http_backends: HTTPBackends
+    ) -> None:
+        """Adding with an id another server holds is transient too, and adds nothing."""
+        backend = http_backends.start("127.0.1.4", name="first")
+        serve(runtime, server_line("i-1", backend, 11))
+        with pytest.raises(TransientError, match="custom id 11 already used"):
+            runtime.add_server("api", server_line("i-2", backend, 11))
+        assert find(runtime, "i-2") is None
 
 
 class TestChangingAServer:
@@ -299,18 +312,25 @@ class TestUnreachableSocket:
         [
             pytest.param(_missing, id="missing"),
             pytest.param(_refusing, id="refused"),
-            pytest.param(_silent, id="silent"),
         ],
     )
     def test_unreachable_socket_is_transient(
         self, situation: Callable[[Path], contextlib.AbstractContextManager[None]]
     ) -> None:
-        """Missing, refusing and silent sockets raise ``TransientError`` naming the config line."""
+        """Missing and refusing sockets raise ``TransientError`` naming the config line."""
         with tempfile.TemporaryDirectory(prefix="rt-") as directory:
             path = Path(directory) / "admin.sock"
             with situation(path), pytest.raises(TransientError) as unreachable:
                 RuntimeSocket(path, timeout=0.2).read_servers(["api"])
         assert f"stats socket {path} level admin" in str(unreachable.value)
+
+    def test_silent_socket_is_transient(self) -> None:
+        """A listener that never answers raises ``TransientError`` once the command's time is up."""
+        with tempfile.TemporaryDirectory(prefix="rt-") as directory:
+            path = Path(directory) / "admin.sock"
+            with _silent(path), pytest.raises(TransientError) as silent:
+                RuntimeSocket(path, timeout=0.2).read_servers(["api"])
+        assert f"did not answer `show stat api 4 -1` within 0.2s on {path}" in str(silent.value)
 
 
 # Replies recorded from HAProxy 2.6.12 while a slow request was in flight on a drained server.
@@ -352,8 +372,7 @@ class TestParsingReplies:
 
     def test_recorded_replies_join_into_a_server(self) -> None:
         """A recorded ``show servers state`` row joined with its ``show stat`` row."""
-        servers = join_stats(parse_servers_state(RECORDED_STATE), parse_stat(RECORDED_STAT))
-        assert servers == (
+        assert backend_servers("api", RECORDED_STATE, RECORDED_STAT) == (
             RuntimeServer(
                 backend="api",
                 name="i-1",
@@ -376,22 +395,22 @@ class TestParsingReplies:
     def test_stat_columns_are_found_by_name(self) -> None:
         """Reordered columns, quoted commas and non-server rows do not confuse ``parse_stat``."""
         text = (
-            "# type,check_desc,svname,pxname,status,check_status,scur,qcur,idle_conn_cur\n"
-            '2,"ok, really",s1,web,UP,L7OK,3,1,2\n'
-            "1,,BACKEND,web,UP,,3,1,\n"
-            "0,,FRONTEND,fe,OPEN,,0,,\n"
+            "# type,check_desc,svname,pxname,sid,status,check_status,scur,qcur,idle_conn_cur\n"
+            '2,"ok, really",s1,web,7,UP,L7OK,3,1,2\n'
+            "1,,BACKEND,web,0,UP,,3,1,\n"
+            "0,,FRONTEND,fe,0,OPEN,,0,,\n"
+            "\n"
         )
         assert parse_stat(text) == {
             ("web", "s1"): ServerStats(
-                sessions=3, queued=1, idle_connections=2, status="UP", check_status="L7OK"
+                server_id=7,
+                sessions=3,
+                queued=1,
+                idle_connections=2,
+                status="UP",
+                check_status="L7OK",
             )
         }
-
-    def test_server_without_stats_keeps_zero_counters(self) -> None:
-        """A server added between the two reads has no stats row and keeps zero counters."""
-        (server,) = join_stats(parse_servers_state(RECORDED_STATE), {})
-        assert (server.sessions, server.queued, server.idle_connections) == (0, 0, 0)
-        assert server.status == ""
 
     def test_missing_port_and_address_are_kept_apart(self) -> None:
         """A server without port reads ``None``; one added by hostname keeps ``-`` as address."""
@@ -400,28 +419,118 @@ class TestParsingReplies:
             header
             + "3 api 1 x 127.0.0.1 0 1 1 1 0 1 0 0 0 0 0 0 - 0 - 0 0 - - 0\n"
             + "3 api 2 h - 0 1 1 1 0 1 0 0 0 0 0 0 localhost 8080 - 0 0 - - 0\n"
+            + "\n"
         )
         portless, named = parse_servers_state(text)
         assert (portless.address, portless.port) == ("127.0.0.1", None)
         assert (named.address, named.port) == ("-", 8080)
 
+    def test_unknown_backend_is_absent(self) -> None:
+        """No backend of the name (or a frontend's, which ``show stat`` lists empty): ``None``."""
+        stat_header = RECORDED_STAT.splitlines(keepends=True)[0] + "\n"
+        assert backend_servers("x", "Can't find backend.\n\n", "No such proxy.\n\n") is None
+        assert backend_servers("fe", "Can't find backend.\n\n", stat_header) is None
+
     @pytest.mark.parametrize(
-        ("parse", "text"),
+        ("state", "stat", "complaint"),
         [
-            pytest.param(parse_servers_state, "Unknown command.\n", id="state-not-a-dump"),
-            pytest.param(parse_servers_state, "1\n# be_id be_name\n", id="state-missing-columns"),
+            pytest.param(
+                RECORDED_STATE,
+                RECORDED_STAT.splitlines(keepends=True)[0] + "\n",
+                r"name different servers \(only in the first: i-1 \(id 11\); only in the "
+                r"second: none\)",
+                id="server-added-between-the-dumps",
+            ),
+            pytest.param(
+                RECORDED_STATE.replace("3 api 11 i-1", "3 api 12 i-1"),
+                RECORDED_STAT,
+                "name different servers",
+                id="ids-differ",
+            ),
+            pytest.param(
+                "Can't find backend.\n\n",
+                RECORDED_STAT,
+                "`show servers state api` knows no such backend",
+                id="backend-gone-between-the-dumps",
+            ),
+            pytest.param(
+                RECORDED_STATE,
+                "No such proxy.\n\n",
+                "`show stat api 4 -1` knows no such backend",
+                id="backend-new-between-the-dumps",
+            ),
+        ],
+    )
+    def test_dumps_that_disagree_are_incomplete(
+        self, state: str, stat: str, complaint: str
+    ) -> None:
+        """The two dumps must name the same servers with the same ids."""
+        with pytest.raises(IncompleteReadError, match=complaint):
+            backend_servers("api", state, stat)
+
+    def test_rows_of_another_backend_are_incomplete(self) -> None:
+        """A dump answering for another backend than the one asked is not used."""
+        with pytest.raises(IncompleteReadError, match="has rows of backend api"):
+            backend_servers("web", RECORDED_STATE, RECORDED_STAT)
+
+    @pytest.mark.parametrize(
+        ("parse", "text", "complaint"),
+        [
+            pytest.param(parse_servers_state, "", "is empty", id="state-empty"),
+            pytest.param(
+                parse_servers_state, RECORDED_STATE[:-1], "terminating empty line", id="state-cut"
+            ),
+            pytest.param(
+                parse_servers_state,
+                "".join(RECORDED_STATE.splitlines(keepends=True)[:2]),
+                "terminating empty line",
+                id="state-cut-after-header",
+            ),
+            pytest.param(
+                parse_servers_state,
+                "Unknown command.\n\n",
+                "format version line `1`",
+                id="state-not-a-dump",
+            ),
+            pytest.param(
+                parse_servers_state, "1\n# be_id be_name\n\n", "has no column", id="state-columns"
+            ),
+            pytest.param(
+                parse_servers_state,
+                RECORDED_STATE.replace(" - - 0\n", "\n"),
+                "a row of 22 fields under a header of 25",
+                id="state-short-row",
+            ),
             pytest.param(
                 parse_servers_state,
                 RECORDED_STATE.replace(" 39891 ", " x "),
+                "a row that does not parse",
                 id="state-bad-number",
             ),
-            pytest.param(parse_stat, "Permission denied\n", id="stat-not-a-dump"),
-            pytest.param(parse_stat, "# pxname,svname,type\n", id="stat-missing-columns"),
+            pytest.param(
+                parse_servers_state,
+                RECORDED_STATE.replace("\n3 api", "\n\n3 api"),
+                "empty line before its end",
+                id="state-inner-empty-line",
+            ),
+            pytest.param(parse_stat, RECORDED_STAT[:-1], "terminating empty line", id="stat-cut"),
+            pytest.param(parse_stat, "Permission denied\n\n", "header line", id="stat-not-a-dump"),
+            pytest.param(
+                parse_stat, "# pxname,svname,type\n\n", "has no column", id="stat-columns"
+            ),
+            pytest.param(
+                parse_stat,
+                RECORDED_STAT.splitlines(keepends=True)[0]
+                + RECORDED_STAT.splitlines()[1][:100]
+                + "\n\n",
+                "fields under a header",
+                id="stat-short-row",
+            ),
         ],
     )
-    def test_unexpected_replies_are_permanent(
-        self, parse: Callable[[str], object], text: str
+    def test_malformed_dumps_are_incomplete(
+        self, parse: Callable[[str], object], text: str, complaint: str
     ) -> None:
-        """A reply that is not the expected dump raises ``PermanentError`` quoting it."""
-        with pytest.raises(PermanentError, match="unexpected"):
+        """Any dump not framed as a whole one raises ``IncompleteReadError`` saying how."""
+        with pytest.raises(IncompleteReadError, match=complaint):
             parse(text)

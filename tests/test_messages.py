@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -178,6 +179,12 @@ def corpus_body(name: str) -> str:
     if not CORPUS.is_dir():
         pytest.skip(f"message corpus not found at {CORPUS}")
     return (CORPUS / name).read_text(encoding="utf-8")
+
+
+def corpus_body_or_none(name: str) -> str | None:
+    """The SQS body stored in corpus file *name*, or ``None`` when the corpus is absent."""
+    path = CORPUS / name
+    return path.read_text(encoding="utf-8") if path.is_file() else None
 
 
 def envelope(message: str, sns_type: str = "Notification", **extra: str) -> str:
@@ -563,6 +570,140 @@ def test_hostile_bodies_do_not_raise(body: str) -> None:
     assert isinstance(messages.classify(body), Trigger)
 
 
+# -- interruption warnings -------------------------------------------------------------------------
+
+SPOT = "EC2 Spot Instance Interruption Warning"
+REBALANCE = "EC2 Instance Rebalance Recommendation"
+
+
+@pytest.mark.parametrize(
+    ("body", "kind"),
+    [
+        pytest.param(
+            corpus_body_or_none("eventbridge-ec2-spot-interruption-warning.json"),
+            Kind.SPOT_WARNING,
+            id="spot-corpus",
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", REBALANCE, {"instance-id": I2}), Kind.REBALANCE, id="rebalance"
+        ),
+        pytest.param(
+            envelope(eventbridge("aws.ec2", SPOT, {"instance-id": I2})),
+            Kind.SPOT_WARNING,
+            id="spot-via-sns",
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", SPOT, {"instance-id": "i-0fedcba9"}),
+            Kind.SPOT_WARNING,
+            id="short-id",
+        ),
+    ],
+)
+def test_well_formed_warning_names_its_instance(body: str | None, kind: Kind) -> None:
+    """From ``aws.ec2``, with the exact detail-type and an instance id: the instance is named."""
+    if body is None:
+        pytest.skip(f"message corpus not found at {CORPUS}")
+    trigger = messages.classify(body)
+    assert trigger.kind is kind
+    assert trigger.untrusted is None
+    assert trigger.interrupted == trigger.instance_id
+    assert trigger.interrupted in (I2, "i-0fedcba9")
+
+
+@pytest.mark.parametrize(
+    ("body", "instance", "problem"),
+    [
+        pytest.param(
+            eventbridge("custom.forger", SPOT, {"instance-id": I2}), I2, "source", id="other-source"
+        ),
+        pytest.param(
+            eventbridge("aws.autoscaling", SPOT, {"instance-id": I2}, resources=[ASG_ARN]),
+            I2,
+            "source",
+            id="autoscaling-source",
+        ),
+        pytest.param(
+            envelope(eventbridge("my.app", REBALANCE, {"instance-id": I2})),
+            I2,
+            "source",
+            id="other-source-via-sns",
+        ),
+        pytest.param(eventbridge("aws.ec2", SPOT, {}), None, "instance-id", id="no-instance"),
+        pytest.param(
+            eventbridge("aws.ec2", SPOT, {"instance-id": 42}), None, "instance-id", id="not-text"
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", REBALANCE, {"instance-id": "i-1"}),
+            None,
+            "instance-id",
+            id="too-short",
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", SPOT, {"instance-id": I2.upper().replace("I-", "i-")}),
+            None,
+            "instance-id",
+            id="upper-case-hex",
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", SPOT, {"instance-id": I2 + "0"}),
+            None,
+            "instance-id",
+            id="eighteen-digits",
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", SPOT, {"instance-id": f"{I1}\nset server api/x state drain"}),
+            None,
+            "instance-id",
+            id="newline-command",
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", SPOT, {"instance-id": " " + I2}),
+            None,
+            "instance-id",
+            id="leading-space",
+        ),
+        pytest.param(
+            eventbridge("aws.ec2", SPOT, "not an object"), None, "instance-id", id="detail-text"
+        ),
+    ],
+)
+def test_malformed_warning_names_no_instance_to_drain(
+    body: str, instance: str | None, problem: str
+) -> None:
+    """
+    A body that claims to be a warning but comes from another source or names no valid instance
+    id is still a warning to log, but untrusted: nothing to drain, and its reason says why,
+    quoting the claim without any control character.
+    """
+    trigger = messages.classify(body)
+    assert trigger.kind in messages.INTERRUPTIONS
+    assert trigger.interrupted is None
+    assert trigger.instance_id == instance
+    assert trigger.untrusted is not None
+    assert problem in trigger.untrusted
+    assert trigger.untrusted.isprintable()
+    assert len(trigger.untrusted) < 120
+    assert messages.fields(trigger)["untrusted"] == trigger.untrusted
+
+
+@pytest.mark.parametrize(
+    "detail_type",
+    ["EC2 Spot Instance Interruption warning", "EC2 Spot Instance Interruption Warning ", "Spot"],
+)
+def test_near_miss_detail_type_is_no_warning(detail_type: str) -> None:
+    """Only the exact detail-types are warnings; anything close is an unknown event."""
+    trigger = messages.classify(eventbridge("aws.ec2", detail_type, {"instance-id": I2}))
+    assert trigger.kind is Kind.UNKNOWN_JSON
+    assert trigger.interrupted is None
+
+
+def test_untrusted_claim_is_cut_short() -> None:
+    """A huge forged instance id is quoted only in part."""
+    trigger = messages.classify(eventbridge("aws.ec2", SPOT, {"instance-id": "i-" + "0" * 100_000}))
+    assert trigger.untrusted is not None
+    assert len(trigger.untrusted) < 120
+
+
 # -- logging ---------------------------------------------------------------------------------------
 
 
@@ -644,6 +785,11 @@ def assert_well_formed(trigger: Trigger) -> None:
         assert trigger.kind in (Kind.TEST, Kind.SUBSCRIPTION, Kind.UNKNOWN_JSON)
     if trigger.kind is Kind.LIFECYCLE:
         assert trigger.transition == trigger.event
+    if trigger.interrupted is not None:
+        assert trigger.kind in messages.INTERRUPTIONS
+        assert trigger.untrusted is None
+        assert re.fullmatch(r"i-([0-9a-f]{8}|[0-9a-f]{17})", trigger.interrupted)
+    assert trigger.untrusted is None or trigger.untrusted.isprintable()
     assert messages.describe(trigger)
 
 

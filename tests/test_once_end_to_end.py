@@ -10,19 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from tests.support.haproxy import HAProxyFactory, HTTPBackends, wait_for
-from tests.support.moto import Cloud
-from tests.support.stack import GROUP, HAND_WRITTEN, Stack, build_stack
-
-
-@pytest.fixture(name="stack")
-def _stack(
-    cloud: Cloud, haproxy_factory: HAProxyFactory, http_backends: HTTPBackends, tmp_path: Path
-) -> Stack:
-    """Two InService instances serving, HAProxy with only a hand-written backup server."""
-    return build_stack(cloud, haproxy_factory, http_backends, tmp_path)
+from tests.support.haproxy import wait_for
+from tests.support.stack import GROUP, HAND_WRITTEN, Stack
 
 
 def test_converges_from_empty(stack: Stack) -> None:

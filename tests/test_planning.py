@@ -8,6 +8,7 @@ tests.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from reconciler.model import (
     CHECK_RESULT_PASSED,
     LAUNCHING,
     TERMINATING,
+    BackendPlan,
     Change,
     Group,
     Instance,
@@ -79,8 +81,7 @@ def make_settings(
                 port=8080,
                 server_prefix=PREFIX,
                 server_options=tuple(options.split()),
-                drain_timeout=5,
-                **binding,
+                **{"drain_timeout": 5, **binding},
             ),
         ),
     )
@@ -144,11 +145,14 @@ class World:
         )
 
     def converge(self, max_cycles: int = 20) -> int:
-        """Run cycles (time passing between them) until nothing is pending; return the count."""
+        """
+        Run cycles (time passing between them) until nothing is pending but a read again of
+        instances whose reads disagree; return the count.
+        """
         for count in range(1, max_cycles + 1):
             result = run_cycle(self.settings, self.ports)
             assert result.ok, result.errors
-            if not result.pending:
+            if not result.pending or _only_reading_again(result.plan.backends[0]):
                 return count
             self.runtime.tick()
         raise AssertionError("did not converge")
@@ -169,6 +173,12 @@ class World:
             for s in self.runtime.servers[BACKEND].values()
             if s.name.startswith(PREFIX) and s.admin_state == 0
         }
+
+
+def _only_reading_again(decided: BackendPlan) -> bool:
+    """Nothing to do but wait for reads that agree: no step, no warm-up or drain under way."""
+    waiting = (Change.WARMING, Change.DRAINING)
+    return not decided.steps and all(row.change not in waiting for row in decided.rows)
 
 
 def expected(g: Group) -> dict[str, str]:
@@ -225,11 +235,56 @@ class TestConvergence:
         assert busy.name not in world.runtime.servers[BACKEND]
         assert busy.name not in world.file_servers()
 
-    def test_gone_instance_is_removed_without_draining(self) -> None:
-        """A terminated instance's server goes straight to maintenance, sessions cut."""
+    @pytest.mark.parametrize("how", ["terminated", "left-the-group"])
+    def test_gone_instance_goes_to_maintenance_and_its_sessions_may_finish(self, how: str) -> None:
+        """
+        A plain scale-in (no hook): the server goes straight to maintenance, which takes no new
+        request, and the requests in flight finish; then it is deleted. Nothing is cut.
+        """
+        members = [instance(4)]
+        if how == "terminated":
+            members.append(instance(5, "Terminated", "terminated"))
+        busy = runtime_server(5, sessions=2)
+        world = World(group(*members), runtime=[runtime_server(4), busy])
+        first = run_cycle(world.settings, world.ports)
+        assert [s.kind for s in first.plan.backends[0].steps] == [StepKind.MAINT]
+        assert first.pending
+        world.runtime.servers[BACKEND][busy.name] = replace(
+            world.runtime.servers[BACKEND][busy.name], seconds_in_state=4
+        )
+        waiting = run_cycle(world.settings, world.ports)
+        assert waiting.plan.backends[0].steps == ()
+        assert waiting.pending
+        world.runtime.tick()
+        world.converge()
+        assert busy.name not in world.runtime.servers[BACKEND]
+        assert not any(c.startswith("shutdown sessions") for c in world.runtime.commands)
+
+    def test_gone_instance_sessions_are_cut_after_the_drain_timeout(self) -> None:
+        """Sessions on a gone instance's server that outlive drain_timeout are cut."""
+        stuck = runtime_server(5, admin_state=ADMIN_FMAINT, sessions=1, seconds_in_state=5)
+        world = World(group(instance(4)), runtime=[runtime_server(4), stuck])
+        kinds = [s.kind for s in run_cycle(world.settings, world.ports).plan.backends[0].steps]
+        assert kinds == [StepKind.KILL_SESSIONS]
+
+    def test_gone_while_draining_keeps_the_time_already_drained(self) -> None:
+        """A draining server whose instance dies: maintenance, cut only past the drain timeout."""
+        terminated = group(instance(4), instance(5, "Terminated", "terminated"))
+        early = runtime_server(5, admin_state=ADMIN_FDRAIN, sessions=1, seconds_in_state=2)
+        world = World(terminated, runtime=[runtime_server(4), early])
+        kinds = [s.kind for s in run_cycle(world.settings, world.ports).plan.backends[0].steps]
+        assert kinds == [StepKind.MAINT]
+        late = replace(early, seconds_in_state=5)
+        world = World(terminated, runtime=[runtime_server(4), late])
+        kinds = [s.kind for s in run_cycle(world.settings, world.ports).plan.backends[0].steps]
+        assert kinds == [StepKind.MAINT, StepKind.KILL_SESSIONS]
+
+    def test_gone_instance_with_zero_drain_timeout_is_cut_at_once(self) -> None:
+        """drain_timeout = 0 keeps meaning "cut at once": maintenance and cut in one cycle."""
         world = World(
             group(instance(4), instance(5, "Terminated", "terminated")),
             runtime=[runtime_server(4), runtime_server(5, sessions=2)],
+            drain_timeout=0,
         )
         first = run_cycle(world.settings, world.ports)
         kinds = [s.kind for s in first.plan.backends[0].steps]
@@ -351,7 +406,7 @@ def worlds(draw: st.DrawFn) -> Case:
         state = draw(st.sampled_from(STATES))
         ec2_states = st.sampled_from(["running", "running", None, "stopped"])
         ec2 = "terminated" if state == "Terminated" else draw(ec2_states)
-        members.append(instance(n, state, ec2))
+        members.append(replace(instance(n, state, ec2), spot=draw(st.booleans())))
     extra = draw(st.lists(st.integers(41, 60), unique=True, max_size=3))
     runtime = []
     known = draw(st.lists(st.sampled_from(numbers), unique=True)) if numbers else []
@@ -374,8 +429,13 @@ def worlds(draw: st.DrawFn) -> Case:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(worlds())
 def test_any_state_converges_to_the_serving_set(case: Case) -> None:
-    """Applying plans until nothing is pending reaches the serving set; a further plan is empty."""
+    """
+    Applying plans until nothing is pending reaches the serving set, while the servers of
+    instances whose reads disagree stay exactly as they were; a further plan is empty.
+    """
     g, runtime, socket = case
+    doubtful = {f"{PREFIX}{i.instance_id}" for i in g.instances if i.doubt}
+    kept = {s.name: (s.address, s.admin_state) for s in runtime if s.name in doubtful}
     world = World(g, socket=socket, runtime=runtime)
     result = run_cycle(world.settings, world.ports)
     backend_plan = result.plan.backends[0]
@@ -387,7 +447,10 @@ def test_any_state_converges_to_the_serving_set(case: Case) -> None:
     world.converge()
     assert world.file_servers() == expected(g)
     if socket:
-        assert world.runtime_servers() == expected(g)
+        now = world.runtime.servers[BACKEND]
+        assert {n: (s.address, s.admin_state) for n, s in now.items() if n in doubtful} == kept
+        ready = {n: f"{address}:8080" for n, (address, admin) in kept.items() if admin == 0}
+        assert world.runtime_servers() == expected(g) | ready
     assert UNMANAGED_LINE in world.store.content
     assert "maintenance-page" in world.runtime.servers[BACKEND]
     before, sent = world.store.content, len(world.runtime.commands)
@@ -556,17 +619,281 @@ class TestLifecycleHooks:
         assert results(world) == [(f"i-{6:017x}", LifecycleResult.ABANDON)]
 
 
-def test_spot_warning_drains_the_instance_while_it_lasts() -> None:
-    """An interrupted instance is drained; once the warning lapses it serves again."""
-    g = group(instance(4), instance(5))
-    world = World(g, runtime=[runtime_server(4), runtime_server(5)], drain_on_spot_warning=True)
-    warned = frozenset({f"i-{5:017x}"})
-    first = run_cycle(world.settings, world.ports, interrupted=warned)
-    rows = {r.instance_id: r for r in first.plan.backends[0].rows}
-    assert "Spot" in rows[f"i-{5:017x}"].reason
-    world.runtime.tick()
-    while run_cycle(world.settings, world.ports, interrupted=warned).pending:
+class TestSpotWarnings:
+    """A warning is acted on only for a Spot instance of the backend's own group."""
+
+    def test_spot_warning_drains_the_instance_while_it_lasts(self) -> None:
+        """An interrupted Spot instance is drained; once the warning lapses it serves again."""
+        g = group(instance(4), replace(instance(5), spot=True))
+        world = World(g, runtime=[runtime_server(4), runtime_server(5)], drain_on_spot_warning=True)
+        warned = frozenset({f"i-{5:017x}"})
+        first = run_cycle(world.settings, world.ports, interrupted=warned)
+        rows = {r.instance_id: r for r in first.plan.backends[0].rows}
+        assert "Spot" in rows[f"i-{5:017x}"].reason
         world.runtime.tick()
-    assert set(world.runtime_servers()) == {f"{PREFIX}i-{4:017x}"}
-    world.converge()
-    assert world.runtime_servers() == expected(g)
+        while run_cycle(world.settings, world.ports, interrupted=warned).pending:
+            world.runtime.tick()
+        assert set(world.runtime_servers()) == {f"{PREFIX}i-{4:017x}"}
+        world.converge()
+        assert world.runtime_servers() == expected(g)
+
+    @pytest.mark.parametrize(
+        "warned",
+        [pytest.param(5, id="on-demand-member"), pytest.param(9, id="no-managed-group")],
+    )
+    def test_warning_for_anything_but_a_spot_member_changes_nothing(self, warned: int) -> None:
+        """
+        A warning naming an on-demand InService Healthy member, or an instance the group does
+        not have: no step, the file and the runtime stay as they are, every row unchanged.
+        """
+        g = group(instance(4), instance(5), replace(instance(6), spot=True))
+        world = World(g, drain_on_spot_warning=True)
+        world.converge()
+        content, runtime = world.store.content, dict(world.runtime.servers[BACKEND])
+        result = run_cycle(world.settings, world.ports, interrupted=frozenset({f"i-{warned:017x}"}))
+        assert result.plan.backends[0].steps == ()
+        assert {r.change for r in result.plan.backends[0].rows} == {Change.UNCHANGED}
+        assert world.store.content == content
+        assert world.runtime.servers[BACKEND] == runtime
+
+
+DISAGREEMENT = "DescribeInstances did not return it"
+
+
+def unknown_to_ec2(n: int) -> Instance:
+    """Instance *n*, InService and Healthy in its group, which DescribeInstances did not return."""
+    return Instance(f"i-{n:017x}", "InService", "Healthy", None, None)
+
+
+def line_of(n: int, address: str | None = None) -> bytes:
+    """The file line a converged cycle writes for instance *n*."""
+    return (
+        f"    server {PREFIX}i-{n:017x} {address or f'127.0.1.{n}'}:8080 id {100 + n} "
+        "check inter 1s\n"
+    ).encode()
+
+
+def with_lines(*lines: bytes) -> bytes:
+    """The planner tests' config with *lines* after the hand-written server."""
+    return CONFIG.replace(UNMANAGED_LINE, UNMANAGED_LINE + b"".join(lines))
+
+
+class TestDisagreeingReads:
+    """
+    The group says InService and Healthy, DescribeInstances does not know the instance: the
+    reads disagree, so the server is kept exactly as it is, reported, and read again soon.
+    """
+
+    def test_serving_server_is_kept_as_it_is(self) -> None:
+        """Runtime state and file line stay; no command; a held row; the backend is pending."""
+        world = World(
+            group(instance(4), unknown_to_ec2(5), desired=2),
+            runtime=[runtime_server(4), runtime_server(5, sessions=3)],
+            content=with_lines(line_of(4), line_of(5)),
+        )
+        before = dict(world.runtime.servers[BACKEND])
+        result = run_cycle(world.settings, world.ports)
+        decided = result.plan.backends[0]
+        assert world.runtime.commands == []
+        assert world.runtime.servers[BACKEND] == before
+        assert world.store.content == with_lines(line_of(4), line_of(5))
+        row = next(r for r in decided.rows if r.instance_id == f"i-{5:017x}")
+        assert row.change is Change.HELD
+        assert DISAGREEMENT in row.reason
+        assert decided.pending
+        assert result.ok
+
+    def test_absent_server_is_not_added(self) -> None:
+        """An instance the reads disagree about gets no server and no line; the others do."""
+        world = World(group(instance(4), unknown_to_ec2(5), desired=2))
+        result = run_cycle(world.settings, world.ports)
+        assert [(s.kind, s.server) for s in result.plan.backends[0].steps] == [
+            (StepKind.ADD, f"{PREFIX}i-{4:017x}")
+        ]
+        assert f"i-{5:017x}" not in world.store.content.decode()
+        assert result.plan.backends[0].pending
+
+    def test_every_instance_unknown_to_ec2_removes_nothing(self) -> None:
+        """DescribeInstances returning none of the group: every server stays, nothing sent."""
+        world = World(
+            group(unknown_to_ec2(4), unknown_to_ec2(5), desired=2),
+            runtime=[runtime_server(4), runtime_server(5)],
+            content=with_lines(line_of(4), line_of(5)),
+        )
+        result = run_cycle(world.settings, world.ports)
+        assert world.runtime.commands == []
+        assert world.store.content == with_lines(line_of(4), line_of(5))
+        assert {r.change for r in result.plan.backends[0].rows} == {Change.HELD}
+
+    @pytest.mark.parametrize("state", ["shutting-down", "terminated"])
+    def test_ec2_saying_the_machine_is_gone_is_no_disagreement(self, state: str) -> None:
+        """EC2's own word that the instance is going away is acted on: maintenance."""
+        world = World(
+            group(instance(4), instance(5, ec2=state), desired=2),
+            runtime=[runtime_server(4), runtime_server(5)],
+        )
+        steps = run_cycle(world.settings, world.ports).plan.backends[0].steps
+        assert [(s.kind, s.server) for s in steps] == [
+            (StepKind.MAINT, f"{PREFIX}i-{5:017x}"),
+            (StepKind.DELETE, f"{PREFIX}i-{5:017x}"),
+        ]
+
+    def test_once_ec2_knows_it_again_it_is_managed_as_usual(self) -> None:
+        """The next read that agrees ends the hold: the server is simply kept serving."""
+        world = World(
+            group(instance(4), unknown_to_ec2(5), desired=2),
+            runtime=[runtime_server(4), runtime_server(5)],
+            content=with_lines(line_of(4), line_of(5)),
+        )
+        run_cycle(world.settings, world.ports)
+        world.membership.groups[ASG] = group(instance(4), instance(5))
+        again = run_cycle(world.settings, world.ports)
+        assert again.plan.backends[0].steps == ()
+        assert not again.pending
+        assert {r.change for r in again.plan.backends[0].rows} == {Change.UNCHANGED}
+
+
+MALFORMED = [
+    pytest.param("i-00000000000000005\nset server api/maintenance-page state drain", id="newline"),
+    pytest.param("i-00000000000000005\tx", id="tab"),
+    pytest.param("i-00000000000000005;help", id="semicolon"),
+    pytest.param("i-00000000000000005 x", id="space"),
+    pytest.param("I-00000000000000005", id="upper-case"),
+    pytest.param("i-5", id="short"),
+    pytest.param("", id="empty"),
+]
+
+
+class TestMalformedValues:
+    """An AWS value without its documented shape refuses that instance alone."""
+
+    @pytest.mark.parametrize("bad_id", MALFORMED)
+    def test_malformed_instance_id_refuses_that_instance_only(self, bad_id: str) -> None:
+        """Never raises; the other instances converge; the cycle reports the problem."""
+        odd = Instance(bad_id, "InService", "Healthy", "running", "127.0.1.5")
+        world = World(group(instance(4), odd))
+        result = run_cycle(world.settings, world.ports)
+        assert not result.ok
+        assert any(repr(bad_id) in e for e in result.errors)
+        world.runtime.tick()
+        while run_cycle(world.settings, world.ports).pending:
+            world.runtime.tick()
+        assert world.runtime_servers() == expected(group(instance(4)))
+        assert world.file_servers() == expected(group(instance(4)))
+        rows = run_cycle(world.settings, world.ports).plan.backends[0].rows
+        held = [r for r in rows if r.change is Change.HELD]
+        assert [r.instance_id for r in held] == [bad_id]
+
+    @pytest.mark.parametrize(
+        "address",
+        [
+            "127.0.1.5\nset server api/maintenance-page state drain",
+            "127.0.1.5 backup",
+            "127.0.1.5;",
+            "127.0.1.500",
+            "127.000.1.5",
+            "::1",
+            "host.example",
+            "",
+        ],
+    )
+    def test_malformed_address_keeps_the_server_as_it_is(self, address: str) -> None:
+        """
+        A server already serving the instance keeps its runtime state and file line; a new
+        instance with such an address is not added. Both are reported; nothing raises.
+        """
+        world = World(
+            group(
+                replace(instance(5), private_ip=address),
+                replace(instance(6), private_ip=address),
+                instance(4),
+            ),
+            runtime=[runtime_server(5)],
+            content=with_lines(line_of(5)),
+        )
+        before = world.runtime.servers[BACKEND][f"{PREFIX}i-{5:017x}"]
+        result = run_cycle(world.settings, world.ports)
+        assert not result.ok
+        assert sum(repr(address) in e for e in result.errors) == 2
+        names = {s.server for s in result.plan.backends[0].steps}
+        assert names == {f"{PREFIX}i-{4:017x}"}
+        assert world.runtime.servers[BACKEND][f"{PREFIX}i-{5:017x}"] == before
+        assert line_of(5) in world.store.content
+        assert f"i-{6:017x}" not in world.store.content.decode()
+
+
+# -- property: whatever AWS returns, only valid values reach a step or a line ----------------------
+
+#: Text that looks almost right: valid values with a character added, dropped or changed.
+_NEAR = st.sampled_from(["\n", "\t", "\r", " ", ";", "\\", "#", "\x00", "\x1b[31m", "é", "A"])
+
+
+@st.composite
+def instance_ids(draw: st.DrawFn) -> str:
+    """A valid id, a near miss, or any text."""
+    valid = draw(st.sampled_from([f"i-{draw(st.integers(4, 40)):017x}", "i-0a1b2c3d"]))
+    return draw(
+        st.one_of(
+            st.just(valid),
+            _NEAR.map(lambda c: valid + c),
+            _NEAR.map(lambda c: c + valid),
+            st.just(valid.upper()),
+            st.text(max_size=30),
+        )
+    )
+
+
+@st.composite
+def addresses(draw: st.DrawFn) -> str | None:
+    """A valid loopback address, a near miss, any text, or none."""
+    valid = f"127.0.1.{draw(st.integers(4, 250))}"
+    return draw(
+        st.one_of(
+            st.just(valid),
+            st.none(),
+            _NEAR.map(lambda c: valid + c),
+            _NEAR.map(lambda c: c + valid),
+            st.text(max_size=30),
+        )
+    )
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.tuples(instance_ids(), addresses(), st.sampled_from(STATES), st.booleans()),
+        max_size=6,
+    ),
+    st.lists(st.integers(4, 40), unique=True, max_size=4),
+    st.booleans(),
+)
+def test_no_malformed_value_ever_reaches_a_step_or_a_line(
+    members: list[tuple[str, str | None, str, bool]], running: list[int], socket: bool
+) -> None:
+    """
+    Whatever ids and addresses AWS returns, control characters, blanks and ``;`` included:
+    planning and applying never raise, and every step and line names a valid managed server
+    at a valid IPv4 address.
+    """
+    instances = tuple(
+        Instance(iid, state, "Healthy", "running", ip, spot=spot)
+        for iid, ip, state, spot in members
+    )
+    world = World(
+        Group(ASG, len(instances), instances),
+        socket=socket,
+        runtime=[runtime_server(n) for n in running],
+        drain_on_spot_warning=True,
+    )
+    warned = frozenset(iid for iid, *_ in members)
+    binding = world.settings.backends[0]
+    for _ in range(3):
+        result = run_cycle(world.settings, world.ports, interrupted=warned)
+        decided = result.plan.backends[0]
+        lines = [s.line for s in decided.steps if s.line is not None] + list(decided.lines or ())
+        assert all(binding.instance_of(s.server) is not None for s in decided.steps)
+        for line in lines:
+            assert binding.instance_of(line.name) is not None
+            assert ipaddress.IPv4Address(line.address)
+        world.runtime.tick()
+    assert UNMANAGED_LINE in world.store.content

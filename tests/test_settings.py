@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from reconciler import settings
 from reconciler.errors import ConfigError
@@ -62,6 +67,38 @@ def test_environment_overrides_single_sections(tmp_path: Path) -> None:
     assert loaded.aws.region == "us-east-1"
 
 
+def test_image_defaults_yield_to_the_file_and_to_overrides(tmp_path: Path) -> None:
+    """RECONCILER_DEFAULT_<SECTION>_<KEY> applies where neither the file nor an override says."""
+    defaults = {
+        "RECONCILER_DEFAULT_SERVER_LISTEN": "0.0.0.0:9100",
+        "RECONCILER_DEFAULT_AWS_REGION": "us-east-1",
+    }
+    loaded = settings.load(write(tmp_path, VALID), defaults)
+    assert loaded.server.listen == "0.0.0.0:9100"
+    assert loaded.aws.region == "eu-west-1"
+    in_file = settings.load(
+        write(tmp_path, VALID + '[server]\nlisten = "127.0.0.1:8000"\n'), defaults
+    )
+    assert in_file.server.listen == "127.0.0.1:8000"
+    overridden = {**defaults, "RECONCILER_SERVER_LISTEN": "127.0.0.2:8001"}
+    assert settings.load(write(tmp_path, VALID), overridden).server.listen == "127.0.0.2:8001"
+    # An empty override turns the listener off.
+    off = {**defaults, "RECONCILER_SERVER_LISTEN": ""}
+    assert settings.load(write(tmp_path, VALID), off).server.listen is None
+
+
+def test_bad_image_default_names_its_variable(tmp_path: Path) -> None:
+    """A default variable with a typo or a bad value is reported with the variable's name."""
+    env = {
+        "RECONCILER_DEFAULT_SERVER_LISTN": "0.0.0.0:9100",
+        "RECONCILER_DEFAULT_CONTROLLER_RESYNC_INTERVAL": "0",
+    }
+    found = problems_of(tmp_path, VALID, env)
+    assert any("(from RECONCILER_DEFAULT_SERVER_LISTN)" in p for p in found), found
+    interval = "controller.resync_interval (from RECONCILER_DEFAULT_CONTROLLER_RESYNC_INTERVAL)"
+    assert any(p.startswith(interval) for p in found), found
+
+
 def test_config_path_resolution() -> None:
     """--config beats RECONCILER_CONFIG beats ./reconciler.toml."""
     assert settings.config_path("a.toml", {"RECONCILER_CONFIG": "b.toml"}) == Path("a.toml")
@@ -107,6 +144,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_unparsable_toml_and_missing_file_are_config_errors(tmp_path: Path) -> None:
     """Broken TOML and a missing file both raise ConfigError naming the file."""
     assert any("not valid TOML" in p for p in problems_of(tmp_path, "[aws\n"))
+    huge = VALID.replace("port = 80", "port = " + "9" * 5000)
+    assert any("not valid TOML" in p for p in problems_of(tmp_path, huge))
     with pytest.raises(ConfigError, match="no such file"):
         settings.load(tmp_path / "absent.toml", {})
 
@@ -124,3 +163,119 @@ def test_managed_names_need_the_prefix_and_an_instance_id() -> None:
     assert binding.instance_of("api-i-01234567") == "i-01234567"
     assert binding.instance_of("api-backup") is None
     assert binding.instance_of("web-i-0123456789abcdef0") is None
+
+
+# -- numeric ranges --------------------------------------------------------------------------------
+
+#: Every numeric key, as ``<section>.<key>`` (``backend`` for the keys of each ``[[backend]]``).
+NUMERIC_KEYS = sorted(settings.LIMITS)
+#: Values no range accepts: not finite, absurdly large, negative.
+ABSURD = [math.inf, -math.inf, math.nan, 1e308, -1.0, 10**30, 10**400]
+
+
+def raw_with(key: str, value: object) -> dict[str, Any]:
+    """The decoded TOML of the valid file with *key* (``<section>.<key>``) set to *value*."""
+    raw = tomllib.loads(VALID)
+    section, name = key.split(".")
+    if section == "backend":
+        raw["backend"][0][name] = value
+    else:
+        raw.setdefault(section, {})[name] = value
+    return raw
+
+
+def env_var(key: str) -> str:
+    """The override variable of *key* (only single sections have one)."""
+    section, name = key.split(".")
+    return f"RECONCILER_{section.upper()}_{name.upper()}"
+
+
+def loaded_value(loaded: settings.Settings, key: str) -> object:
+    """The value *key* ended up with."""
+    section, name = key.split(".")
+    holder = loaded.backends[0] if section == "backend" else getattr(loaded, section)
+    return getattr(holder, name)
+
+
+def named(key: str) -> str:
+    """How a problem names *key* of the valid file."""
+    section, name = key.split(".")
+    return f"backend 'api'.{name}" if section == "backend" else key
+
+
+def assert_within_or_named(key: str, raw: dict[str, Any], env: dict[str, str]) -> None:
+    """Either the settings load with *key* finite and in range, or a problem names the key."""
+    problems: tuple[str, ...] = ()
+    try:
+        loaded = settings.parse(raw, env, source="test.toml")
+    except ConfigError as exc:
+        problems = exc.problems
+    if problems:
+        assert any(p.startswith(named(key)) for p in problems), problems
+        return
+    value = loaded_value(loaded, key)
+    limits = settings.LIMITS[key]
+    assert isinstance(value, int | float)
+    assert not isinstance(value, bool)
+    assert math.isfinite(value)
+    assert limits.low <= value <= limits.high
+    if limits.whole:
+        assert isinstance(value, int)
+
+
+@given(
+    key=st.sampled_from(NUMERIC_KEYS),
+    value=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True),
+        st.integers(min_value=-(2**63), max_value=2**63 - 1),
+        st.integers(),
+        st.integers(min_value=10**308),
+        st.booleans(),
+        st.text(max_size=5),
+    ),
+)
+def test_any_numeric_value_in_the_file_is_in_range_or_named(key: str, value: object) -> None:
+    """Whatever TOML decodes to, a numeric key ends up finite and within its range, or named."""
+    assert_within_or_named(key, raw_with(key, value), {})
+
+
+@given(
+    key=st.sampled_from([k for k in NUMERIC_KEYS if not k.startswith("backend.")]),
+    text=st.one_of(
+        st.floats(allow_nan=True, allow_infinity=True).map(repr),
+        st.integers().map(str),
+        st.sampled_from(["nan", "NaN", "-inf", "Infinity", "1e999", "1_000", " 5 ", "0x10"]),
+        st.text(max_size=8),
+    ),
+)
+def test_any_numeric_environment_value_is_in_range_or_named(key: str, text: str) -> None:
+    """Whatever an override variable says, the key ends up finite and within range, or named."""
+    # Text with a NUL cannot be in a real environment; everything else can.
+    assume("\x00" not in text)
+    assert_within_or_named(key, raw_with("aws.region", "eu-west-1"), {env_var(key): text})
+
+
+@pytest.mark.parametrize("key", NUMERIC_KEYS)
+@pytest.mark.parametrize("value", ABSURD, ids=lambda v: repr(v)[:12])
+def test_absurd_values_are_named_with_their_range(key: str, value: float) -> None:
+    """inf, nan, 1e308, negative values: a problem naming the key and the range to use."""
+    with pytest.raises(ConfigError) as caught:
+        settings.parse(raw_with(key, value), {}, source="test.toml")
+    limits = settings.LIMITS[key]
+    (problem,) = [p for p in caught.value.problems if p.startswith(named(key))]
+    assert f"{limits.low:g} to {limits.high:g}" in problem
+
+
+def test_every_range_problem_is_reported_at_once() -> None:
+    """Several keys out of range, from the file and from the environment: one error, all named."""
+    raw = raw_with("controller.resync_interval", math.inf)
+    raw["backend"][0]["drain_timeout"] = -1
+    env = {"RECONCILER_CONTROLLER_POLL_INTERVAL": "nan", "RECONCILER_SQS_WAIT_SECONDS": "21"}
+    with pytest.raises(ConfigError) as caught:
+        settings.parse(raw, env, source="test.toml")
+    found = caught.value.problems
+    assert any(p.startswith("controller.resync_interval: inf") for p in found), found
+    assert any(p.startswith("backend 'api'.drain_timeout: -1") for p in found), found
+    poll = "controller.poll_interval (from RECONCILER_CONTROLLER_POLL_INTERVAL)"
+    assert any(p.startswith(poll) for p in found), found
+    assert any(p.startswith("sqs.wait_seconds (from RECONCILER_SQS_WAIT_SECONDS)") for p in found)

@@ -6,6 +6,9 @@ The claims, each checked from the recorded answers rather than from timing:
 
 - a scale-in through a terminate hook fails no request, slow requests in flight on the leaving
   instances included; no request starts on an instance after its release;
+- a plain scale-in (no hook: the instances leave the group at once, terminated) fails no
+  request either while the leaving instances keep answering: keep-alive clients with slow
+  requests in flight on them get every answer;
 - a scale-out sends nothing to a new server before its first passing check: no answer from a new
   instance arrives before the test makes its health check pass.
 
@@ -63,11 +66,17 @@ class Hit:
 
 
 class Load:
-    """One thread per path, each sending its request in a loop until stopped."""
+    """
+    One thread per path, each sending its request in a loop until stopped: on a new connection
+    each time, or as a keep-alive client reusing one connection (a new one after a failure).
+    """
 
-    def __init__(self, haproxy: HAProxyProcess, paths: Sequence[str]) -> None:
+    def __init__(
+        self, haproxy: HAProxyProcess, paths: Sequence[str], *, keep_alive: bool = False
+    ) -> None:
         """Send through *haproxy*'s frontend; one thread for each of *paths*."""
         self._haproxy = haproxy
+        self._keep_alive = keep_alive
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._hits: list[Hit] = []
@@ -104,15 +113,31 @@ class Load:
             return list(self._hits)
 
     def _run(self, path: str) -> None:
+        client: http.client.HTTPConnection | None = None
         while not self._stop.is_set():
             started = time.monotonic()
             try:
-                status, body = self._haproxy.get(path)
+                if not self._keep_alive:
+                    status, body = self._haproxy.get(path)
+                else:
+                    if client is None:
+                        client = http.client.HTTPConnection("127.0.0.1", self._haproxy.port)
+                    client.request("GET", path)
+                    response = client.getresponse()
+                    status, body = response.status, response.read().decode()
+                    if response.will_close:
+                        client.close()
+                        client = None
             except (OSError, http.client.HTTPException) as exc:
                 status, body = 0, repr(exc)
+                if client is not None:
+                    client.close()
+                    client = None
             hit = Hit(path, started, time.monotonic(), status, body)
             with self._lock:
                 self._hits.append(hit)
+        if client is not None:
+            client.close()
 
 
 def failures(hits: Sequence[Hit]) -> list[Hit]:
@@ -172,6 +197,35 @@ def test_scale_in_of_several_instances_fails_no_request(stack: Stack) -> None:
     assert len(calls(stack.cloud)) == len(leaving)
     assert all(released_after_drain(c) for c in releases.values())
     assert all(h.started < releases[h.instance]["time"] for h in hits if h.instance in leaving)
+    assert stack.converged()
+
+
+def test_plain_scale_in_of_several_instances_fails_no_request(stack: Stack) -> None:
+    """
+    Three of five instances leave their group without a hook, terminated at once, while they
+    keep answering and eight keep-alive clients send short and slow (0.3-0.5 s) requests:
+    every request gets 200, those in flight on the leavers included; then HAProxy has only
+    the remaining instances.
+    """
+    leaving = sorted(stack.servers)[:3]
+    slow = [f"/slow?seconds={seconds}" for seconds in (0.3, 0.4, 0.5, 0.3, 0.4, 0.5)]
+    with Load(stack.haproxy, [SHORT, SHORT, *slow], keep_alive=True) as load:
+        wait_for(lambda: all(sessions(stack, i) for i in leaving), "busy leavers", DEADLINE)
+        scaled_in = time.monotonic()
+        for instance_id in leaving:
+            stack.cloud.terminate(instance_id)
+
+        done = stack.reconcile()
+
+        assert done.returncode == 0, done.stderr
+        sent = len(load.hits())
+        wait_for(lambda: len(load.hits()) > sent + 20, "requests after the scale-in", DEADLINE)
+    hits = load.hits()
+
+    assert failures(hits) == []
+    in_flight = [h for h in hits if h.instance in leaving and h.started < scaled_in < h.ended]
+    assert in_flight
+    assert set(stack.states()) == set(stack.servers) - set(leaving)
     assert stack.converged()
 
 

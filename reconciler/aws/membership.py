@@ -238,6 +238,10 @@ def _hook(hook: LifecycleHookTypeDef) -> LifecycleHook:
     )
 
 
+#: DescribeInstances ``InstanceLifecycle`` of a Spot instance (absent for on-demand ones).
+SPOT_LIFECYCLE = "spot"
+
+
 def _instance(member: GroupMemberTypeDef, described: InstanceTypeDef | None) -> Instance:
     ec2 = described or {}
     return Instance(
@@ -247,6 +251,7 @@ def _instance(member: GroupMemberTypeDef, described: InstanceTypeDef | None) -> 
         ec2_state=ec2.get("State", {}).get("Name"),
         # The top-level field is the primary ENI's; NetworkInterfaces[0] need not be device 0.
         private_ip=ec2.get("PrivateIpAddress") or None,
+        spot=ec2.get("InstanceLifecycle") == SPOT_LIFECYCLE,
     )
 
 

@@ -21,13 +21,15 @@ server runs in this process, so all of that is done by changing moto's objects d
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
+from xml.sax.saxutils import escape as xml_escape
 
 import boto3
 import pytest
@@ -39,7 +41,7 @@ from moto.core.exceptions import ServiceException
 from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.core.responses import ActionResult, BaseResponse, EmptyResult
 from moto.core.utils import camelcase_to_underscores
-from moto.ec2.exceptions import EC2ClientError
+from moto.ec2.exceptions import EC2ClientError, InvalidInstanceIdError
 from moto.ec2.models import ec2_backends
 from moto.ec2.responses import EC2Response
 from moto.server import ThreadedMotoServer
@@ -74,6 +76,9 @@ EC2_STATE_CODES = {
 }
 #: ``create_group``'s default maximum size, when the group starts smaller.
 DEFAULT_MAX_SIZE = 100
+#: The image and type of every instance the tests launch.
+IMAGE_ID: Final = "ami-12c6146b"
+INSTANCE_TYPE: Final = "t3.micro"
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 #: The state a hook on each transition holds an instance in until its action is completed.
@@ -125,6 +130,12 @@ class Cloud:
         #: true at that moment (e.g. HAProxy's servers).
         self.lifecycle_witness: Callable[[], object] = lambda: None
         self._answering_actions = False
+        #: What DescribeInstances leaves out (instance ids) and misreports (real private IP →
+        #: the address it gives instead), from the first ``forget_instance`` or
+        #: ``misreport_address`` on.
+        self._forgotten: set[str] = set()
+        self._misreported: dict[str, str] = {}
+        self._reporting = False
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -145,6 +156,9 @@ class Cloud:
         newest first.
         """
         self._answering_actions = False
+        self._forgotten.clear()
+        self._misreported.clear()
+        self._reporting = False
         while self._undo:
             owner, name, original = self._undo.pop()
             if original is _ABSENT:
@@ -266,13 +280,49 @@ class Cloud:
         """Record ``Healthy`` or ``Unhealthy``; moto replaces nothing."""
         self.autoscaling.set_instance_health(InstanceId=instance_id, HealthStatus=status)
 
+    def attach_spot_instance(self, name: str, *, subnet_octet: int = 1) -> str:
+        """
+        Launch a Spot instance in subnet ``127.0.<subnet_octet>.0/24`` and attach it to group
+        *name*, which counts it in its desired capacity; return its id. DescribeInstances says
+        ``InstanceLifecycle: spot`` for it, while moto launches only on-demand instances for a
+        group, whatever its launch template asks for.
+        """
+        launched = self.ec2.run_instances(
+            ImageId=IMAGE_ID,
+            InstanceType=INSTANCE_TYPE,
+            MinCount=1,
+            MaxCount=1,
+            SubnetId=self._subnet(subnet_octet),
+            InstanceMarketOptions={"MarketType": "spot"},
+        )
+        instance_id = launched["Instances"][0]["InstanceId"]
+        self.autoscaling.attach_instances(AutoScalingGroupName=name, InstanceIds=[instance_id])
+        return instance_id
+
     def forget_instance(self, instance_id: str) -> None:
         """
         Make EC2 not know *instance_id* while its group still lists it, as happens right after
-        a launch (eventual consistency): DescribeInstances with its id fails as NotFound.
+        a launch (eventual consistency): DescribeInstances with its id fails as NotFound, and
+        no other query returns it, until ``remember_instance``.
         """
-        for reservation in ec2_backends[DEFAULT_ACCOUNT_ID][self.region].reservations.values():
-            reservation.instances = [i for i in reservation.instances if i.id != instance_id]
+        self._answer_instances_as_reported()
+        self._forgotten.add(instance_id)
+
+    def remember_instance(self, instance_id: str) -> None:
+        """Undo ``forget_instance``: EC2 knows *instance_id* again."""
+        self._forgotten.discard(instance_id)
+
+    def misreport_address(self, instance_id: str, address: str) -> None:
+        """
+        Make DescribeInstances give *address* (any text) as *instance_id*'s private IP address,
+        as a broken or hostile endpoint between the controller and AWS could.
+        """
+        instance = ec2_backends[DEFAULT_ACCOUNT_ID][self.region].get_instance_by_id(instance_id)
+        if instance is None or instance.private_ip is None:
+            msg = f"EC2 knows no address of {instance_id}"
+            raise KeyError(msg)
+        self._answer_instances_as_reported()
+        self._misreported[instance.private_ip] = address
 
     def set_ec2_state(self, instance_id: str, state: str) -> None:
         """
@@ -396,6 +446,37 @@ class Cloud:
 
     # -- helpers ----------------------------------------------------------------------------------
 
+    def _answer_instances_as_reported(self) -> None:
+        """Route DescribeInstances through ``_forgotten`` and ``_misreported`` (once)."""
+        if self._reporting:
+            return
+        self._reporting = True
+        original: Handler = EC2Response.describe_instances
+
+        def as_reported(response: EC2Response) -> Any:
+            asked = self._forgotten.intersection(response._get_param("InstanceIds", []))
+            if asked:
+                raise InvalidInstanceIdError(sorted(asked))
+            result = cast("dict[str, Any]", original(response).result)
+            shown = []
+            for reservation in result["Reservations"]:
+                kept = [i for i in reservation.instances if i.id not in self._forgotten]
+                if kept:
+                    shown.append(copy.copy(reservation))
+                    shown[-1].instances = kept
+            _, headers, answer = response.serialized(
+                ActionResult({**result, "Reservations": shown})
+            )
+            body = answer if isinstance(answer, str) else answer.decode()
+            for real, reported in self._misreported.items():
+                body = body.replace(
+                    f"<privateIpAddress>{real}</privateIpAddress>",
+                    f"<privateIpAddress>{xml_escape(reported)}</privateIpAddress>",
+                )
+            return body, headers
+
+        self._patch(EC2Response, "describe_instances", as_reported)
+
     def _backend(self) -> AutoScalingBackend:
         return autoscaling_backends[DEFAULT_ACCOUNT_ID][self.region]
 
@@ -424,7 +505,7 @@ class Cloud:
             self._template = "reconciler-test"
             self.ec2.create_launch_template(
                 LaunchTemplateName=self._template,
-                LaunchTemplateData={"ImageId": "ami-12c6146b", "InstanceType": "t3.micro"},
+                LaunchTemplateData={"ImageId": IMAGE_ID, "InstanceType": INSTANCE_TYPE},
             )
         return self._template
 

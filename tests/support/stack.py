@@ -8,6 +8,10 @@ A whole deployment for end-to-end tests, every part real and on loopback.
   delivery off, so bodies arrive in the classic SNS envelope.
 - ``Daemon`` / ``Daemons``: ``reconcile`` running as a controller in a child process, its JSON
   log in a file, its ``/healthz`` and ``/metrics`` on a loopback port.
+
+Registered as a pytest plugin: the fixtures ``stack`` (two instances, nothing reconciled yet),
+``converged_stack`` (three, after a first ``reconcile --once``), ``daemons`` and ``queue``. A
+module that needs another stack defines its own ``stack`` fixture.
 """
 
 from __future__ import annotations
@@ -22,10 +26,11 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.haproxy import (
@@ -430,3 +435,38 @@ class Daemons:
         """Kill every controller still running."""
         while self._started:
             self._started.pop().kill()
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(name="stack")
+def _stack(
+    cloud: Cloud, haproxy_factory: HAProxyFactory, http_backends: HTTPBackends, tmp_path: Path
+) -> Stack:
+    """Two InService instances serving, HAProxy with only a hand-written backup server."""
+    return build_stack(cloud, haproxy_factory, http_backends, tmp_path)
+
+
+@pytest.fixture(name="converged_stack")
+def _converged_stack(
+    cloud: Cloud, haproxy_factory: HAProxyFactory, http_backends: HTTPBackends, tmp_path: Path
+) -> Stack:
+    """Three InService instances, each in the file and served by HAProxy after a first run."""
+    stack = build_stack(cloud, haproxy_factory, http_backends, tmp_path, size=3)
+    assert stack.reconcile().returncode == 0
+    return stack
+
+
+@pytest.fixture(name="daemons")
+def _daemons(tmp_path: Path) -> Iterator[Daemons]:
+    """Start controllers; any still running at teardown is killed."""
+    daemons = Daemons(tmp_path)
+    yield daemons
+    daemons.stop_all()
+
+
+@pytest.fixture(name="queue")
+def _queue(cloud: Cloud) -> Notifications:
+    """The trigger queue (visibility timeout 2 s), subscribed to the groups' SNS topic."""
+    return Notifications(cloud)
