@@ -473,6 +473,10 @@ def _handler_for(metrics: Metrics, request_timeout: float) -> type[BaseHTTPReque
             else:
                 self._reply(404, b"try /healthz or /metrics\n", "text/plain")
 
+        def do_HEAD(self) -> None:
+            """Load balancers often probe health with HEAD: GET's answer, without the body."""
+            self.do_GET()
+
         def _reply(self, status: int, body: bytes, content_type: str) -> None:
             """Send a complete response, within the timeout."""
             self.connection.settimeout(request_timeout)
@@ -480,7 +484,8 @@ def _handler_for(metrics: Metrics, request_timeout: float) -> type[BaseHTTPReque
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
-            self.wfile.write(body)
+            if self.command != "HEAD":
+                self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             """Scrapes every few seconds would drown the log; stay quiet."""

@@ -284,7 +284,8 @@ def _server(reader: _Reader, raw: Mapping[str, Any]) -> ServerSettings:
     listen = reader.opt_str(raw, "server", "listen") or None
     if listen is not None:
         host, _, port = listen.rpartition(":")
-        if not host or not port.isdigit() or not PORT.admits(int(port)):
+        # isdigit() alone admits "²" (int() then raises) and other scripts' digits.
+        if not host or not (port.isascii() and port.isdigit()) or not PORT.admits(int(port)):
             reader.problems.append(f"server.listen: expected host:port, not {listen!r}")
             listen = None
     intervals = reader.number(raw, "server", "healthy_intervals")

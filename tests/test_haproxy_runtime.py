@@ -258,6 +258,22 @@ class TestReadingServers:
         assert [server.name for server in observed.backends["api"]] == ["i-1"]
         assert observed.backends["static"] == ()
 
+    def test_disabled_backend_is_refused_with_the_fix(
+        self, haproxy_factory: HAProxyFactory
+    ) -> None:
+        """
+        HAProxy lists a ``disabled`` backend's servers with id 0 in the state dump and not at all
+        in the stat dump: that is no cut reply to read again, but a section to enable.
+        """
+        haproxy = haproxy_factory(
+            BackendSpec("api"), BackendSpec("off", lines=("disabled",), servers=("y 127.0.0.3:9",))
+        )
+        observed = RuntimeSocket(haproxy.socket_path).read_servers(["api", "off"])
+        assert observed.backends == {"api": ()}
+        assert set(observed.errors) == {"off"}
+        assert "'off' is disabled in HAProxy" in observed.errors["off"]
+        assert "read 3 times" not in observed.errors["off"]
+
     def test_socket_below_admin_level_names_the_fix(
         self, haproxy_factory: HAProxyFactory, http_backends: HTTPBackends
     ) -> None:

@@ -60,6 +60,22 @@ def test_reconcile_once_refuses_absurd_numbers_with_exit_2(
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize(
+    "listen",
+    [
+        pytest.param("127.0.0.1:\u00b2", id="superscript-two"),
+        pytest.param("127.0.0.1:\u0669\u0660", id="arabic-indic-digits"),
+    ],
+)
+def test_listen_port_of_non_ascii_digits_is_a_settings_error(tmp_path: Path, listen: str) -> None:
+    """Characters Python counts as digits are no port: exit 2 naming the key, no traceback."""
+    config = write(tmp_path, VALID)
+    done = reconcile_once(config, {"RECONCILER_SERVER_LISTEN": listen})
+    assert done.returncode == 2, done.stderr
+    assert "  - server.listen: expected host:port" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def largest(section: str) -> dict[str, float]:
     """The largest accepted value of every numeric key of *section*."""
     return {

@@ -46,10 +46,11 @@ def connect(server: StatusServer) -> socket.socket:
     return socket.create_connection((host, int(port)), timeout=DEADLINE)
 
 
-def healthz(server: StatusServer) -> int:
-    """GET /healthz (no proxy, waiting up to the deadline); the status code."""
+def healthz(server: StatusServer, method: str = "GET") -> int:
+    """*method* /healthz (no proxy, waiting up to the deadline); the status code."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(f"http://{server.address}/healthz", timeout=DEADLINE) as reply:
+    request = urllib.request.Request(f"http://{server.address}/healthz", method=method)
+    with opener.open(request, timeout=DEADLINE) as reply:
         status = reply.status
         assert isinstance(status, int)
         return status
@@ -63,6 +64,11 @@ def closed_by_server(client: socket.socket) -> bool:
         return True
     except TimeoutError:
         return False
+
+
+def test_head_probes_health_like_get(server: StatusServer) -> None:
+    """Load balancers often probe with HEAD: it answers as GET does, without a body."""
+    assert healthz(server, "HEAD") == healthz(server) == 200
 
 
 def test_silent_client_is_dropped_and_others_are_served(server: StatusServer) -> None:

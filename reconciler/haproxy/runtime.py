@@ -103,6 +103,10 @@ class IncompleteReadError(TransientError):
     """A dump that is cut, damaged, or inconsistent with its pair: read it again."""
 
 
+class DisabledBackendError(IncompleteReadError):
+    """A backend HAProxy runs ``disabled``: reading again changes nothing until someone acts."""
+
+
 @dataclass(frozen=True)
 class ServerStats:
     """The ``show stat`` columns of one server; the names are ``RuntimeServer``'s fields."""
@@ -154,6 +158,8 @@ class RuntimeSocket:
             state = self._send(state_command(backend))
             try:
                 return backend_servers(backend, state, stat)
+            except DisabledBackendError:
+                raise
             except IncompleteReadError as exc:
                 problem = str(exc)
         raise IncompleteReadError(
@@ -322,6 +328,12 @@ def backend_servers(backend: str, state: str, stat: str) -> tuple[RuntimeServer,
             )
         return None
     servers = _parsed(parse_servers_state, state, state_text)
+    # What HAProxy 2.6 shows of a `disabled` backend: its servers without ids, and no counters.
+    if servers and stats == {} and all(server.server_id == 0 for server in servers):
+        raise DisabledBackendError(
+            f"backend '{backend}' is disabled in HAProxy (`disabled` in its section); enable it "
+            "and reload HAProxy, or remove its [[backend]]"
+        )
     if stats is None:
         raise IncompleteReadError(
             f"HAProxy's reply to `{stat_text}` knows no such backend, but the one to "
