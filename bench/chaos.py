@@ -7,25 +7,42 @@ the group's instances (small HTTP servers on their 127.0.1.x addresses), and a l
 sends requests through HAProxy the whole time (``bench.chaos_world``). Meanwhile:
 
 - scale events of five kinds (``bench.chaos_scenario``): launches with and without the launch
-  hook, scale-ins with and without the terminate hook, instances dying and being replaced;
+  hook, scale-ins with and without the terminate hook, instances dying and being replaced; the
+  instances of a plain scale-in (no hook) mostly keep answering for 1-4 s after they left the
+  group, as a real instance does while it shuts down, and otherwise die at once;
 - 30% of the notifications are dropped, 30% of the others duplicated, every copy delayed by up
   to two seconds (which shuffles their order), malformed messages mixed in;
+- forged Spot warnings after 30% of the events (``drain_on_spot_warning = true``): well-formed
+  EventBridge interruption warnings and rebalance recommendations for on-demand instances in
+  service, warnings for instances of no group, malformed ones;
 - 10% of the controller's AWS calls fail, throttled or with a 5xx (``bench.chaos_faults``);
+  after 20% of the events DescribeInstances does not know an instance in service for 1-6 s
+  (NotFound for its id, absent from filtered answers) while the group still lists it InService
+  and Healthy (``Cloud.forget_instance``);
+- 5% of the controller's runtime API commands go wrong between it and HAProxy's admin socket
+  (``tests.support.faulty_socket``): replies cut short, dumps missing their version line or
+  their managed rows, connections closed with no reply, refused commands, slow and trickling
+  replies;
 - the controller is SIGKILLed at random moments and restarted; HAProxy is reloaded from outside.
 
 Invariants, checked throughout and reported with counts (``bench.chaos_verdict``):
 
 1. every version of haproxy.cfg ever written passes ``haproxy -c``;
 2. no byte outside the managed server lines ever changes;
-3. no request to a serving instance fails (one cut on an instance that died without a hook,
-   while in flight, is reported as excused: nothing could have saved it);
-4. a terminate hook is completed only after the drain: at that moment neither the current worker
+3. no serving instance (InService and Healthy in the group, running in EC2) ever leaves the file
+   or the runtime: sampled every 0.1 s, a server once established (a line in the file, taking
+   requests) keeps its line and admin state 0 while its instance serves; the hand-written server
+   keeps admin state 0;
+4. no request to an instance that still answers fails, plain scale-ins included (one cut on an
+   instance that had stopped answering without a hook is reported as excused: nothing could
+   have saved it);
+5. a terminate hook is completed only after the drain: at that moment neither the current worker
    nor the file has the server, and no old worker (still finishing after a reload) has a session
    on it; a launch hook only after a passing health check;
-5. after the last event, HAProxy serves exactly the InService instances within one resync (plus
+6. after the last event, HAProxy serves exactly the InService instances within one resync (plus
    one drain), every lifecycle action completed;
-6. every message is deleted from the queue in the end;
-7. the controller never crashes: no exit but the SIGKILLs, no crashed cycle, a clean SIGTERM.
+7. every message is deleted from the queue in the end;
+8. the controller never crashes: no exit but the SIGKILLs, no crashed cycle, a clean SIGTERM.
 
 Usage (the seed is printed first; the same seed replays the same scenario)::
 
@@ -80,12 +97,16 @@ def chaos_rows(chaos: Chaos) -> list[tuple[str, str]]:
     cycles = Counter(r["message"] for r in records if r["message"].startswith("cycle "))
     events = ", ".join(f"{count} {kind}" for kind, count in sorted(tally.events.items()))
     failed, sent = sum(faults.failed.values()), sum(faults.calls.values())
+    commands = chaos.proxy.log
+    hit = Counter(fault.partition("(")[0] for _, fault in commands if fault)
     return [
         ("scale events", f"{sum(tally.events.values())}: {events}; {tally.skipped} skipped"),
         (
             "instances",
             f"{tally.launched} launched ({INITIAL_SIZE} at start), {tally.graceful} released "
-            f"through the terminate hook, {tally.abrupt} died or terminated without a hook"
+            f"through the terminate hook, {tally.abrupt} terminated without one: "
+            f"{tally.lingered} kept answering for a while ({tally.cut_short} cut short by a new "
+            f"instance on their address), {tally.abrupt - tally.lingered} died at once"
             + (f", {len(tally.unexplained)} UNEXPLAINED" if tally.unexplained else ""),
         ),
         (
@@ -95,15 +116,30 @@ def chaos_rows(chaos: Chaos) -> list[tuple[str, str]]:
             f"{mail.reordered} after a later one" + (f", {mail.lost} LOST" if mail.lost else ""),
         ),
         (
+            "Spot warnings",
+            f"{sum(mail.forged.values())} forged: "
+            + (", ".join(f"{n} {kind}" for kind, n in sorted(mail.forged.items())) or "none"),
+        ),
+        (
             "AWS requests",
             f"{failed} of {sent} failed by injection ({100 * failed / max(sent, 1):.1f}%), "
             f"{dict(faults.failed)}",
+        ),
+        (
+            "AWS disagreeing",
+            f"{tally.hidden} times an instance in service was unknown to DescribeInstances "
+            f"(the group listing it InService and Healthy), {tally.hidden_seconds:.0f}s in all",
         ),
         (
             "controller",
             f"{tally.kills} SIGKILLs, {len(chaos.daemons)} processes, "
             f"{cycles['cycle done']} cycles ok, {cycles['cycle failed']} failed, "
             f"{tally.leftovers} temp file(s) left by kills",
+        ),
+        (
+            "HAProxy runtime",
+            f"{hit.total()} of {len(commands)} controller commands faulted "
+            f"({100 * hit.total() / max(len(commands), 1):.1f}%), {dict(hit)}",
         ),
         ("HAProxy", f"{len(tally.reloads)} reloads from outside"),
         ("duration", f"{tally.seconds:.0f}s of events, {time.monotonic() - chaos.started:.0f}s"),
@@ -157,6 +193,24 @@ def report_json(
         "tolerated": sorted(tolerated),
         "invariants": [asdict(i) for i in invariants],
         "chaos": dict(chaos_rows(chaos)),
+        "faults": fault_counts(chaos),
+    }
+
+
+def fault_counts(chaos: Chaos) -> dict[str, int]:
+    """How often each fault class hit, for ``--report`` (``chaos_rows`` says it in words)."""
+    tally, mail = chaos.tally, chaos.courier.counts
+    return {
+        "aws_failed": sum(chaos.faults.failed.values()),
+        "aws_hidden": tally.hidden,
+        "runtime_faulted": sum(1 for _, fault in chaos.proxy.log if fault),
+        "spot_forged": sum(mail.forged.values()),
+        "notifications_dropped": mail.dropped,
+        "malformed": mail.malformed,
+        "lingered": tally.lingered,
+        "died_at_once": tally.abrupt - tally.lingered,
+        "kills": tally.kills,
+        "reloads": len(tally.reloads),
     }
 
 

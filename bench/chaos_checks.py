@@ -13,6 +13,9 @@ What ``bench.chaos`` watches while it runs, and how it judges what it saw afterw
 - ``worker_sessions`` reads, through the master CLI, the current sessions of every server in
   every HAProxy worker, old workers still finishing requests after a reload included: what the
   controller's admin socket (the newest worker only) cannot see.
+- ``ServingWatch`` samples, from a thread, the group's truth (the harness's AWS reads, which no
+  fault touches), the file and ``show servers state`` of the real admin socket, and records every
+  moment a serving instance's server was missing from the file or not taking requests.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import re
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,17 +144,28 @@ def check_versions(
 
 def outside_managed(data: bytes, backend: str, prefix: str) -> bytes:
     """*data* without the managed ``server`` lines of section *backend*, every other byte kept."""
+    return b"".join(_split_managed(data, backend, prefix)[0])
+
+
+def managed_servers(data: bytes, backend: str, prefix: str) -> set[str]:
+    """The names of the managed ``server`` lines (``<prefix>i-...``) of section *backend*."""
+    return {line.split()[1].decode() for line in _split_managed(data, backend, prefix)[1]}
+
+
+def _split_managed(data: bytes, backend: str, prefix: str) -> tuple[list[bytes], list[bytes]]:
+    """The lines of *data* outside the managed ``server`` lines of *backend*, and those lines."""
     managed = re.compile(rb"[ \t]*server[ \t]+" + re.escape(prefix.encode()) + rb"i-[0-9a-f]+\s")
-    kept = []
+    kept, servers = [], []
     section: list[bytes] = []
     for line in data.splitlines(keepends=True):
         words = line.split()
         if words and words[0] in _SECTIONS:
             section = words[:2]
         if section == [b"backend", backend.encode()] and managed.match(line):
-            continue
-        kept.append(line)
-    return b"".join(kept)
+            servers.append(line)
+        else:
+            kept.append(line)
+    return kept, servers
 
 
 def _rejection(binary: str, path: Path) -> str | None:
@@ -244,6 +259,136 @@ def access_log(path: Path) -> dict[int, LogRecord]:
                 int(match["status"]), match["term"], match["backend"], match["server"]
             )
     return records
+
+
+# -- serving instances -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Departure:
+    """In one sample, a serving instance whose server the file or the runtime did not keep."""
+
+    #: The sample's number (consecutive numbers make one episode) and when it began (monotonic).
+    sample: int
+    time: float
+    #: The server's name (``<prefix>i-...``, or a hand-written one).
+    server: str
+    problem: str
+
+
+class ServingWatch:
+    """
+    Checks, from a polling thread, that a serving instance never leaves the file or the runtime.
+
+    Each sample reads the instances that serve (InService and Healthy in the group, running in
+    EC2) before and after reading the file and ``show servers state``; only an instance serving
+    in both reads counts, so a change the controller reacted to between them is never blamed on
+    it. A server is held to it once it was seen established (a line in the file and admin state
+    0: taking requests), which leaves a new instance its warm-up. Then, while its instance
+    serves, a sample with no line in the file, no server in the runtime or a non-zero admin state
+    (drain, maintenance) is a departure. The *hand_written* servers' admin state must stay 0 in
+    every sample.
+    """
+
+    def __init__(
+        self,
+        serving: Callable[[], set[str]],
+        haproxy: HAProxyProcess,
+        *,
+        backend: str,
+        prefix: str,
+        hand_written: Sequence[str],
+        interval: float,
+    ) -> None:
+        """Sample every *interval* seconds; *serving* gives the ids of the serving instances."""
+        self._serving = serving
+        self._haproxy = haproxy
+        self._backend = backend
+        self._prefix = prefix
+        self._hand_written = hand_written
+        self._interval = interval
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="serving-watch", daemon=True)
+        self._established: set[str] = set()
+        #: Samples taken, and those HAProxy could not be read for (mid-reload), by why.
+        self.samples = 0
+        self.unreadable: Counter[str] = Counter()
+        self.departures: list[Departure] = []
+
+    @property
+    def established(self) -> int:
+        """Servers seen established so far (each held to the invariant from then on)."""
+        return len(self._established)
+
+    def start(self) -> None:
+        """Start sampling."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop sampling."""
+        self._stopped.set()
+        self._thread.join(DEADLINE)
+
+    def _run(self) -> None:
+        """The watch thread."""
+        while not self._stopped.wait(self._interval):
+            self._sample()
+
+    def _sample(self) -> None:
+        """One sample: every departure in it recorded, newly established servers noted."""
+        started = time.monotonic()
+        before = self._serving()
+        try:
+            reply = retrying(lambda: self._haproxy.command(f"show servers state {self._backend}"))
+        except OSError as exc:
+            self.unreadable[type(exc).__name__] += 1
+            return
+        data = self._haproxy.config_path.read_bytes()
+        serving = {f"{self._prefix}{i}" for i in before & self._serving()}
+        runtime = servers_state(reply)
+        if runtime is None:
+            self.unreadable["incomplete reply"] += 1
+            return
+        self.samples += 1
+        in_file = managed_servers(data, self._backend, self._prefix)
+        for name in sorted(serving & self._established):
+            problem = _departure(name in in_file, runtime.get(name))
+            if problem:
+                self.departures.append(Departure(self.samples, started, name, problem))
+        for name in self._hand_written:
+            if runtime.get(name, 0) != 0:
+                problem = f"admin state {runtime[name]} (a command changed a hand-written server)"
+                self.departures.append(Departure(self.samples, started, name, problem))
+        self._established |= {n for n in serving & in_file if runtime.get(n) == 0}
+
+
+def _departure(in_file: bool, admin_state: int | None) -> str | None:
+    """What is wrong with an established server, or ``None``."""
+    problems = []
+    if not in_file:
+        problems.append("no line in the file")
+    if admin_state is None:
+        problems.append("no server in the runtime")
+    elif admin_state:
+        problems.append(f"admin state {admin_state} in the runtime (drain or maintenance)")
+    return ", ".join(problems) or None
+
+
+def servers_state(reply: str) -> dict[str, int] | None:
+    """
+    Server name → admin state, from a ``show servers state <backend>`` *reply*; ``None`` unless
+    the reply is whole (version line, header, rows as wide as the header, the closing empty
+    line): the harness must not mistake a cut reply for a departure either.
+    """
+    lines = reply.split("\n")
+    if len(lines) < 4 or lines[0] != "1" or not lines[1].startswith("# ") or lines[-2:] != ["", ""]:
+        return None
+    columns = lines[1][2:].split()
+    rows = [line.split() for line in lines[2:-2]]
+    if any(len(row) != len(columns) for row in rows):
+        return None
+    named = [dict(zip(columns, row, strict=True)) for row in rows]
+    return {row["srv_name"]: int(row["srv_admin_state"]) for row in named}
 
 
 # -- HAProxy workers -------------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """
-What ``bench.chaos`` does to AWS and to the notifications.
+What ``bench.chaos`` does to AWS, to the notifications and to HAProxy's runtime API.
 
 - ``RandomFaults``: a share of the controller's AWS calls fail, each with throttling or a 5xx,
   decided by a seeded RNG. Only requests signed with the controller's access key are hit: the
@@ -9,8 +9,14 @@ What ``bench.chaos`` does to AWS and to the notifications.
   ``Cloud.fail`` patches, so it also covers the lifecycle-action handlers ``Cloud`` installs.
 - ``Courier``: the notifications the scaling events cause, delivered the way an unreliable queue
   delivers them: some dropped, some twice, each one late by a random delay (which shuffles their
-  order), with malformed bodies mixed in. Decisions are made by the caller's thread from a seeded
-  RNG; a thread only sends what was decided, when it is due.
+  order), with malformed bodies and forged Spot warnings mixed in. Decisions are made by the
+  caller's thread from a seeded RNG; a thread only sends what was decided, when it is due.
+- ``RUNTIME_FAULTS``: what ``tests.support.faulty_socket.FaultyProxy``, between the controller
+  and HAProxy's admin socket, does to a share of the commands: replies cut short (as when a
+  reload cuts a connection), dumps missing their version line or their managed rows, a
+  connection closed with no reply (the command run or not), refused commands, slow and trickling
+  replies. Every fault is one a careful reader can tell from a whole, true reply; a byte changed
+  inside a well-formed value is not, and is left out.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from moto.ec2.responses import EC2Response
 from moto.sqs.exceptions import SQSException
 from moto.sqs.responses import SQSResponse
 
-from tests.support.stack import GROUP, Notifications
+from bench.chaos_scenario import Forgery
+from tests.support.faulty_socket import Close, Fault, Garble, Refuse, Slow, Trickle, Truncate
+from tests.support.stack import BACKEND, GROUP, HAND_WRITTEN, Notifications, spot_warning
 from tests.test_messages import lifecycle
 
 
@@ -55,7 +63,25 @@ FAULTS = (
     ("InternalFailure", 500),
     ("ServiceUnavailable", 503),
 )
+#: What the faulty proxy does to a command it picks, drawn uniformly.
+RUNTIME_FAULTS: tuple[Fault, ...] = (
+    # The version line, the header and the first row: a connection cut during a reload.
+    Truncate(lines=3),
+    Truncate(size=200),
+    Garble(rb"(?m)^1\n", b""),
+    # Every managed row gone: twice in one cycle (both dumps), a consistent out-of-date read.
+    Garble(rb"(?m)^.*api-i-.*\n", b""),
+    Close(),
+    Close(forward=True),
+    Refuse("Permission denied"),
+    Refuse("Already exists a server with the same name in backend."),
+    Slow(1.0),
+    # A dump of a few kB over a few seconds: within the controller's deadline.
+    Trickle(0.001),
+)
 _ABSENT = object()
+#: What a runtime command smuggled in a malformed warning would do: drain the hand-written server.
+HAND_DRAIN = f"{BACKEND}/{HAND_WRITTEN.split()[0]} state drain"
 
 
 class RandomFaults:
@@ -143,6 +169,8 @@ class CourierCounts:
     reordered: int = 0
     #: Copies the harness failed to send (moto refused them): not delivered.
     lost: int = 0
+    #: Forged Spot warnings, by what they forge.
+    forged: Counter[str] = field(default_factory=Counter)
 
 
 class Courier:
@@ -218,6 +246,17 @@ class Courier:
         )
         self._notify(lambda: self._queue.send(body))
 
+    def forge(self, forgery: Forgery, instance_id: str) -> None:
+        """
+        A Spot warning of kind *forgery* about *instance_id* (an id of no group for
+        ``Forgery.UNKNOWN``: made up here), sent straight to the queue; never dropped.
+        """
+        if forgery is Forgery.UNKNOWN:
+            instance_id = f"i-{self._rng.getrandbits(68):017x}"
+        body = forged_warning(forgery, instance_id, self._rng)
+        self.counts.forged[forgery.value] += 1
+        self._post(lambda: self._queue.send(body))
+
     def junk(self) -> None:
         """One malformed body, sent straight to the queue; never dropped."""
         body = self._rng.choice(self._malformed)
@@ -275,3 +314,39 @@ class Courier:
         if delivery.posted < self._latest:
             self.counts.reordered += 1
         self._latest = max(self._latest, delivery.posted)
+
+
+def forged_warning(forgery: Forgery, instance_id: str, rng: random.Random) -> str:
+    """
+    The body of a forged warning about *instance_id*: EventBridge's own format, or for
+    ``Forgery.MALFORMED`` one of ``malformed_warnings`` (*rng* picks which).
+    """
+    warning = spot_warning(instance_id)
+    if forgery is Forgery.REBALANCE:
+        warning["detail-type"] = "EC2 Instance Rebalance Recommendation"
+        warning["detail"] = {"instance-id": instance_id}
+    elif forgery is Forgery.MALFORMED:
+        warning = rng.choice(malformed_warnings(warning, instance_id))
+    return json.dumps(warning)
+
+
+def malformed_warnings(warning: dict[str, Any], instance_id: str) -> list[dict[str, Any]]:
+    """
+    *warning* (about *instance_id*) made malformed in each way a forger or a broken sender
+    might: each keeps the instance's id where a careless parser would still find it.
+    """
+    action = {"instance-action": "terminate"}
+    sourceless = {k: v for k, v in warning.items() if k != "source"}
+    return [
+        {**warning, "source": "custom.forger"},
+        sourceless,
+        {**warning, "detail-type": "EC2 Spot Instance Interruption warning"},
+        {**warning, "detail-type": ["EC2 Spot Instance Interruption Warning"]},
+        {**warning, "detail": instance_id},
+        {**warning, "detail": [{"instance-id": instance_id, **action}]},
+        {**warning, "detail": {"instance-id": 42, **action}},
+        {**warning, "detail": {"instance-id": f" {instance_id}", **action}},
+        {**warning, "detail": {"instance-id": instance_id.upper(), **action}},
+        # A runtime command smuggled in the id: it would drain the hand-written server.
+        {**warning, "detail": {"instance-id": f"{instance_id}\nset server {HAND_DRAIN}", **action}},
+    ]

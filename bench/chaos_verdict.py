@@ -3,8 +3,8 @@ The verdict of a ``bench.chaos`` run: each invariant judged from what the run re
 
 Each ``Invariant`` says what was checked and how often, every violation found (one line each,
 with the time since the world started and what explains it), and notes: checks that passed only
-with an excuse (a request cut on an instance that had died) or could not be made (HAProxy
-unreadable at that instant).
+with an excuse (a request cut on an instance that had stopped answering) or could not be made
+(HAProxy unreadable at that instant).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.chaos_checks import access_log, check_versions
+from bench.chaos_checks import Departure, access_log, check_versions
 from bench.chaos_world import Chaos
-from tests.support.stack import BACKEND, GROUP, SERVER_PREFIX
+from tests.support.stack import BACKEND, SERVER_PREFIX
 from tests.test_lifecycle_hooks import (
     COMPLETE,
     LAUNCH_HOOK,
@@ -32,6 +32,8 @@ PASSING_CHECKS = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC"})
 RELOAD_RACE = 3.0
 #: Controller log messages that only a bug produces.
 CRASHES = frozenset({"cycle crashed", "the SQS receiver failed unexpectedly"})
+#: Seconds before a departure in which a fault aimed at its instance is named as a suspect.
+SUSPECT_WINDOW = 15.0
 
 
 @dataclass
@@ -53,6 +55,7 @@ def judge(chaos: Chaos, binary: str) -> list[Invariant]:
     left = chaos.tally.queue_left
     return [
         *_config_invariants(chaos, binary),
+        _serving_invariant(chaos),
         _request_invariant(chaos),
         *_terminate_invariants(chaos),
         _launch_invariant(chaos),
@@ -92,27 +95,69 @@ def _config_invariants(chaos: Chaos, binary: str) -> list[Invariant]:
     ]
 
 
+def _serving_invariant(chaos: Chaos) -> Invariant:
+    """
+    Every episode (consecutive samples) in which a serving instance's server was missing from
+    the file or not taking requests in the runtime, with the faults aimed at it just before.
+    """
+    watch = chaos.serving
+    invariant = Invariant(
+        "serving",
+        "no serving instance leaves the file or the runtime (sampled)",
+        watch.samples,
+        "samples",
+    )
+    episodes: list[list[Departure]] = []
+    for departure in sorted(watch.departures, key=lambda d: (d.server, d.sample)):
+        last = episodes[-1][-1] if episodes else None
+        if last and last.server == departure.server and last.sample + 1 == departure.sample:
+            episodes[-1].append(departure)
+        else:
+            episodes.append([departure])
+    for episode in sorted(episodes, key=lambda e: e[0].time):
+        first, end = episode[0], episode[-1]
+        instance = first.server.removeprefix(SERVER_PREFIX)
+        suspects = [
+            f"{what} at {chaos.since(moment)}"
+            for moment, what in chaos.aimed.get(instance, [])
+            if 0 <= first.time - moment <= SUSPECT_WINDOW
+        ]
+        invariant.violations.append(
+            f"{first.server} at {chaos.since(first.time)}-{chaos.since(end.time)} "
+            f"({len(episode)} samples): {first.problem}"
+            + (f"; just before: {', '.join(suspects)}" if suspects else "")
+        )
+    invariant.notes.append(f"{watch.established} servers held to it once established")
+    if watch.unreadable:
+        invariant.notes.append(f"samples not taken (HAProxy unreadable): {dict(watch.unreadable)}")
+    return invariant
+
+
 def _request_invariant(chaos: Chaos) -> Invariant:
-    """Every failed request, with the server and the end the access log gives it."""
+    """
+    Every failed request, with the server and the end the access log gives it; excused only
+    when its instance had stopped answering (left without a hook) before it ended.
+    """
     requests = chaos.ledger.requests()
     log = access_log(chaos.stack.haproxy.log_path)
     invariant = Invariant(
-        "requests", "no request to a serving instance fails", len(requests), "requests"
+        "requests", "no request to an instance that still answers fails", len(requests), "requests"
     )
     for request in requests:
         if request.status == 200:
             continue
         record = log.get(request.number)
+        got = f"got {request.status or request.detail[:100]}"
         where = (
-            f"{record.backend}/{record.server} status {record.status} {record.term}"
+            f"{record.backend}/{record.server} logged {record.status} {record.term}"
             if record
-            else f"no access log line ({request.detail[:100]})"
+            else "no access log line"
         )
-        what = f"#{request.number} {request.path} at {chaos.since(request.ended)}: {where}"
+        what = f"#{request.number} {request.path} at {chaos.since(request.ended)}: {got}, {where}"
         instance = record.server.removeprefix(SERVER_PREFIX) if record else ""
         died = chaos.abrupt.get(instance)
         if died is not None and died <= request.ended:
-            invariant.notes.append(f"excused, {instance} had died (no hook): {what}")
+            invariant.notes.append(f"excused, {instance} had stopped answering (no hook): {what}")
         else:
             invariant.violations.append(what)
     return invariant
@@ -205,8 +250,7 @@ def _convergence_invariant(chaos: Chaos) -> Invariant:
     )
     if tally.settled_after is None:
         invariant.violations.append(
-            f"not converged {tally.settle_bound:g}s after the last event: HAProxy "
-            f"{chaos.stack.states()}, InService {sorted(chaos.cloud.serving(GROUP))}"
+            f"not converged {tally.settle_bound:g}s after the last event: {tally.unsettled}"
         )
     else:
         invariant.notes.append(f"converged {tally.settled_after:.1f}s after the last event")

@@ -5,11 +5,15 @@ The world of a ``bench.chaos`` run, and the run itself.
 a moto server in this process (the AWS account, with a group carrying a launch and a terminate
 hook), the SNS topic and SQS queue, HTTP servers on the instances' 127.0.1.x addresses, a real
 HAProxy in master-worker mode with an operator's hand-written config, the real ``reconcile``
-controller in a child process, the load generator, the config watcher, the AWS faults and the
-notification courier. ``Chaos`` plays the scenario against it: it applies each event to the group,
-keeps the harness in step with the group (HTTP servers started and stopped as instances come and
-go, the notifications AWS would send posted through the courier), kills and restarts the
-controller, reloads HAProxy, and finally waits for everything to settle.
+controller in a child process, the load generator, the config and serving watchers, the AWS faults
+and the notification courier. ``Chaos`` plays the scenario against it: it applies each event to
+the group, keeps the harness in step with the group (HTTP servers started as instances come, and
+stopped as they go: at once, or a few seconds later for the instances of a plain scale-in that
+shut down as real ones do; the notifications AWS would send posted through the courier), forges
+Spot warnings, has EC2 not know instances in service for a while (``Cloud.forget_instance``: the
+eventual consistency that has the group list an instance DescribeInstances does not return),
+kills and restarts the controller, reloads HAProxy, and finally waits for everything to settle.
+The harness itself reads who serves past every fault (``serving``).
 """
 
 from __future__ import annotations
@@ -29,10 +33,20 @@ from pathlib import Path
 from typing import cast
 
 from botocore.exceptions import ClientError
+from moto.core.models import DEFAULT_ACCOUNT_ID
+from moto.ec2.models import ec2_backends
 
-from bench.chaos_checks import LOG_FORMAT, ConfigWatcher, Ledger, retrying, worker_sessions
-from bench.chaos_faults import Courier, RandomFaults
-from bench.chaos_scenario import OPPOSITE, Disruption, Event, Kind, Moment, Scenario
+from bench.chaos_checks import (
+    LOG_FORMAT,
+    ConfigWatcher,
+    Ledger,
+    ServingWatch,
+    retrying,
+    worker_sessions,
+)
+from bench.chaos_faults import RUNTIME_FAULTS, Courier, RandomFaults
+from bench.chaos_scenario import OPPOSITE, Disruption, Event, Forgery, Kind, Moment, Scenario
+from tests.support.faulty_socket import FaultyProxy
 from tests.support.haproxy import (
     HEALTH_CHECK,
     HAProxyProcess,
@@ -58,6 +72,7 @@ from tests.support.stack import (
     Daemon,
     Notifications,
     Stack,
+    Value,
 )
 from tests.test_daemon_end_to_end import MALFORMED
 from tests.test_lifecycle_hooks import (
@@ -74,6 +89,8 @@ from tests.test_zero_downtime import Load
 #: The controller signs with this key, the harness with ``MOTO_KEY``: faults hit only the former.
 CONTROLLER_KEY = "chaos-controller"
 FAULT_RATE = 0.1
+#: Share of the controller's runtime API commands the faulty proxy picks for a fault.
+RUNTIME_FAULT_RATE = 0.05
 DROP = 0.3
 DUPLICATE = 0.3
 #: Seconds a notification copy may be late.
@@ -94,10 +111,12 @@ CONTROLLER = {
     "poll_interval": 0.2,
     "max_backoff": 2,
 }
-BINDING = {
+BINDING: dict[str, Value] = {
     "server_options": "check inter 200ms fall 2 rise 1",
     "drain_timeout": DRAIN_TIMEOUT,
     "complete_lifecycle_actions": True,
+    # Forged warnings are only a test of the controller when it acts on true ones.
+    "drain_on_spot_warning": True,
 }
 #: Seconds allowed after the last event beyond one resync and one drain: delivery delays,
 #: AWS retries, and a last health check.
@@ -109,6 +128,8 @@ PAUSE = 0.02
 #: How often the run loop looks after the harness, and re-reads the group.
 TEND_INTERVAL = 0.05
 SYNC_INTERVAL = 0.2
+#: How often the serving watch samples the group, the file and the runtime.
+SAMPLE_INTERVAL = 0.1
 #: Seconds a part may take to answer at start (the controller's first convergence included).
 START_DEADLINE = 30.0
 IN_SERVICE = "InService"
@@ -194,6 +215,12 @@ def running(directory: Path, binary: str, scenario: Scenario) -> Iterator[Chaos]
         stack = Stack(cloud, haproxy, backends, directory / "reconciler.toml", free_port())
         _witness_every_worker(stack)
 
+        # The controller talks to the admin socket through the proxy (the file names the real
+        # socket); the harness's own reads and the watchers go to HAProxy directly.
+        proxy = cleanup.enter_context(FaultyProxy(haproxy.socket_path, seed=scenario.seed + 3))
+        proxy.chaos(RUNTIME_FAULT_RATE, RUNTIME_FAULTS)
+        os.environ["RECONCILER_HAPROXY_SOCKET"] = str(proxy.path)
+
         faults = RandomFaults(FAULT_RATE, scenario.seed + 1, CONTROLLER_KEY)
         faults.install()
         cleanup.callback(faults.remove)
@@ -210,15 +237,43 @@ def running(directory: Path, binary: str, scenario: Scenario) -> Iterator[Chaos]
         watcher = ConfigWatcher(haproxy.config_path)
         watcher.start()
         cleanup.callback(watcher.stop)
+        watch = ServingWatch(
+            lambda: set(serving(cloud)),
+            haproxy,
+            backend=BACKEND,
+            prefix=SERVER_PREFIX,
+            hand_written=[HAND_WRITTEN.split()[0]],
+            interval=SAMPLE_INTERVAL,
+        )
 
-        chaos = Chaos(directory, scenario, stack, queue, faults, courier, watcher)
+        chaos = Chaos(directory, scenario, stack, queue, faults, proxy, courier, watcher, watch)
         chaos.sync()
         cleanup.callback(chaos.kill_controller)
         chaos.start_controller()
         wait_for(chaos.converged, "the first convergence", START_DEADLINE)
+        watch.start()
+        cleanup.callback(watch.stop)
         # Load only calls get(), which the ledger has; stopped first, before anything it uses.
         cleanup.enter_context(Load(chaos.ledger, PATHS))  # type: ignore[arg-type]
         yield chaos
+
+
+def serving(cloud: Cloud) -> dict[str, str]:
+    """
+    Instance id → private IP of the group's members that serve (InService and Healthy, running),
+    read past every fault: the group through the harness's own key, EC2 from moto's state in
+    this process, since DescribeInstances may be pretending not to know an instance.
+    """
+    groups = cloud.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=[GROUP])
+    ec2 = ec2_backends[DEFAULT_ACCOUNT_ID][cloud.region]
+    found = {}
+    for member in groups["AutoScalingGroups"][0]["Instances"]:
+        if member["LifecycleState"] != IN_SERVICE or member["HealthStatus"] != "Healthy":
+            continue
+        instance = ec2.get_instance_by_id(member["InstanceId"])
+        if instance is not None and instance.state == "running" and instance.private_ip:
+            found[member["InstanceId"]] = instance.private_ip
+    return found
 
 
 def _witness_every_worker(stack: Stack) -> None:
@@ -255,6 +310,13 @@ class Tally:
     #: Instances terminated without a hook (scale-in, death), and through the terminate hook.
     abrupt: int = 0
     graceful: int = 0
+    #: Of the ``abrupt`` ones: those that kept answering a while (a plain scale-in's shutdown),
+    #: and those whose lingering was cut short because a new instance got their address.
+    lingered: int = 0
+    cut_short: int = 0
+    #: Times an instance in service was unknown to DescribeInstances, and seconds in all.
+    hidden: int = 0
+    hidden_seconds: float = 0.0
     #: Instances that left the group while waiting on the terminate hook, never released.
     unexplained: list[str] = field(default_factory=list)
     kills: int = 0
@@ -265,6 +327,8 @@ class Tally:
     #: Seconds from the last event to convergence; ``None``: not within the bound.
     settled_after: float | None = None
     settle_bound: float = RESYNC_INTERVAL + DRAIN_TIMEOUT + SETTLE_SLACK
+    #: When it did not settle: what HAProxy, the file and the group held at the deadline.
+    unsettled: str = ""
     #: Messages still in the queue once everything settled.
     queue_left: int = -1
     #: The last controller's exit code after SIGTERM (``None``: it had to be killed).
@@ -284,8 +348,10 @@ class Chaos:
         stack: Stack,
         queue: Notifications,
         faults: RandomFaults,
+        proxy: FaultyProxy,
         courier: Courier,
         watcher: ConfigWatcher,
+        serving: ServingWatch,
     ) -> None:
         """Wire the parts ``running`` started."""
         self.directory = directory
@@ -294,13 +360,23 @@ class Chaos:
         self.cloud = stack.cloud
         self.queue = queue
         self.faults = faults
+        self.proxy = proxy
         self.courier = courier
         self.watcher = watcher
+        self.serving = serving
         self.ledger = Ledger(stack.haproxy, PAUSE)
         self.daemons: list[Daemon] = []
         self.tally = Tally()
-        #: When each instance terminated without a hook stopped serving (monotonic).
+        #: When each instance terminated without a hook stopped answering (monotonic).
         self.abrupt: dict[str, float] = {}
+        #: When (monotonic) a fault aimed at an instance: instance id → [(time, what)].
+        self.aimed: dict[str, list[tuple[float, str]]] = {}
+        #: Seconds the instances a plain scale-in picked will keep answering once they left.
+        self._lingers: dict[str, float] = {}
+        #: Instances that left and still answer: id → (when they stop, their HTTP server).
+        self._lingering: dict[str, tuple[float, HTTPBackend]] = {}
+        #: Instances DescribeInstances does not know for now → when it knows them again.
+        self._hidden: dict[str, float] = {}
         self._states: dict[str, str] = {}
         self._killed = False
         self._restart_at: float | None = None
@@ -365,6 +441,11 @@ class Chaos:
                 self.tally.settled_after = time.monotonic() - self._last_event
                 break
             time.sleep(TEND_INTERVAL)
+        else:
+            self.tally.unsettled = (
+                f"HAProxy {self.stack.states()}, file {self._in_file()}, "
+                f"serving {sorted(serving(self.cloud))}, members {self._members()}"
+            )
         # Messages a killed controller took come back after the visibility timeout.
         deadline = time.monotonic() + VISIBILITY_TIMEOUT + RESYNC_INTERVAL + SETTLE_SLACK
         while self.queue.depth() and time.monotonic() < deadline:
@@ -379,16 +460,45 @@ class Chaos:
         """HAProxy and the file hold exactly the InService instances, all UP; nothing waits."""
         if any(state != IN_SERVICE for state in self._members().values()):
             return False
-        serving = set(self.cloud.serving(GROUP))
-        in_file = {
+        ids = set(serving(self.cloud))
+        return self.stack.states() == dict.fromkeys(ids, "UP") and self._in_file() == ids
+
+    def _in_file(self) -> set[str]:
+        """The instances the file has a managed server line for."""
+        return {
             line.split()[1].removeprefix(SERVER_PREFIX)
             for line in self.stack.file_servers()
             if line.split()[1].startswith(SERVER_PREFIX)
         }
-        return self.stack.states() == dict.fromkeys(serving, "UP") and in_file == serving
 
     def _apply(self, event: Event) -> None:
-        """Do *event* to the group (as far as it fits), then follow the group."""
+        """Do *event* to the group (as far as it fits), follow the group, then its faults."""
+        self._scale(event)
+        if event.junk:
+            self.courier.junk()
+        in_service = sorted(i for i, state in self._states.items() if state == IN_SERVICE)
+        if not in_service:
+            return
+        # The controller sees this instance in service, Healthy, on-demand: nothing true may
+        # take it out of service.
+        target = in_service[int(event.target * len(in_service))]
+        if event.forgery is not None:
+            self.courier.forge(event.forgery, target)
+            if event.forgery is not Forgery.UNKNOWN:
+                self._aim(target, f"forged Spot warning ({event.forgery.value})")
+        if event.hide and target not in self._hidden:
+            self.cloud.forget_instance(target)
+            self._hidden[target] = time.monotonic() + event.hide
+            self.tally.hidden += 1
+            self.tally.hidden_seconds += event.hide
+            self._aim(target, f"unknown to DescribeInstances for {event.hide:.1f}s")
+
+    def _aim(self, instance_id: str, what: str) -> None:
+        """Record that a fault aimed at *instance_id* now, for the report's explanations."""
+        self.aimed.setdefault(instance_id, []).append((time.monotonic(), what))
+
+    def _scale(self, event: Event) -> None:
+        """Do *event*'s scaling to the group (as far as it fits), then follow the group."""
         self.sync()
         fit = self._fit(event)
         if fit is None:
@@ -407,14 +517,14 @@ class Chaos:
             self.cloud.begin_scale_in(GROUP, picked)
         else:
             self._level()
+            if kind is Kind.SCALE_IN:
+                self._lingers.update(dict.fromkeys(picked, event.linger))
             for instance_id in picked:
                 # _level may race a launch the controller completes meanwhile, and moto then
                 # terminates a member of its choice to match: perhaps this one (sync sees it).
                 with contextlib.suppress(ClientError):
                     self.cloud.terminate(instance_id, decrement=kind is Kind.SCALE_IN)
         self.sync(boot=event.boot)
-        if event.junk:
-            self.courier.junk()
 
     def _fit(self, event: Event) -> tuple[Kind, int] | None:
         """
@@ -477,6 +587,11 @@ class Chaos:
         for due, backend in [b for b in self._boots if b[0] <= now]:
             backend.healthy = True
             self._boots.remove((due, backend))
+        for instance_id in [i for i, (due, _) in self._lingering.items() if due <= now]:
+            self._stop_answering(instance_id)
+        for instance_id in [i for i, due in self._hidden.items() if due <= now]:
+            self.cloud.remember_instance(instance_id)
+            del self._hidden[instance_id]
         if now - self._synced >= SYNC_INTERVAL:
             self.sync()
 
@@ -514,7 +629,9 @@ class Chaos:
                 self._left(instance_id, released=instance_id in released, waited=before)
         arrived = [i for i in now if i not in self._states]
         if arrived:
-            # After the departures: a new instance may get the address of one that just left.
+            # After the departures: a new instance may get the address of one that just left,
+            # which stops answering then, if it still did.
+            self._free(arrived)
             serve(self.stack, arrived)
             self.tally.launched += len(arrived)
         for instance_id in arrived:
@@ -529,9 +646,14 @@ class Chaos:
     def _left(self, instance_id: str, *, released: bool, waited: str) -> None:
         """
         An instance left the group (*released* through the terminate hook, else terminated
-        without one; *waited*: its state before): it stops serving. An end without a hook
-        excuses the requests it cuts; one that nothing explains excuses nothing.
+        without one; *waited*: its state before). It stops answering at once, or, picked by a
+        plain scale-in that lingers, that many seconds later. Only an instance that stopped
+        answering without a hook excuses the requests cut on it from then on; one that nothing
+        explains excuses nothing.
         """
+        backend = self.stack.servers.pop(instance_id)
+        self.courier.scaling("TERMINATE", instance_id)
+        linger = self._lingers.pop(instance_id, 0.0)
         if released:
             self.tally.graceful += 1
         elif waited == WAIT_STATES[TERMINATING]:
@@ -539,9 +661,28 @@ class Chaos:
             self.tally.unexplained.append(instance_id)
         else:
             self.tally.abrupt += 1
+            if linger:
+                self.tally.lingered += 1
+                self._lingering[instance_id] = (time.monotonic() + linger, backend)
+                return
             self.abrupt[instance_id] = time.monotonic()
-        self.stack.servers.pop(instance_id).stop()
-        self.courier.scaling("TERMINATE", instance_id)
+        backend.stop()
+
+    def _stop_answering(self, instance_id: str) -> None:
+        """A lingering instance, gone from the group, stops answering now."""
+        _, backend = self._lingering.pop(instance_id)
+        # From the moment it starts closing: a request cut while it closes is cut by its death.
+        self.abrupt[instance_id] = time.monotonic()
+        backend.stop()
+
+    def _free(self, arrived: Sequence[str]) -> None:
+        """Stop the lingering instances whose address one of *arrived* got."""
+        reservations = self.cloud.ec2.describe_instances(InstanceIds=list(arrived))["Reservations"]
+        taken = {i["PrivateIpAddress"] for r in reservations for i in r["Instances"]}
+        for instance_id, (_, backend) in list(self._lingering.items()):
+            if backend.host in taken:
+                self.tally.cut_short += 1
+                self._stop_answering(instance_id)
 
     def _announce(self, instance_id: str, state: str) -> None:
         """The notification AWS sends when an instance enters *state*."""

@@ -1,8 +1,9 @@
 """
 The chaos suite, reduced (``python -m bench.chaos --quick``: 20 scale events, one controller
-SIGKILL, one HAProxy reload, with every other fault of the full run), run as a user runs it: a
-child process with a deadline, judged by its exit code and its JSON report. ``make chaos`` runs
-the full 200 events.
+SIGKILL, one HAProxy reload, with every other fault of the full run: runtime API faults, forged
+Spot warnings, AWS answers that disagree, plain scale-ins whose instances keep answering), run
+as a user runs it: a child process with a deadline, judged by its exit code and its JSON report.
+``make chaos`` runs the full 200 events.
 
 CI replays one seed, so a red build replays with the command the test prints; locally every run
 draws a new seed, and a failure prints its own.
@@ -49,3 +50,6 @@ def test_quick_chaos_run_violates_no_invariant(haproxy_bin: str, tmp_path: Path)
     # Every kind of event happens in a quick run, so every invariant is checked at least once.
     assert all(checked.values()), checked
     assert checked["requests"] > 500, checked
+    # And every class of fault hit at least once: a quiet run proves nothing about it.
+    faults = result["faults"]
+    assert all(faults[key] for key in ("aws_hidden", "runtime_faulted", "spot_forged")), faults
