@@ -343,8 +343,8 @@ def _run_once(
             break
         if time.monotonic() - started >= limit:
             errors.append(
-                f"not converged after {limit:g}s: warm-ups or drains still in progress; "
-                "run again later or raise --timeout"
+                f"not converged after {limit:g}s: warm-ups, drains or disagreeing AWS reads still "
+                "in progress; run again later or raise --timeout"
             )
             break
         time.sleep(loaded.controller.poll_interval)
