@@ -62,6 +62,7 @@ from reconciler.model import (
     BackendPlan,
     Change,
     ConfigServer,
+    Group,
     Instance,
     Observation,
     RuntimeServer,
@@ -272,7 +273,7 @@ def _assess_backend(binding: Binding, decided: BackendPlan, observed: Observatio
         runtime = observed.runtime.backends[binding.name]
     assessor = _Assessor(
         binding,
-        observed.aws.groups[binding.asg].instances,
+        observed.aws.groups[binding.asg],
         observed.config[binding.name].servers,
         runtime,
         decided,
@@ -290,13 +291,15 @@ class _Assessor:
     def __init__(
         self,
         binding: Binding,
-        instances: Iterable[Instance],
+        group: Group,
         file_servers: Iterable[ConfigServer],
         runtime: Iterable[RuntimeServer] | None,
         decided: BackendPlan,
     ) -> None:
         self.binding = binding
-        self.instances = {i.instance_id: i for i in instances}
+        self.instances = {i.instance_id: i for i in group.instances}
+        #: The instances the planner keeps exactly as they are, and why.
+        self.doubts = group.doubts
         self.file = {s.name: s for s in file_servers}
         self.runtime = None if runtime is None else {s.name: s for s in runtime}
         self.held = decided.held is not None
@@ -329,10 +332,9 @@ class _Assessor:
 
     def _absent(self, instance: Instance) -> DriftRow:
         """The row of an instance that has no server (and must have none, unless doubtful)."""
-        if instance.doubt is not None:
-            return self._row(
-                None, instance.instance_id, Verdict.HELD, f"{instance.doubt}; not added"
-            )
+        doubt = self.doubts.get(instance.instance_id)
+        if doubt is not None:
+            return self._row(None, instance.instance_id, Verdict.HELD, f"{doubt}; not added")
         detail = f"{_unwanted(instance)}; not in HAProxy"
         return self._row(None, instance.instance_id, Verdict.EXCLUDED, detail)
 
@@ -340,9 +342,10 @@ class _Assessor:
         instance_id = self.binding.instance_of(name)
         instance = self.instances.get(instance_id or "")
         line = self.desired.get(name)
-        if instance is not None and instance.doubt is not None:
+        doubt = self.doubts.get(instance_id or "")
+        if doubt is not None:
             # A malformed value or reads that disagree: the planner keeps the server as it is.
-            verdict, detail = Verdict.HELD, f"{instance.doubt}; kept as it is"
+            verdict, detail = Verdict.HELD, f"{doubt}; kept as it is"
         elif line is not None:
             verdict, detail = self._desired(line)
         elif name in self.launching:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import enum
 import ipaddress
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -90,14 +91,6 @@ class Instance:
         return None
 
     @property
-    def doubt(self) -> str | None:
-        """
-        Why nothing may be done about this instance's server this cycle, or ``None``: a
-        malformed value or reads that disagree. Its server is kept exactly as it is.
-        """
-        return self.malformed or self.disagreement
-
-    @property
     def not_serving_reason(self) -> str | None:
         """Why this instance must not receive traffic, or ``None`` when it should."""
         if self.malformed is not None:
@@ -137,6 +130,35 @@ class Group:
     instances: tuple[Instance, ...]
     #: Its lifecycle hooks; only read for groups whose backends complete lifecycle actions.
     hooks: tuple[LifecycleHook, ...] = ()
+
+    @property
+    def malformed(self) -> dict[str, str]:
+        """
+        Why AWS's values for an instance are refused, by instance id: a value without its
+        documented shape, or an id the group lists more than once (no valid read does).
+        """
+        listed = Counter(i.instance_id for i in self.instances)
+        found: dict[str, str] = {}
+        for instance in self.instances:
+            why = instance.malformed
+            if why is None and listed[instance.instance_id] > 1:
+                why = f"instance id {instance.instance_id!r} listed more than once"
+            if why is not None:
+                found[instance.instance_id] = why
+        return found
+
+    @property
+    def doubts(self) -> dict[str, str]:
+        """
+        Why nothing may be done about an instance's server this cycle, by instance id: a refused
+        value, or reads that disagree. Its server is kept exactly as it is.
+        """
+        found = self.malformed
+        for instance in self.instances:
+            disagreement = instance.disagreement
+            if disagreement is not None:
+                found.setdefault(instance.instance_id, disagreement)
+        return found
 
 
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"

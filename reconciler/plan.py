@@ -43,7 +43,6 @@ refused as a whole; a backend is never emptied while its group's desired capacit
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
@@ -201,22 +200,8 @@ class _BackendPlanner:
         self._interrupted = interrupted
         self.group = group
         self.instances = {i.instance_id: i for i in group.instances}
-        listed = Counter(i.instance_id for i in group.instances)
-        #: Why the values of an instance are refused, by instance id: a malformed value, or an id
-        #: the group lists more than once (no valid read does).
-        self.malformed: dict[str, str] = {}
-        #: Why nothing may be done about an instance this cycle, by instance id: a refused value,
-        #: or reads that disagree. Its server is kept exactly as it is.
-        self.doubts: dict[str, str] = {}
-        for instance in group.instances:
-            malformed = instance.malformed
-            if malformed is None and listed[instance.instance_id] > 1:
-                malformed = f"instance id {instance.instance_id!r} listed more than once"
-            if malformed is not None:
-                self.malformed[instance.instance_id] = malformed
-            doubt = malformed or instance.disagreement
-            if doubt is not None:
-                self.doubts[instance.instance_id] = doubt
+        self.malformed = group.malformed
+        self.doubts = group.doubts
         self.file = {s.name: s for s in section.servers if binding.instance_of(s.name)}
         self.runtime = (
             None

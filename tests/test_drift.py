@@ -363,6 +363,17 @@ class TestDrift:
         assert "malformed private IPv4 address '127.0.1.5\\nx'" in row.detail
         assert "\n" not in row.detail
 
+    def test_instance_listed_twice_is_held_as_the_planner_holds_it(self) -> None:
+        """No valid read lists an id twice: its server is held as it is, as the planner does."""
+        world = World(
+            group(instance(4), instance(5), instance(5)),
+            runtime=[runtime_server(4), runtime_server(5)],
+            content=config_with(file_line(4), file_line(5)),
+        )
+        row = rows_of(world)[iid(5)]
+        assert row.verdict is Verdict.HELD
+        assert f"instance id '{iid(5)}' listed more than once; kept as it is" in row.detail
+
 
 class TestLifecycle:
     """Lifecycle hooks and Spot warnings, as the planner handles them."""

@@ -434,7 +434,7 @@ def test_any_state_converges_to_the_serving_set(case: Case) -> None:
     instances whose reads disagree stay exactly as they were; a further plan is empty.
     """
     g, runtime, socket = case
-    doubtful = {f"{PREFIX}{i.instance_id}" for i in g.instances if i.doubt}
+    doubtful = {f"{PREFIX}{instance_id}" for instance_id in g.doubts}
     kept = {s.name: (s.address, s.admin_state) for s in runtime if s.name in doubtful}
     world = World(g, socket=socket, runtime=runtime)
     result = run_cycle(world.settings, world.ports)
