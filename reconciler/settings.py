@@ -470,22 +470,26 @@ class _Reader:
         self, table: Mapping[str, Any], section: str, key: str, *, where: str = ""
     ) -> float | None:
         """The number at *key*, checked against ``LIMITS`` of *section* (*where* names it)."""
-        limits = LIMITS[f"{section}.{key}"]
-        value = self._get(table, where or section, key, (int, float), str(limits), float)
-        return self._within(table, where or section, key, limits, value)
+        return self._ranged(table, section, key, where, (int, float), float)
 
     def whole_number(
         self, table: Mapping[str, Any], section: str, key: str, *, where: str = ""
     ) -> int | None:
         """Like ``number``, for a key that takes whole numbers only."""
+        return self._ranged(table, section, key, where, int, int)
+
+    def _ranged(
+        self,
+        table: Mapping[str, Any],
+        section: str,
+        key: str,
+        where: str,
+        kind: type | tuple[type, ...],
+        convert: Callable[[Any], _N],
+    ) -> _N | None:
         where = where or section
         limits = LIMITS[f"{section}.{key}"]
-        value = self._get(table, where, key, int, str(limits), int)
-        return self._within(table, where, key, limits, value)
-
-    def _within(
-        self, table: Mapping[str, Any], where: str, key: str, limits: Limits, value: _N | None
-    ) -> _N | None:
+        value = self._get(table, where, key, kind, str(limits), convert)
         if value is None or limits.admits(value):
             return value
         self.problems.append(

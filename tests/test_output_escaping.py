@@ -151,7 +151,7 @@ def rendered(renderable: object) -> str:
 def test_plan_tables_print_markup_in_data_literally() -> None:
     """Group names, reasons and refusals that look like rich markup are printed as they are."""
     reason = f"reason {MARKUP} {TERMINAL_CONTROL}"
-    rows = (Row("api-" + I1, I1, "10.0.0.1:80", Change.ADD, reason),)
+    rows = (Row("api-" + I1, I1, "127.0.1.1:80", Change.ADD, reason),)
     plan = Plan(
         (
             BackendPlan("api", f"grp{MARKUP}", rows=rows),
@@ -175,7 +175,7 @@ def test_drift_tables_print_markup_in_data_literally() -> None:
         lifecycle_state="InService",
         health_status="Healthy",
         ec2_state="running",
-        private_ip="10.0.0.1",
+        private_ip="127.0.1.1",
         in_file=False,
         file_address=None,
         runtime_state=None,
