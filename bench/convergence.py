@@ -54,8 +54,8 @@ from bench.world import (
     sleep_until,
     wait_master,
 )
-from reconciler.aws.clients import AwsClients
-from reconciler.aws.membership import AwsMembership
+from reconciler.adapters.aws.clients import AwsClients
+from reconciler.adapters.aws.membership import AwsMembership
 from tests.support.haproxy import HAProxyProcess, wait_for
 from tests.support.moto import Cloud
 from tests.support.stack import GROUP, Notifications, Stack, build_stack

@@ -22,9 +22,8 @@ from typing import Any
 
 from bench.profile import Profile
 from bench.stats import figure
-from reconciler import plan
-from reconciler.haproxy import render
-from reconciler.model import (
+from reconciler.core import next_config, plan
+from reconciler.core.model import (
     CHECK_CONFIGURED,
     CHECK_ENABLED,
     CHECK_RESULT_PASSED,
@@ -33,8 +32,9 @@ from reconciler.model import (
     RuntimeServer,
     ServerLine,
 )
-from reconciler.reconcile import Ports, observe
-from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.cycle import observe
+from reconciler.ports import Ports
 from tests.fakes import FakeMembership, FakeRuntime, FakeStore
 
 
@@ -82,7 +82,7 @@ def world(servers: int) -> tuple[Settings, Ports]:
         ServerLine(binding.server_name(i.instance_id), i.private_ip or "", PORT, n + 1, OPTIONS)
         for n, i in enumerate(old)
     ]
-    content = render.for_settings(settings).render(BASE_CONFIG, {BACKEND: lines}).content
+    content = next_config.for_settings(settings).render(BASE_CONFIG, {BACKEND: lines}).content
     running = {
         line.name: RuntimeServer(
             backend=BACKEND,
@@ -128,7 +128,7 @@ def run(profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
     observed, data = observe(settings, ports)
     decided = plan.compute(settings, observed)
     lines = {b.backend: list(b.lines or ()) for b in decided.backends}
-    renderer = render.for_settings(settings)
+    renderer = next_config.for_settings(settings)
     stages = {
         "parse": lambda: observe(settings, ports),
         "plan": lambda: plan.compute(settings, observed),

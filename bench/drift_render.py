@@ -19,8 +19,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from reconciler import drift, drift_report
-from reconciler.model import (
+from reconciler import drift_table
+from reconciler.core import drift
+from reconciler.core.model import (
     ADMIN_FDRAIN,
     ADMIN_FMAINT,
     CHECK_CONFIGURED,
@@ -35,7 +36,7 @@ from reconciler.model import (
     RuntimeObservation,
     RuntimeServer,
 )
-from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 
 
 BACKEND = "api"
@@ -108,12 +109,12 @@ def main(argv: list[str]) -> int:
 
     def render() -> None:
         console = Console(file=io.StringIO(), force_terminal=False, width=200)
-        console.print(drift_report.tables(report))
+        console.print(drift_table.tables(report))
 
     stages = {
         "assess": lambda: drift.assess(settings, observed),
         "render tables": render,
-        "to_json + dumps": lambda: json.dumps(drift_report.to_json(report)),
+        "to_json + dumps": lambda: json.dumps(drift_table.to_json(report)),
     }
     total = 0.0
     for label, work in stages.items():

@@ -16,7 +16,7 @@ from typing import Any
 
 from bench.naive import NaiveHandler
 from bench.world import Lab, environment, reload_command
-from reconciler import settings
+from reconciler.adapters import settings_file
 from tests.support.stack import Daemon, Notifications, Stack, Value
 
 
@@ -102,7 +102,7 @@ def _start_naive(
     if done.returncode != 0:
         raise RuntimeError(f"reconcile --once failed: {done.stderr}")
     # The same server options as the controller's, from the same settings file.
-    binding = settings.load(stack.settings).backends[0]
+    binding = settings_file.load(stack.settings).backends[0]
     naive = NaiveHandler(
         lab.directory,
         queue_url=queue.queue_url,

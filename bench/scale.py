@@ -35,10 +35,12 @@ from typing import Any, cast
 from bench.profile import Profile
 from bench.stats import figure
 from bench.world import Lab
-from reconciler import settings
-from reconciler.aws.clients import AwsClients
+from reconciler.adapters import settings_file
+from reconciler.adapters.aws.clients import AwsClients
 from reconciler.cli import build_ports
-from reconciler.reconcile import Ports, config_problems, run_cycle
+from reconciler.core import settings
+from reconciler.cycle import config_problems, run_cycle
+from reconciler.ports import Ports
 from tests.support.moto import Cloud
 from tests.support.stack import GROUP
 
@@ -221,7 +223,7 @@ def run_size(cloud: Cloud, size: int, rounds: int, log: Callable[[str], None]) -
         grow(cloud, size)
         stack = lab.haproxy_stack()
         stack.write_settings({"server_options": ""})
-        loaded = settings.load(stack.settings)
+        loaded = settings_file.load(stack.settings)
         clients = AwsClients(loaded.aws.region)
         ports = build_ports(loaded, clients)
         problems = config_problems(loaded, ports.store.read())

@@ -19,31 +19,12 @@ failed during it).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
-from reconciler.errors import ConfigError, PermanentError, ReconcilerError, TransientError
-from reconciler.haproxy import render
-from reconciler.model import BackendPlan, Plan, RuntimeStep, ServerLine, StepKind
+from reconciler.core import next_config
+from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError, TransientError
+from reconciler.core.model import BackendPlan, Outcome, Plan, RuntimeStep, ServerLine, StepKind
+from reconciler.core.settings import Settings
 from reconciler.ports import ConfigStore, LifecycleApi, RuntimeApi
-from reconciler.settings import Settings
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What applying a plan did."""
-
-    #: One message per step, write or reload that failed.
-    errors: tuple[str, ...] = ()
-    #: Runtime commands that succeeded.
-    commands: int = 0
-    file_written: bool = False
-    reloaded: bool = False
-    #: Deletions HAProxy postponed (a connection arrived meanwhile); the next cycle retries.
-    deferred: tuple[str, ...] = ()
-    #: Lifecycle API calls made (completions and heartbeats).
-    lifecycle_calls: int = 0
-    #: Backends whose plan proved to come from an out-of-date read; their file sections stayed.
-    stale_reads: tuple[str, ...] = ()
 
 
 def execute(
@@ -73,7 +54,7 @@ def execute(
     needs_reload = runtime is None or any(b.needs_reload for b in active)
     content: bytes | None = None
     try:
-        rendering = render.for_settings(settings).render(original, lines)
+        rendering = next_config.for_settings(settings).render(original, lines)
         content, needs_reload = rendering.content, needs_reload or rendering.needs_reload
     except ConfigError as exc:
         # The runtime changes stand; the file waits for a template that renders.
@@ -85,7 +66,7 @@ def execute(
         except PermanentError as exc:
             errors.append(str(exc))
     # Nothing runs from the file before template mode's first one, so there is nothing to reload.
-    if written and needs_reload and not render.bootstrapping(settings, original):
+    if written and needs_reload and not next_config.bootstrapping(settings, original):
         try:
             store.reload()
             reloaded = True

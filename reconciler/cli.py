@@ -3,7 +3,7 @@ The ``reconcile`` command: options in, adapters wired, exit codes out.
 
 Exit codes: 0 success (changed or not), 1 runtime failure (AWS or HAProxy unreachable, a backend
 refused, validation or reload failed, not converged in time), 2 bad usage or configuration.
-``reconcile drift`` adds 3: drift found (see ``reconciler.drift_report``).
+``reconcile drift`` adds 3: drift found (see ``reconciler.drift_table``).
 """
 
 from __future__ import annotations
@@ -22,19 +22,22 @@ from rich.console import Console
 from rich.text import Text
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from reconciler import drift, drift_report, logs, report, settings
-from reconciler.aws.clients import AwsClients
-from reconciler.aws.inbox import SqsInbox
-from reconciler.aws.lifecycle import AwsLifecycle
-from reconciler.aws.membership import AwsMembership
-from reconciler.errors import ConfigError, ReconcilerError, TransientError
-from reconciler.haproxy import runtime
-from reconciler.haproxy.store import FileStore
+from reconciler import drift_table, logs, plan_table
+from reconciler.adapters import haproxy_socket, settings_file
+from reconciler.adapters.aws.clients import AwsClients
+from reconciler.adapters.aws.inbox import SqsInbox
+from reconciler.adapters.aws.lifecycle import AwsLifecycle
+from reconciler.adapters.aws.membership import AwsMembership
+from reconciler.adapters.config_store import FileStore
+from reconciler.adapters.status_server import StatusServer, probe_health
+from reconciler.core import drift, settings
+from reconciler.core.errors import ConfigError, ReconcilerError, TransientError
+from reconciler.core.model import CycleResult, Observation, Plan
+from reconciler.cycle import config_problems, observe, run_cycle
 from reconciler.loop import Controller
-from reconciler.model import Observation, Plan
-from reconciler.observability import Metrics, StatusServer, probe_health
-from reconciler.reconcile import CycleResult, Ports, config_problems, observe, run_cycle
-from reconciler.triggers import SqsReceiver, Wakeups
+from reconciler.metrics import Metrics
+from reconciler.ports import Ports
+from reconciler.wakeups import SqsReceiver, Wakeups
 
 
 EXIT_OK = 0
@@ -137,11 +140,11 @@ def drift_command(
         _fail(str(exc), EXIT_FAILURE)
     found = drift.assess(loaded, observed)
     if as_json:
-        typer.echo(json.dumps(drift_report.to_json(found), indent=2))
+        typer.echo(json.dumps(drift_table.to_json(found), indent=2))
     else:
-        out = Console(color_system=drift_report.color_system(os.environ))
-        out.print(drift_report.tables(found))
-    raise typer.Exit(drift_report.exit_code(found))
+        out = Console(color_system=drift_table.color_system(os.environ))
+        out.print(drift_table.tables(found))
+    raise typer.Exit(drift_table.exit_code(found))
 
 
 @app.command("health")
@@ -172,9 +175,9 @@ def _setup_logs(log_format: str) -> None:
 
 
 def _load(config: str | None, failure: int = EXIT_USAGE) -> settings.Settings:
-    path = settings.config_path(config, os.environ)
+    path = settings_file.config_path(config, os.environ)
     try:
-        return settings.load(path)
+        return settings_file.load(path)
     except ConfigError as exc:
         _config_failure(exc, failure)
 
@@ -205,7 +208,7 @@ def build_ports(
     loaded: settings.Settings,
     clients: AwsClients | None = None,
     *,
-    command_timeout: float = runtime.DEFAULT_TIMEOUT,
+    command_timeout: float = haproxy_socket.DEFAULT_TIMEOUT,
 ) -> Ports:
     """The real adapters for *loaded* settings; each runtime command gets *command_timeout* s."""
     hap = loaded.haproxy
@@ -216,7 +219,7 @@ def build_ports(
         store=FileStore(
             hap.config, hap.check_command, hap.reload_command, create=hap.template is not None
         ),
-        runtime=runtime.RuntimeSocket(hap.socket, command_timeout) if hap.socket else None,
+        runtime=haproxy_socket.RuntimeSocket(hap.socket, command_timeout) if hap.socket else None,
         lifecycle=AwsLifecycle(aws) if hooks else None,
     )
 
@@ -225,7 +228,7 @@ def _prepare(
     loaded: settings.Settings,
     clients: AwsClients | None = None,
     *,
-    command_timeout: float = runtime.DEFAULT_TIMEOUT,
+    command_timeout: float = haproxy_socket.DEFAULT_TIMEOUT,
 ) -> Ports:
     """Build the adapters and check the config file's sections; exit on a bad configuration."""
     try:
@@ -321,7 +324,7 @@ def _run_once(
     if limit is None:
         limit = max(b.drain_timeout for b in loaded.backends) + ONCE_TIMEOUT_MARGIN
     # A socket that trickles its replies must not keep the run going past its limit.
-    ports = _prepare(loaded, command_timeout=runtime.timeout_within(limit))
+    ports = _prepare(loaded, command_timeout=haproxy_socket.timeout_within(limit))
     started = time.monotonic()
     merged: Plan | None = None
     errors: list[str] = []
@@ -337,7 +340,7 @@ def _run_once(
             totals["commands"] += result.outcome.commands
             totals["file_writes"] += result.outcome.file_written
             totals["reloads"] += result.outcome.reloaded
-        merged = report.merge(merged, result.plan)
+        merged = plan_table.merge(merged, result.plan)
         errors.extend(e for e in result.errors if e not in errors)
         if dry_run or not result.pending:
             break
@@ -387,12 +390,12 @@ def _print(
     out = Console()
     if as_json:
         empty = Plan(())
-        document = report.plan_json(plan or empty, errors=errors, dry_run=dry_run, **totals)
+        document = plan_table.plan_json(plan or empty, errors=errors, dry_run=dry_run, **totals)
         typer.echo(json.dumps(document, indent=2))
         return
     if plan is not None:
         title = "plan (dry run: nothing changed)" if dry_run else ""
-        out.print(report.plan_tables(plan, title=title))
+        out.print(plan_table.plan_tables(plan, title=title))
     if not dry_run:
         out.print(
             f"{totals['cycles']} cycle(s), {totals['commands']} runtime command(s), "

@@ -48,12 +48,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
-from reconciler.errors import ReconcilerError
-from reconciler.observability import CallCounts, Metrics, changed_rows
-from reconciler.ports import Inbox
-from reconciler.reconcile import CycleResult, Ports, Verdicts, run_cycle
-from reconciler.settings import ControllerSettings, Settings
-from reconciler.triggers import Wake, WakeSource, backoff
+from reconciler.core.errors import ReconcilerError
+from reconciler.core.model import CycleResult, Verdicts
+from reconciler.core.settings import ControllerSettings, Settings
+from reconciler.cycle import run_cycle
+from reconciler.metrics import CallCounts, Metrics, changed_rows
+from reconciler.ports import Inbox, Ports
+from reconciler.wakeups import Wake, WakeSource, backoff
 
 
 log = logging.getLogger(__name__)

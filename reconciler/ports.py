@@ -1,19 +1,20 @@
 """
 The seams between the cycle and the outside world.
 
-``reconcile`` and ``apply`` only ever talk to these Protocols; ``cli`` wires in the real adapters
-(``reconciler.aws.membership``, ``reconciler.haproxy.runtime``, ``reconciler.haproxy.store``) and
-tests of the pure core wire in small fakes. Every method raises ``TransientError`` when its
-dependency is unreachable and ``PermanentError`` when it refused the request.
+``cycle`` and ``apply`` only ever talk to these Protocols; the real adapters live in
+``reconciler.adapters`` and tests of the pure core wire in small fakes. Every method raises
+``TransientError`` when its dependency is unreachable and ``PermanentError`` when it refused the
+request.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.messages import Received
-from reconciler.model import AwsObservation, LifecycleAction, RuntimeObservation, ServerLine
+from reconciler.core.messages import Received
+from reconciler.core.model import AwsObservation, LifecycleAction, RuntimeObservation, ServerLine
 
 
 class MembershipSource(Protocol):
@@ -114,3 +115,15 @@ class LifecycleApi(Protocol):
         more counts as done. True when an API call was made.
         """
         ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The adapters a cycle works through."""
+
+    membership: MembershipSource
+    store: ConfigStore
+    #: ``None`` when no runtime socket is configured.
+    runtime: RuntimeApi | None
+    #: ``None`` when no backend completes lifecycle actions.
+    lifecycle: LifecycleApi | None = None

@@ -10,8 +10,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from reconciler import messages
-from reconciler.messages import Received
+from reconciler.core import messages
+from reconciler.core.messages import Received
 
 
 #: Seconds an empty scripted poll blocks, standing in for the long poll.

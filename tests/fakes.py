@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
-from reconciler.errors import PermanentError, TransientError
-from reconciler.model import (
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.model import (
     ADMIN_FDRAIN,
     ADMIN_FMAINT,
     CHECK_CONFIGURED,

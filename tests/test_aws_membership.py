@@ -6,10 +6,10 @@ import socket
 
 import pytest
 
-from reconciler.aws.clients import AwsClients, CallCounts
-from reconciler.aws.membership import AwsMembership
-from reconciler.errors import ConfigError
-from reconciler.model import Instance
+from reconciler.adapters.aws.clients import AwsClients, CallCounts
+from reconciler.adapters.aws.membership import AwsMembership
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import Instance
 from tests.support.moto import UNIMPLEMENTED, Cloud
 
 

@@ -20,8 +20,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.haproxy import cfgedit, cfgparse
-from reconciler.model import ConfigServer, ServerLine
+from reconciler.core import config_edit, config_parse
+from reconciler.core.model import ConfigServer, ServerLine
+from tests.support.configs import proxy_names, serialized
 from tests.test_config_editing import as_line, check_edit, desired_for, managed
 
 
@@ -32,9 +33,7 @@ if not (CORPUS / "index.json").is_file():
 INDEX = json.loads((CORPUS / "index.json").read_text(encoding="utf-8"))
 FILES = sorted(INDEX)
 TEXTS = {name: (CORPUS / name).read_bytes() for name in FILES}
-BACKENDS = [
-    (file, name) for file in FILES for name in cfgparse.backend_names(cfgparse.parse(TEXTS[file]))
-]
+BACKENDS = [(file, name) for file in FILES for name in proxy_names(config_parse.parse(TEXTS[file]))]
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 #: Two new managed servers, loopback only so that the checked file could even be started.
 NEW = [
@@ -57,7 +56,7 @@ PLAIN_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
 
 def servers_of(data: bytes, name: str) -> tuple[ConfigServer, ...]:
     """The servers of backend *name* in *data*."""
-    section = cfgparse.backend(cfgparse.parse(data), name)
+    section = config_parse.backend(config_parse.parse(data), name)
     assert section is not None
     return section.servers
 
@@ -72,14 +71,14 @@ def first_server_and_new(file: str, name: str) -> Callable[[str], bool]:
 @pytest.mark.parametrize("file", FILES)
 def test_every_file_renders_back_identically(file: str) -> None:
     """parse then render gives the file's exact bytes."""
-    assert cfgparse.render(cfgparse.parse(TEXTS[file])) == TEXTS[file]
+    assert serialized(config_parse.parse(TEXTS[file])) == TEXTS[file]
 
 
 @pytest.mark.parametrize("file", FILES)
 def test_parse_agrees_with_the_corpus_index(file: str) -> None:
     """Sections, server lines per section kind, line count and final LF match index.json."""
     meta = INDEX[file]
-    doc = cfgparse.parse(TEXTS[file])
+    doc = config_parse.parse(TEXTS[file])
     servers = Counter(
         section.keyword
         for section in doc.sections
@@ -96,7 +95,7 @@ def test_unmanageable_sections_are_exactly_the_known_ones() -> None:
     """Conditional and duplicate declarations in the corpus are found, and nothing else."""
     problems = {}
     for file, name in BACKENDS:
-        section = cfgparse.backend(cfgparse.parse(TEXTS[file]), name)
+        section = config_parse.backend(config_parse.parse(TEXTS[file]), name)
         assert section is not None
         if section.problems:
             problems[file, name] = "; ".join(section.problems)
@@ -110,7 +109,7 @@ def test_edit_changes_only_the_managed_lines(file: str, name: str) -> None:
     """Adding two servers and removing one touches those lines only; the new ones are adjacent."""
     is_managed = first_server_and_new(file, name)
     check_edit(TEXTS[file], name, is_managed, NEW)
-    out = cfgedit.edit(TEXTS[file], name, is_managed, NEW)
+    out = config_edit.edit(TEXTS[file], name, is_managed, NEW)
     indexes = [s.line_index for s in servers_of(out, name) if managed(s.name)]
     assert indexes == list(range(indexes[0], indexes[0] + len(NEW)))
 
@@ -123,7 +122,9 @@ def test_edit_changes_only_the_managed_lines(file: str, name: str) -> None:
 def test_edited_file_still_passes_haproxy_check(tmp_path: Path, file: str, name: str) -> None:
     """A file HAProxy 2.6 accepted is still accepted after the edit (check only, never started)."""
     candidate = tmp_path / file
-    candidate.write_bytes(cfgedit.edit(TEXTS[file], name, first_server_and_new(file, name), NEW))
+    candidate.write_bytes(
+        config_edit.edit(TEXTS[file], name, first_server_and_new(file, name), NEW)
+    )
     # The corpus was checked from a scratch directory without environment variables; do the same.
     result = subprocess.run(
         [HAPROXY, "-c", "-q", "-f", str(candidate)],
@@ -153,7 +154,7 @@ def writable(server: ConfigServer) -> bool:
     if server.port is None:
         return False
     try:
-        cfgedit.render_line(as_line(server))
+        config_edit.line_text(as_line(server))
     except ValueError:
         return False
     return True

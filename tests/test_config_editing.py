@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.haproxy import cfgedit, cfgparse
-from reconciler.model import ConfigServer, ServerLine
+from reconciler.core import config_edit, config_parse
+from reconciler.core.model import ConfigServer, ServerLine
 
 
 def managed(name: str) -> bool:
@@ -41,24 +41,24 @@ A, B, C = server("a"), server("b", "127.0.0.2"), server("c", "127.0.0.3", 81, se
 
 def edit(data: bytes, lines: Sequence[ServerLine], backend: str = "b1") -> bytes:
     """Apply *lines* to *backend* with the test ownership rule."""
-    return cfgedit.edit(data, backend, managed, lines)
+    return config_edit.edit(data, backend, managed, lines)
 
 
 # -- rendering -------------------------------------------------------------------------------------
 
 
-def test_render_line_uses_single_spaces() -> None:
+def test_line_text_uses_single_spaces() -> None:
     """A managed line is ``server``, name, address:port, id, then the options."""
     line = ServerLine("app-i-0", "127.0.0.1", 8080, 7, ("check", "inter", "2s"))
-    assert cfgedit.render_line(line) == "server app-i-0 127.0.0.1:8080 id 7 check inter 2s"
-    assert cfgedit.render_line(A) == f"server {A.name} 127.0.0.1:80 check"
+    assert config_edit.line_text(line) == "server app-i-0 127.0.0.1:8080 id 7 check inter 2s"
+    assert config_edit.line_text(A) == f"server {A.name} 127.0.0.1:80 check"
 
 
 @pytest.mark.parametrize("word", ["a b", "a#b", "${X}", "'x'", '"x"', "a\\b", "", "a\tb"])
-def test_render_line_refuses_words_that_need_quoting(word: str) -> None:
+def test_line_text_refuses_words_that_need_quoting(word: str) -> None:
     """A word HAProxy would not read back as written is refused, not written."""
     with pytest.raises(ValueError, match="plain word"):
-        cfgedit.render_line(ServerLine("app-i-0", "127.0.0.1", 80, None, (word,)))
+        config_edit.line_text(ServerLine("app-i-0", "127.0.0.1", 80, None, (word,)))
 
 
 # -- keeping, rewriting, removing ------------------------------------------------------------------
@@ -117,7 +117,8 @@ def test_new_lines_follow_the_last_managed_line() -> None:
         edit(text.encode(), [C, A, B])
         == (
             f"backend b1\n  server {A.name} 127.0.0.1:80 check\n"
-            f"  {cfgedit.render_line(C)}\n  {cfgedit.render_line(B)}\n  server web 10.0.0.1:80\n"
+            f"  {config_edit.line_text(C)}\n  {config_edit.line_text(B)}\n"
+            "  server web 10.0.0.1:80\n"
         ).encode()
     )
 
@@ -125,7 +126,7 @@ def test_new_lines_follow_the_last_managed_line() -> None:
 def test_new_lines_replace_a_removed_last_managed_line() -> None:
     """When the last managed line goes, the new ones take its place."""
     text = f"backend b1\n\tserver {A.name} 127.0.0.1:80 check\n\tserver web 10.0.0.1:80\n"
-    expected = f"backend b1\n\t{cfgedit.render_line(B)}\n\tserver web 10.0.0.1:80\n"
+    expected = f"backend b1\n\t{config_edit.line_text(B)}\n\tserver web 10.0.0.1:80\n"
     assert edit(text.encode(), [B]) == expected.encode()
 
 
@@ -133,46 +134,46 @@ def test_new_lines_follow_the_last_server_line() -> None:
     """Without managed servers, new ones follow the last server and copy its indentation."""
     head = "backend b1\n  balance roundrobin\n\tserver web 10.0.0.1:80\n"
     text = f"{head}  option httpchk\n".encode()
-    assert edit(text, [A]) == f"{head}\t{cfgedit.render_line(A)}\n  option httpchk\n".encode()
+    assert edit(text, [A]) == f"{head}\t{config_edit.line_text(A)}\n  option httpchk\n".encode()
 
 
 def test_new_lines_follow_the_last_statement_not_trailing_comments() -> None:
     """Without servers, new ones follow the last statement, before comments that lead onward."""
     head, tail = "backend b1\n   balance first\n", "\n# the next backend\nbackend b2\n"
     text = f"{head}{tail}".encode()
-    assert edit(text, [A]) == f"{head}   {cfgedit.render_line(A)}\n{tail}".encode()
+    assert edit(text, [A]) == f"{head}   {config_edit.line_text(A)}\n{tail}".encode()
 
 
 def test_comment_only_section_gets_default_indentation() -> None:
     """A section with only comments gets its servers right after the header, four spaces in."""
     text = b"backend b1 # empty\n# nothing here\n\nbackend b2\n"
-    expected = f"backend b1 # empty\n    {cfgedit.render_line(A)}\n# nothing here\n\nbackend b2\n"
+    expected = f"backend b1 # empty\n    {config_edit.line_text(A)}\n# nothing here\n\nbackend b2\n"
     assert edit(text, [A]) == expected.encode()
 
 
 def test_new_lines_do_not_land_inside_an_if_block() -> None:
     """A trailing conditional block is skipped when looking for the last statement."""
     text = b"backend b1\n    balance first\n.if defined(X)\n    option httpchk\n.endif\n"
-    assert edit(text, [A]) == text + f"    {cfgedit.render_line(A)}\n".encode()
+    assert edit(text, [A]) == text + f"    {config_edit.line_text(A)}\n".encode()
 
 
 def test_crlf_files_stay_crlf() -> None:
     """New lines copy the end of line of their neighbour."""
     text = b"backend b1\r\n    server web 10.0.0.1:80\r\n"
-    assert edit(text, [A]) == text + f"    {cfgedit.render_line(A)}\r\n".encode()
+    assert edit(text, [A]) == text + f"    {config_edit.line_text(A)}\r\n".encode()
 
 
 def test_missing_final_lf_is_added_when_the_file_changes() -> None:
     """HAProxy 2.6 needs a final LF, so an edited file always ends with one."""
-    assert edit(b"backend b1", [A]) == f"backend b1\n    {cfgedit.render_line(A)}\n".encode()
+    assert edit(b"backend b1", [A]) == f"backend b1\n    {config_edit.line_text(A)}\n".encode()
     removed = edit(f"backend b1\n    server {A.name} 127.0.0.1:80".encode(), [])
     assert removed == b"backend b1\n"
     rewritten = edit(f"backend b1\r\n  server {A.name} 127.0.0.2:80".encode(), [A])
-    assert rewritten == f"backend b1\r\n  {cfgedit.render_line(A)}\r\n".encode()
+    assert rewritten == f"backend b1\r\n  {config_edit.line_text(A)}\r\n".encode()
     elsewhere = edit(b"backend b1\nbackend b2\n    balance first", [A])
     assert (
         elsewhere
-        == f"backend b1\n    {cfgedit.render_line(A)}\nbackend b2\n    balance first\n".encode()
+        == f"backend b1\n    {config_edit.line_text(A)}\nbackend b2\n    balance first\n".encode()
     )
 
 
@@ -189,7 +190,7 @@ def test_only_the_target_section_changes() -> None:
     b2 = f"backend b2\n    server {A.name} 127.0.0.9:80\n"
     b1 = f"backend b1\n    server {A.name} 127.0.0.9:80\n"
     text = f"{others}{b2}{b1}".encode()
-    assert edit(text, [A]) == f"{others}{b2}backend b1\n    {cfgedit.render_line(A)}\n".encode()
+    assert edit(text, [A]) == f"{others}{b2}backend b1\n    {config_edit.line_text(A)}\n".encode()
     assert edit(text, [], "b2") == f"{others}backend b2\n{b1}".encode()
 
 
@@ -197,7 +198,7 @@ def test_indented_headers_and_env_addresses() -> None:
     """Indented sections and unmanaged servers addressed by variables are handled."""
     head = '    backend "b1"\n        server web "${WEB_IP}:80"\n'
     text = f"{head}    backend b2\n".encode()
-    new = f"        {cfgedit.render_line(A)}\n"
+    new = f"        {config_edit.line_text(A)}\n"
     assert edit(text, [A]) == f"{head}{new}    backend b2\n".encode()
 
 
@@ -289,10 +290,10 @@ def config_files(draw: st.DrawFn) -> tuple[bytes, list[str]]:
 
 def managed_servers(
     data: bytes, backend: str, is_managed: Callable[[str], bool]
-) -> tuple[cfgparse.Document, list[ConfigServer]]:
+) -> tuple[config_parse.Document, list[ConfigServer]]:
     """The parsed *data* and the managed servers of *backend*, which must have no problems."""
-    doc = cfgparse.parse(data)
-    found = cfgparse.backend(doc, backend)
+    doc = config_parse.parse(data)
+    found = config_parse.backend(doc, backend)
     assert found is not None
     assert found.problems == ()
     return doc, [s for s in found.servers if is_managed(s.name)]
@@ -317,7 +318,7 @@ def check_edit(
 ) -> None:
     """Assert every property of applying *desired* to *backend* of *text*."""
     doc, before = managed_servers(text, backend, is_managed)
-    out = cfgedit.edit(text, backend, is_managed, desired)
+    out = config_edit.edit(text, backend, is_managed, desired)
     # Existing wanted servers stay in their place; new ones follow in the order given.
     wanted = {line.name: line for line in desired}
     present = {s.name for s in before}
@@ -332,12 +333,12 @@ def check_edit(
     for server in before:
         if wanted_state.get(server.name) == state([server]):
             assert contents[server.name] == doc.lines[server.line_index].content
-    assert cfgedit.edit(out, backend, is_managed, desired) == out
+    assert config_edit.edit(out, backend, is_managed, desired) == out
     assert out == text or out.endswith(b"\n")
     # Emptying the managed set and filling it again keeps every other line.
-    emptied = cfgedit.edit(text, backend, is_managed, [])
+    emptied = config_edit.edit(text, backend, is_managed, [])
     assert managed_servers(emptied, backend, is_managed)[1] == []
-    refilled = cfgedit.edit(emptied, backend, is_managed, desired)
+    refilled = config_edit.edit(emptied, backend, is_managed, desired)
     assert state(managed_servers(refilled, backend, is_managed)[1]) == state(desired)
     assert other_lines(refilled, backend, is_managed) == other_lines(text, backend, is_managed)
 

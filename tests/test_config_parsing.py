@@ -11,13 +11,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.haproxy import cfgparse
-from reconciler.model import ConfigBackend, ConfigServer
+from reconciler.core import config_parse
+from reconciler.core.model import ConfigBackend, ConfigServer
+from tests.support.configs import serialized
 
 
 def only_backend(text: bytes, name: str = "b1") -> ConfigBackend:
     """The parsed backend *name* of *text*, which must exist."""
-    found = cfgparse.backend(cfgparse.parse(text), name)
+    found = config_parse.backend(config_parse.parse(text), name)
     assert found is not None
     return found
 
@@ -45,16 +46,17 @@ CONFIG_BYTES = st.lists(
 @settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300) | CONFIG_BYTES)
 def test_any_bytes_render_back_identically(data: bytes) -> None:
-    """Whatever the input, render(parse(b)) is b, and finding backends never fails."""
-    doc = cfgparse.parse(data)
-    assert cfgparse.render(doc) == data
-    for name in cfgparse.backend_names(doc):
-        assert cfgparse.backend(doc, name) is not None
+    """Whatever the input, parsing keeps every byte, and finding backends never fails."""
+    doc = config_parse.parse(data)
+    assert serialized(doc) == data
+    for section in doc.sections:
+        if section.keyword in config_parse.PROXY_KEYWORDS:
+            assert config_parse.backend(doc, section.name) is not None
 
 
 def test_each_line_keeps_its_own_end_of_line() -> None:
     """LF, CRLF and a missing final LF are recorded per line."""
-    doc = cfgparse.parse(b"global\r\n    maxconn 1\n\nbackend b1")
+    doc = config_parse.parse(b"global\r\n    maxconn 1\n\nbackend b1")
     assert [(line.content, line.eol) for line in doc.lines] == [
         (b"global", b"\r\n"),
         (b"    maxconn 1", b"\n"),
@@ -65,9 +67,9 @@ def test_each_line_keeps_its_own_end_of_line() -> None:
 
 def test_empty_file_has_no_lines() -> None:
     """An empty file parses to nothing and renders to nothing."""
-    doc = cfgparse.parse(b"")
+    doc = config_parse.parse(b"")
     assert doc.lines == ()
-    assert cfgparse.render(doc) == b""
+    assert serialized(doc) == b""
 
 
 # -- words -----------------------------------------------------------------------------------------
@@ -94,7 +96,7 @@ def test_empty_file_has_no_lines() -> None:
 )
 def test_words_are_split_like_haproxy(content: bytes, words: tuple[str, ...]) -> None:
     """Lines split into words by HAProxy 2.6's shell-like rules."""
-    (line,) = cfgparse.parse(content + b"\n").lines
+    (line,) = config_parse.parse(content + b"\n").lines
     assert line.words == words
 
 
@@ -108,7 +110,7 @@ def test_words_are_split_like_haproxy(content: bytes, words: tuple[str, ...]) ->
 )
 def test_statement_end_is_recorded(content: bytes, tail: bytes) -> None:
     """body_end separates the statement from trailing blanks and the comment."""
-    (line,) = cfgparse.parse(content).lines
+    (line,) = config_parse.parse(content).lines
     assert line.content[line.body_end :] == tail
 
 
@@ -117,37 +119,31 @@ def test_statement_end_is_recorded(content: bytes, tail: bytes) -> None:
 
 def test_indented_headers_start_sections() -> None:
     """A section keyword starts a section whatever its indentation."""
-    doc = cfgparse.parse(b"  defaults\n    mode http\n\tbackend b1\n      server s1 a:1\n")
+    doc = config_parse.parse(b"  defaults\n    mode http\n\tbackend b1\n      server s1 a:1\n")
     assert [(s.keyword, s.start, s.end) for s in doc.sections] == [
         ("defaults", 0, 2),
         ("backend", 2, 4),
     ]
-    assert len(only_backend(cfgparse.render(doc)).servers) == 1
+    assert len(only_backend(serialized(doc)).servers) == 1
 
 
 def test_quoted_name_and_from_with_comment() -> None:
     """Quoted names and ``from <defaults> # comment`` headers are understood."""
     text = b'defaults named_defaults\n    balance first\nbackend "b1" from named_defaults # x\n'
-    section = cfgparse.proxy_section(cfgparse.parse(text), "b1")
+    section = config_parse.proxy_section(config_parse.parse(text), "b1")
     assert section is not None
     assert (section.name, section.parent) == ("b1", "named_defaults")
     assert only_backend(text).balance == "first"
 
 
-def test_backend_names_lists_backends_and_listens_once() -> None:
-    """Frontends are not backends; duplicates appear once, in file order."""
-    text = b"frontend f1\nbackend b2\nlisten l1\nfrontend b3\nbackend b2\nbackend b1\n"
-    assert cfgparse.backend_names(cfgparse.parse(text)) == ("b2", "l1", "b1")
-
-
 def test_frontend_of_the_same_name_is_not_the_backend() -> None:
     """A frontend named like a backend is neither found nor a duplicate."""
-    doc = cfgparse.parse(b"frontend b1\n    bind :80\nbackend b1\n    server s1 a:1\n")
-    assert cfgparse.backend(doc, "f") is None
-    found = cfgparse.backend(doc, "b1")
+    doc = config_parse.parse(b"frontend b1\n    bind :80\nbackend b1\n    server s1 a:1\n")
+    assert config_parse.backend(doc, "f") is None
+    found = config_parse.backend(doc, "b1")
     assert found is not None
     assert found.problems == ()
-    assert cfgparse.backend(cfgparse.parse(b"frontend b1\n"), "b1") is None
+    assert config_parse.backend(config_parse.parse(b"frontend b1\n"), "b1") is None
 
 
 def test_comment_only_section_has_no_servers() -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import PermanentError, TransientError
-from reconciler.haproxy.store import FileStore
+from reconciler.adapters.config_store import FileStore
+from reconciler.core.errors import PermanentError, TransientError
 from tests.support.haproxy import (
     BackendSpec,
     HAProxyFactory,

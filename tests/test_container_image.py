@@ -192,7 +192,7 @@ def test_build_context_holds_what_the_build_copies(image: Image) -> None:
     for source in copied:
         assert (ROOT / source).exists(), source
         assert not ignored(source, patterns), source
-    assert not ignored("reconciler/haproxy/render.py", patterns)
+    assert not ignored("reconciler/core/next_config.py", patterns)
     for outside in (".venv/bin/python", ".git/HEAD", "tests/conftest.py"):
         assert ignored(outside, patterns), outside
     assert ignored("reconciler/__pycache__/cli.cpython-311.pyc", patterns)

@@ -19,20 +19,20 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
-from reconciler.apply import Outcome
-from reconciler.errors import PermanentError, TransientError
-from reconciler.loop import Controller, Schedule
-from reconciler.model import BackendPlan, Change, Plan, Row
-from reconciler.observability import Metrics, StatusServer
-from reconciler.reconcile import CycleResult, Ports, Verdicts
-from reconciler.settings import (
+from reconciler.adapters.status_server import StatusServer
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.model import BackendPlan, Change, CycleResult, Outcome, Plan, Row, Verdicts
+from reconciler.core.settings import (
     AwsSettings,
     Binding,
     ControllerSettings,
     HAProxySettings,
     Settings,
 )
-from reconciler.triggers import (
+from reconciler.loop import Controller, Schedule
+from reconciler.metrics import Metrics
+from reconciler.ports import Ports
+from reconciler.wakeups import (
     RECEIVE_MAX_BACKOFF,
     SqsReceiver,
     Wake,

@@ -19,12 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from reconciler import drift, drift_report
-from reconciler import plan as planner
-from reconciler.drift import CheckResult, DriftReport, DriftRow, RuntimeState, Status, Verdict
-from reconciler.errors import ConfigError
-from reconciler.haproxy import cfgedit
-from reconciler.model import (
+from reconciler import drift_table
+from reconciler.core import config_edit, drift
+from reconciler.core import plan as planner
+from reconciler.core.drift import CheckResult, DriftReport, DriftRow, RuntimeState, Status, Verdict
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import (
     ADMIN_FDRAIN,
     ADMIN_FMAINT,
     LAUNCHING,
@@ -41,8 +41,8 @@ from reconciler.model import (
     RuntimeServer,
     ServerLine,
 )
-from reconciler.reconcile import observe, run_cycle
-from reconciler.settings import Binding
+from reconciler.core.settings import Binding
+from reconciler.cycle import observe, run_cycle
 from tests.test_planning import (
     ASG,
     BACKEND,
@@ -118,7 +118,7 @@ class TestInSync:
         assert backend.status is Status.IN_SYNC
         assert [r.verdict for r in backend.rows] == [Verdict.OK, Verdict.OK, Verdict.UNMANAGED]
         assert report.in_sync
-        assert drift_report.exit_code(report) == drift_report.EXIT_IN_SYNC
+        assert drift_table.exit_code(report) == drift_table.EXIT_IN_SYNC
 
     def test_ok_row_carries_every_fact(self) -> None:
         """An ok row names the instance's ASG, EC2 and IP facts and the server's two sides."""
@@ -167,7 +167,7 @@ class TestInSync:
         assert row.runtime_state is RuntimeState.DOWN
         assert row.check is CheckResult.FAILED
         assert "L4CON" in row.detail
-        assert drift_report.exit_code(report) == drift_report.EXIT_IN_SYNC
+        assert drift_table.exit_code(report) == drift_table.EXIT_IN_SYNC
 
     def test_instance_that_does_not_serve_and_is_absent_is_excluded(self) -> None:
         """A Pending instance with no server is as it should be: excluded, not drift."""
@@ -195,7 +195,7 @@ class TestDrift:
         assert row.verdict is Verdict.MISSING
         assert row.server == server_name(4)
         assert where in row.detail
-        assert drift_report.exit_code(assess(world)) == drift_report.EXIT_DRIFT
+        assert drift_table.exit_code(assess(world)) == drift_table.EXIT_DRIFT
 
     @pytest.mark.parametrize(
         ("member", "reason"),
@@ -330,7 +330,7 @@ class TestDrift:
         assert "desired capacity is 2" in backend.held
         assert rows_of(world)[iid(1)].verdict is Verdict.HELD
         assert rows_of(world)[iid(4)].verdict is Verdict.EXCLUDED
-        assert drift_report.exit_code(report) == drift_report.EXIT_DRIFT
+        assert drift_table.exit_code(report) == drift_table.EXIT_DRIFT
 
     def test_instance_unknown_to_ec2_is_held_as_it_is(self) -> None:
         """
@@ -463,7 +463,7 @@ class TestRefused:
         assert backend.status is Status.REFUSED
         assert reason in (backend.refused or "")
         assert backend.rows == ()
-        assert drift_report.exit_code(report) == drift_report.EXIT_UNREADABLE
+        assert drift_table.exit_code(report) == drift_table.EXIT_UNREADABLE
 
     def test_refusal_wins_over_drift_in_the_exit_code(self) -> None:
         """One backend refused and one drifted: 1, since the report is incomplete."""
@@ -474,7 +474,7 @@ class TestRefused:
             ),
             runtime=True,
         )
-        assert drift_report.exit_code(report) == drift_report.EXIT_UNREADABLE
+        assert drift_table.exit_code(report) == drift_table.EXIT_UNREADABLE
 
 
 class TestReportShape:
@@ -651,7 +651,7 @@ def test_no_drift_row_exactly_when_the_cycle_has_nothing_to_do(
     rewritten = data
     if decided.lines is not None:
         managed = lambda name: binding.instance_of(name) is not None  # noqa: E731
-        rewritten = cfgedit.edit(data, BACKEND, managed, decided.lines)
+        rewritten = config_edit.edit(data, BACKEND, managed, decided.lines)
     holds = any(row.change is Change.HELD for row in decided.rows)
     work = bool(decided.steps) or decided.pending or decided.held is not None or rewritten != data
     work = work or holds
@@ -744,21 +744,21 @@ class TestJson:
 
     def test_report_follows_the_schema(self) -> None:
         """A varied report validates against ``JSON_SCHEMA`` and survives a JSON round trip."""
-        document = drift_report.to_json(varied_report())
-        validate(json.loads(json.dumps(document)), drift_report.JSON_SCHEMA)
+        document = drift_table.to_json(varied_report())
+        validate(json.loads(json.dumps(document)), drift_table.JSON_SCHEMA)
 
     def test_in_sync_file_mode_report_follows_the_schema(self) -> None:
         """Nulls for runtime fields are part of the schema too."""
         world = World(group(instance(4)), socket=False, content=config_with(file_line(4)))
-        document = drift_report.to_json(assess(world))
-        validate(document, drift_report.JSON_SCHEMA)
+        document = drift_table.to_json(assess(world))
+        validate(document, drift_table.JSON_SCHEMA)
         assert document["in_sync"] is True
         assert document["backends"][0]["rows"][0]["runtime_state"] is None
 
     def test_summary_counts_backends_and_rows(self) -> None:
         """The overall and per-backend summaries count statuses, drift rows and verdicts."""
-        document = drift_report.to_json(varied_report())
-        assert document["schema_version"] == drift_report.SCHEMA_VERSION
+        document = drift_table.to_json(varied_report())
+        assert document["schema_version"] == drift_table.SCHEMA_VERSION
         assert document["in_sync"] is False
         summary = document["summary"]
         assert summary == {
@@ -778,8 +778,8 @@ class TestJson:
 
     def test_validator_rejects_what_the_schema_forbids(self) -> None:
         """The schema check is not vacuous: an extra key, a bad enum and a missing key fail."""
-        document = drift_report.to_json(varied_report())
-        backends = drift_report.JSON_SCHEMA["properties"]["backends"]
+        document = drift_table.to_json(varied_report())
+        backends = drift_table.JSON_SCHEMA["properties"]["backends"]
         row_schema = backends["items"]["properties"]["rows"]["items"]
         row = document["backends"][0]["rows"][0]
         validate(row, row_schema)
@@ -794,7 +794,7 @@ class TestJson:
 def render(report: DriftReport, *, width: int = 200, **console: Any) -> str:
     """The tables as printed on a console writing to a string."""
     out = Console(file=io.StringIO(), width=width, **console)
-    out.print(drift_report.tables(report))
+    out.print(drift_table.tables(report))
     assert isinstance(out.file, io.StringIO)
     return out.file.getvalue()
 
@@ -808,12 +808,12 @@ class TestTables:
 
     def test_no_escape_codes_with_no_color(self) -> None:
         """``NO_COLOR`` on a terminal: no colour and no bold either."""
-        system = drift_report.color_system({"NO_COLOR": "1"})
+        system = drift_table.color_system({"NO_COLOR": "1"})
         assert "\x1b" not in render(varied_report(), force_terminal=True, color_system=system)
 
     def test_colour_on_a_terminal(self) -> None:
         """On a colour terminal the verdicts are coloured."""
-        system = drift_report.color_system({"NO_COLOR": ""})
+        system = drift_table.color_system({"NO_COLOR": ""})
         assert system == "auto"
         assert "\x1b[" in render(varied_report(), force_terminal=True, color_system="standard")
 

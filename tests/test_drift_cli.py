@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from reconciler import drift_report
+from reconciler import drift_table
 from reconciler.cli import app
 from tests.support.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
 from tests.support.moto import REGION, Cloud
@@ -48,12 +48,12 @@ def test_exit_codes_follow_the_state(cloud: Cloud, haproxy: HAProxyProcess, tmp_
     config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
     cloud.create_group(ASG, 2)
     code, output = run("drift", "--config", config)
-    assert code == drift_report.EXIT_DRIFT, output
+    assert code == drift_table.EXIT_DRIFT, output
     assert "2 drifted: 2 missing" in output
     assert "\x1b" not in output
     assert run("--once", "--config", config)[0] == 0
     code, output = run("drift", "--config", config)
-    assert code == drift_report.EXIT_IN_SYNC, output
+    assert code == drift_table.EXIT_IN_SYNC, output
     assert "overall: in sync (1 backend)" in output
 
 
@@ -62,15 +62,15 @@ def test_json_follows_the_schema(cloud: Cloud, haproxy: HAProxyProcess, tmp_path
     config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
     cloud.create_group(ASG, 1)
     code, output = run("drift", "--config", config, "--json")
-    assert code == drift_report.EXIT_DRIFT
-    validate(json.loads(output), drift_report.JSON_SCHEMA)
+    assert code == drift_table.EXIT_DRIFT
+    validate(json.loads(output), drift_table.JSON_SCHEMA)
 
 
 def test_missing_group_exits_1(cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path) -> None:
     """The group does not exist: the backend is refused with the reason, exit 1."""
     config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
     code, output = run("drift", "--config", config)
-    assert code == drift_report.EXIT_UNREADABLE
+    assert code == drift_table.EXIT_UNREADABLE
     assert "REFUSED" in output
 
 

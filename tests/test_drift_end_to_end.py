@@ -15,11 +15,13 @@ from dataclasses import dataclass, replace
 
 import pytest
 
-from reconciler import drift, drift_report
+from reconciler import drift_table
 from reconciler.cli import build_ports
-from reconciler.drift import DriftReport, DriftRow, RuntimeState, Status, Verdict
-from reconciler.reconcile import Ports, observe, run_cycle
-from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.core import drift
+from reconciler.core.drift import DriftReport, DriftRow, RuntimeState, Status, Verdict
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.cycle import observe, run_cycle
+from reconciler.ports import Ports
 from tests.support.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
 from tests.support.moto import REGION, Cloud
 from tests.test_drift import validate
@@ -97,7 +99,7 @@ class TestVerdicts:
         report = site.report()
         rows = site.rows()
         assert report.in_sync
-        assert drift_report.exit_code(report) == drift_report.EXIT_IN_SYNC
+        assert drift_table.exit_code(report) == drift_table.EXIT_IN_SYNC
         assert {rows[i].verdict for i in site.ids} == {Verdict.OK}
         assert rows[site.ids[0]].runtime_state is RuntimeState.UP
         assert rows[site.ids[0]].private_ip == site.cloud.serving(ASG)[site.ids[0]]
@@ -107,7 +109,7 @@ class TestVerdicts:
         new = site.scale_out()
         report = site.report()
         assert site.rows()[new].verdict is Verdict.MISSING
-        assert drift_report.exit_code(report) == drift_report.EXIT_DRIFT
+        assert drift_table.exit_code(report) == drift_table.EXIT_DRIFT
         site.converge()
         assert site.report().in_sync
 
@@ -168,7 +170,7 @@ class TestUnreadable:
         report = drift.assess(settings, observe(settings, build_ports(settings))[0])
         assert report.backends[0].status is Status.REFUSED
         assert "'no-such-asg' not found" in (report.backends[0].refused or "")
-        assert drift_report.exit_code(report) == drift_report.EXIT_UNREADABLE
+        assert drift_table.exit_code(report) == drift_table.EXIT_UNREADABLE
 
     def test_unreachable_runtime_is_refused(self, site: Site) -> None:
         """A socket nobody listens on: every backend refused with the socket's error."""
@@ -176,15 +178,15 @@ class TestUnreadable:
         settings = replace(site.settings, haproxy=hap)
         report = drift.assess(settings, observe(settings, build_ports(settings))[0])
         assert "cannot talk to the HAProxy runtime API" in (report.backends[0].refused or "")
-        assert drift_report.exit_code(report) == drift_report.EXIT_UNREADABLE
+        assert drift_table.exit_code(report) == drift_table.EXIT_UNREADABLE
 
 
 def test_json_of_a_drifted_site_follows_the_schema(site: Site) -> None:
     """A missing and a stale instance: the JSON validates and names both."""
     new = site.scale_out()
     site.cloud.terminate(site.ids[0])
-    document = json.loads(json.dumps(drift_report.to_json(site.report())))
-    validate(document, drift_report.JSON_SCHEMA)
+    document = json.loads(json.dumps(drift_table.to_json(site.report())))
+    validate(document, drift_table.JSON_SCHEMA)
     verdicts = {r["instance_id"]: r["verdict"] for r in document["backends"][0]["rows"]}
     assert verdicts[new] == "missing"
     assert verdicts[site.ids[0]] == "stale"

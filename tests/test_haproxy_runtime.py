@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.errors import PermanentError, TransientError
-from reconciler.haproxy.runtime import (
+from reconciler.adapters.haproxy_socket import (
     IncompleteReadError,
     RuntimeSocket,
     ServerStats,
@@ -20,7 +19,8 @@ from reconciler.haproxy.runtime import (
     parse_servers_state,
     parse_stat,
 )
-from reconciler.model import RuntimeServer, ServerLine
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.model import RuntimeServer, ServerLine
 from tests.support.haproxy import (
     HEALTH_CHECK,
     BackendSpec,

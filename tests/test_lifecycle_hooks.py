@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from reconciler.aws.clients import AwsClients, CallCounts
-from reconciler.aws.lifecycle import AwsLifecycle
-from reconciler.aws.membership import AwsMembership
-from reconciler.errors import PermanentError, TransientError
-from reconciler.model import LifecycleAction, LifecycleHook, LifecycleResult
+from reconciler.adapters.aws.clients import AwsClients, CallCounts
+from reconciler.adapters.aws.lifecycle import AwsLifecycle
+from reconciler.adapters.aws.membership import AwsMembership
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.model import LifecycleAction, LifecycleHook, LifecycleResult
 from tests.support.haproxy import (
     HEALTH_CHECK,
     BackendSpec,

@@ -1,4 +1,4 @@
-"""Message classification: every real sample, hand-built shapes, logging, scope, and no crashes."""
+"""Message classification: every real sample, hand-built shapes, logging fields, and no crashes."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler import messages
-from reconciler.messages import Delivery, Kind, Trigger
+from reconciler.core import messages
+from reconciler.core.messages import Delivery, Kind, Trigger
 
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "aws-messages"
@@ -707,22 +707,6 @@ def test_untrusted_claim_is_cut_short() -> None:
 # -- logging ---------------------------------------------------------------------------------------
 
 
-def test_describe_scaling() -> None:
-    """One line names kind, delivery, group, instance and event."""
-    trigger = Trigger(Kind.SCALING, Delivery.SNS, LAUNCH, group=ASG, instance_id=I1)
-    assert messages.describe(trigger) == (
-        f"kind=scaling delivery=sns group={ASG} instance={I1} event={LAUNCH}"
-    )
-
-
-def test_describe_quotes_values_with_spaces() -> None:
-    """A detail-type with spaces is quoted, so the line still splits into key=value pairs."""
-    trigger = Trigger(Kind.EVENTBRIDGE_EC2, Delivery.EVENTBRIDGE, "EC2 Instance x=1")
-    assert messages.describe(trigger) == (
-        'kind=eventbridge_ec2 delivery=eventbridge group=- instance=- event="EC2 Instance x=1"'
-    )
-
-
 def test_fields_show_optional_values_only_when_set() -> None:
     """Hook, origin, destination and the confirmation link appear only when the message had them."""
     plain = messages.fields(Trigger(Kind.NOT_JSON, Delivery.RAW))
@@ -741,39 +725,6 @@ def test_fields_show_optional_values_only_when_set() -> None:
     assert messages.fields(messages.classify(confirmation))["subscribe_url"] == "https://x/confirm"
 
 
-# -- scope -----------------------------------------------------------------------------------------
-
-
-def wake(group: str | None, *, delete_now: bool = False) -> Trigger:
-    """A trigger naming *group* (or none)."""
-    return Trigger(Kind.SCALING, Delivery.RAW, LAUNCH, group=group, delete_now=delete_now)
-
-
-@pytest.mark.parametrize(
-    ("triggers", "expected"),
-    [
-        pytest.param([], frozenset(), id="nothing"),
-        pytest.param([wake("a"), wake("b"), wake("a")], frozenset({"a", "b"}), id="named-groups"),
-        pytest.param([wake("a"), wake(None)], None, id="one-without-group-means-all"),
-        pytest.param([wake(None, delete_now=True), wake("a")], frozenset({"a"}), id="ack-ignored"),
-        pytest.param([wake("b", delete_now=True)], frozenset(), id="only-acknowledged"),
-    ],
-)
-def test_scope(triggers: list[Trigger], expected: frozenset[str] | None) -> None:
-    """Named groups are unioned, an unnamed wake-up means all, acknowledged messages ask nothing."""
-    assert messages.scope(triggers) == expected
-
-
-def test_scope_of_corpus_kinds() -> None:
-    """EC2 events and unknown bodies widen the scope to all; ASG messages keep it to theirs."""
-    asg = messages.classify(json.dumps(scaling()))
-    ec2 = messages.classify(eventbridge("aws.ec2", "EC2 Instance Rebalance Recommendation", {}))
-    test = messages.classify(json.dumps(scaling(Event=TEST)))
-    assert messages.scope([asg, test]) == frozenset({ASG})
-    assert messages.scope([asg, ec2]) is None
-    assert messages.scope([asg, messages.classify("hello")]) is None
-
-
 # -- properties ------------------------------------------------------------------------------------
 
 
@@ -790,7 +741,7 @@ def assert_well_formed(trigger: Trigger) -> None:
         assert trigger.untrusted is None
         assert re.fullmatch(r"i-([0-9a-f]{8}|[0-9a-f]{17})", trigger.interrupted)
     assert trigger.untrusted is None or trigger.untrusted.isprintable()
-    assert messages.describe(trigger)
+    assert messages.fields(trigger)
 
 
 JSON_SCALARS = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
@@ -900,16 +851,3 @@ def test_random_key_value_lines_never_raise(pairs: dict[str, str]) -> None:
     """Any "Key: Value" text classifies without raising."""
     text = "\n".join(f"{key}: {value}" for key, value in pairs.items())
     assert_well_formed(messages.classify(envelope(text)))
-
-
-@given(
-    st.lists(st.builds(wake, st.none() | st.text(min_size=1, max_size=5), delete_now=st.booleans()))
-)
-def test_scope_covers_every_wake_up(triggers: list[Trigger]) -> None:
-    """The scope is "all", or exactly the groups of the triggers that still ask for a cycle."""
-    result = messages.scope(triggers)
-    asking = [t for t in triggers if not t.delete_now]
-    if result is None:
-        assert any(t.group is None for t in asking)
-    else:
-        assert result == {t.group for t in asking}

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from reconciler import drift_report, logs, report
-from reconciler.aws.clients import AwsClients
-from reconciler.aws.inbox import SqsInbox
-from reconciler.drift import BackendDrift, DriftReport, DriftRow, Verdict
-from reconciler.model import BackendPlan, Change, Plan, Row
+from reconciler import drift_table, logs, plan_table
+from reconciler.adapters.aws.clients import AwsClients
+from reconciler.adapters.aws.inbox import SqsInbox
+from reconciler.core.drift import BackendDrift, DriftReport, DriftRow, Verdict
+from reconciler.core.model import BackendPlan, Change, Plan, Row
 from tests.support.haproxy import HAProxyFactory, HTTPBackends
 from tests.support.moto import Cloud
 from tests.support.stack import RECONCILE, Stack, build_stack
@@ -66,7 +66,7 @@ def test_hostile_message_body_stays_on_its_log_line(
     """
     lines = receive_logged(cloud, queue_url, "text", capsys)
     assert len(lines) == 2, lines
-    assert all(" INFO reconciler.aws.inbox: message received " in line for line in lines)
+    assert all(" INFO reconciler.adapters.aws.inbox: message received " in line for line in lines)
     assert not any(line.startswith("2026-01-01") for line in lines)
     (body,) = [line for line in lines if " body=" in line]
     assert ' body="hello\\n2026-01-01 00:00:00,000 ERROR' in body
@@ -158,7 +158,7 @@ def test_plan_tables_print_markup_in_data_literally() -> None:
             BackendPlan("web", "web[/]", refused=f"group {MARKUP} not found"),
         )
     )
-    text = rendered(report.plan_tables(plan, title=f"plan {MARKUP}"))
+    text = rendered(plan_table.plan_tables(plan, title=f"plan {MARKUP}"))
     assert f"reason {MARKUP} \\x1b[2J\\x07" in text
     assert f"grp{MARKUP}" in text
     assert f"group {MARKUP} not found" in text
@@ -191,7 +191,7 @@ def test_drift_tables_print_markup_in_data_literally() -> None:
         ),
         runtime=True,
     )
-    text = rendered(drift_report.tables(found))
+    text = rendered(drift_table.tables(found))
     for expected in (f"detail {MARKUP}", f"grp{MARKUP}", f"refused {MARKUP}", f"held {MARKUP}"):
         assert expected in text
     assert f"L7STS {MARKUP}" in text

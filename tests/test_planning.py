@@ -17,9 +17,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from reconciler import plan as planner
-from reconciler.haproxy import cfgparse
-from reconciler.model import (
+from reconciler.core import config_parse
+from reconciler.core import plan as planner
+from reconciler.core.model import (
     ADMIN_FDRAIN,
     ADMIN_FMAINT,
     CHECK_CONFIGURED,
@@ -37,8 +37,9 @@ from reconciler.model import (
     RuntimeServer,
     StepKind,
 )
-from reconciler.reconcile import Ports, observe, run_cycle
-from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.cycle import observe, run_cycle
+from reconciler.ports import Ports
 from tests.fakes import FakeLifecycle, FakeMembership, FakeRuntime, FakeStore
 
 
@@ -159,7 +160,7 @@ class World:
 
     def file_servers(self) -> dict[str, str]:
         """Managed servers in the file: name → address:port."""
-        section = cfgparse.backend(cfgparse.parse(self.store.content), BACKEND)
+        section = config_parse.backend(config_parse.parse(self.store.content), BACKEND)
         assert section is not None
         binding = self.settings.backends[0]
         return {

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.errors import PermanentError, TransientError
-from reconciler.haproxy.runtime import RuntimeSocket
+from reconciler.adapters.haproxy_socket import RuntimeSocket
+from reconciler.core.errors import PermanentError, TransientError
 from tests.support.faulty_socket import Close, FaultyProxy, Garble, Refuse, Trickle, Truncate
 from tests.support.haproxy import (
     HEALTH_CHECK,

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from reconciler import settings
-from reconciler.errors import ConfigError
+from reconciler.adapters import settings_file
+from reconciler.core import settings
+from reconciler.core.errors import ConfigError
 
 
 VALID = """
@@ -43,13 +44,13 @@ def write(tmp_path: Path, text: str) -> Path:
 def problems_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> tuple[str, ...]:
     """The problems a ConfigError lists for *text*."""
     with pytest.raises(ConfigError) as caught:
-        settings.load(write(tmp_path, text), env or {})
+        settings_file.load(write(tmp_path, text), env or {})
     return caught.value.problems
 
 
 def test_valid_file_loads_every_key(tmp_path: Path) -> None:
     """Every documented key ends up in the frozen settings."""
-    loaded = settings.load(write(tmp_path, VALID), {})
+    loaded = settings_file.load(write(tmp_path, VALID), {})
     assert loaded.aws.region == "eu-west-1"
     assert loaded.haproxy.socket == Path("/run/haproxy/admin.sock")
     assert loaded.haproxy.check_command == "haproxy -c -f {path}"
@@ -62,7 +63,7 @@ def test_valid_file_loads_every_key(tmp_path: Path) -> None:
 def test_environment_overrides_single_sections(tmp_path: Path) -> None:
     """RECONCILER_<SECTION>_<KEY> wins over the file."""
     env = {"RECONCILER_HAPROXY_SOCKET": "/tmp/other.sock", "RECONCILER_AWS_REGION": "us-east-1"}
-    loaded = settings.load(write(tmp_path, VALID), env)
+    loaded = settings_file.load(write(tmp_path, VALID), env)
     assert loaded.haproxy.socket == Path("/tmp/other.sock")
     assert loaded.aws.region == "us-east-1"
 
@@ -73,18 +74,18 @@ def test_image_defaults_yield_to_the_file_and_to_overrides(tmp_path: Path) -> No
         "RECONCILER_DEFAULT_SERVER_LISTEN": "0.0.0.0:9100",
         "RECONCILER_DEFAULT_AWS_REGION": "us-east-1",
     }
-    loaded = settings.load(write(tmp_path, VALID), defaults)
+    loaded = settings_file.load(write(tmp_path, VALID), defaults)
     assert loaded.server.listen == "0.0.0.0:9100"
     assert loaded.aws.region == "eu-west-1"
-    in_file = settings.load(
+    in_file = settings_file.load(
         write(tmp_path, VALID + '[server]\nlisten = "127.0.0.1:8000"\n'), defaults
     )
     assert in_file.server.listen == "127.0.0.1:8000"
     overridden = {**defaults, "RECONCILER_SERVER_LISTEN": "127.0.0.2:8001"}
-    assert settings.load(write(tmp_path, VALID), overridden).server.listen == "127.0.0.2:8001"
+    assert settings_file.load(write(tmp_path, VALID), overridden).server.listen == "127.0.0.2:8001"
     # An empty override turns the listener off.
     off = {**defaults, "RECONCILER_SERVER_LISTEN": ""}
-    assert settings.load(write(tmp_path, VALID), off).server.listen is None
+    assert settings_file.load(write(tmp_path, VALID), off).server.listen is None
 
 
 def test_bad_image_default_names_its_variable(tmp_path: Path) -> None:
@@ -101,9 +102,9 @@ def test_bad_image_default_names_its_variable(tmp_path: Path) -> None:
 
 def test_config_path_resolution() -> None:
     """--config beats RECONCILER_CONFIG beats ./reconciler.toml."""
-    assert settings.config_path("a.toml", {"RECONCILER_CONFIG": "b.toml"}) == Path("a.toml")
-    assert settings.config_path(None, {"RECONCILER_CONFIG": "b.toml"}) == Path("b.toml")
-    assert settings.config_path(None, {}) == Path("reconciler.toml")
+    assert settings_file.config_path("a.toml", {"RECONCILER_CONFIG": "b.toml"}) == Path("a.toml")
+    assert settings_file.config_path(None, {"RECONCILER_CONFIG": "b.toml"}) == Path("b.toml")
+    assert settings_file.config_path(None, {}) == Path("reconciler.toml")
 
 
 @pytest.mark.parametrize(
@@ -147,7 +148,7 @@ def test_unparsable_toml_and_missing_file_are_config_errors(tmp_path: Path) -> N
     huge = VALID.replace("port = 80", "port = " + "9" * 5000)
     assert any("not valid TOML" in p for p in problems_of(tmp_path, huge))
     with pytest.raises(ConfigError, match="no such file"):
-        settings.load(tmp_path / "absent.toml", {})
+        settings_file.load(tmp_path / "absent.toml", {})
 
 
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler import settings
+from reconciler.core import settings
 from tests.support.haproxy import wait_for
 from tests.support.moto import Cloud
 from tests.support.stack import PROCESS_DEADLINE, Daemons, Notifications, Stack

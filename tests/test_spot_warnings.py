@@ -18,8 +18,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.model import AwsObservation, Group, Instance, Observation
-from reconciler.reconcile import Verdicts, judge_warnings, run_cycle
+from reconciler.core.model import AwsObservation, Group, Instance, Observation, Verdicts
+from reconciler.cycle import judge_warnings, run_cycle
 from tests.test_planning import (
     ASG,
     BACKEND,

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from reconciler.aws.clients import AwsClients, CallCounts
-from reconciler.aws.inbox import SqsInbox
-from reconciler.errors import ConfigError, PermanentError, ReconcilerError, TransientError
-from reconciler.messages import Delivery, Kind, Received
+from reconciler.adapters.aws.clients import AwsClients, CallCounts
+from reconciler.adapters.aws.inbox import SqsInbox
+from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError, TransientError
+from reconciler.core.messages import Delivery, Kind, Received
 from tests.support.moto import UNIMPLEMENTED, Cloud
 from tests.test_messages import ASG, I1, LAUNCH, scaling
 
@@ -205,7 +205,7 @@ def test_failed_entry_is_returned_not_raised(
     cloud.sqs.send_message(QueueUrl=queue_url, MessageBody="x")
     (item,) = receive_all(inbox, 1)
 
-    with caplog.at_level(logging.WARNING, logger="reconciler.aws.inbox"):
+    with caplog.at_level(logging.WARNING, logger="reconciler.adapters.aws.inbox"):
         failed = inbox.delete([item.receipt_handle, "bogus", item.receipt_handle])
 
     assert failed == ["bogus"]

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from reconciler.observability import Metrics, StatusServer
+from reconciler.adapters.status_server import StatusServer
+from reconciler.metrics import Metrics
 
 
-#: Short, so that the tests wait little; the daemon's default is in ``observability``.
+#: Short, so that the tests wait little; the daemon's default is in ``status_server``.
 REQUEST_TIMEOUT = 0.3
 MAX_CONNECTIONS = 4
 #: How long a test waits for something that must happen, before it fails.

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.adapters.config_store import FileStore
 from reconciler.cli import build_ports
-from reconciler.errors import TransientError
-from reconciler.haproxy import render, template
-from reconciler.haproxy.store import FileStore
-from reconciler.model import ServerLine
-from reconciler.reconcile import CycleResult, Ports, run_cycle
-from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.core import next_config, template
+from reconciler.core.errors import TransientError
+from reconciler.core.model import CycleResult, ServerLine
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.cycle import run_cycle
+from reconciler.ports import Ports
 from tests.support.haproxy import (
     HAProxyFactory,
     HAProxyProcess,
@@ -143,7 +144,9 @@ class Node:
     def is_template_output(self) -> bool:
         """The file is exactly the template rendered with the servers it holds."""
         data = self.haproxy.config_path.read_bytes()
-        return render.for_settings(self.settings).render(data, {}) == render.Rendering(data)
+        return next_config.for_settings(self.settings).render(data, {}) == next_config.Rendering(
+            data
+        )
 
     def new_worker(self, old_pid: int) -> bool:
         """A worker other than *old_pid* answers the admin socket."""
@@ -227,7 +230,8 @@ def test_scale_out_goes_through_the_runtime_without_a_reload(node: Node) -> None
     node.wait_answering(instances)
     assert node.haproxy.worker_pid() == worker
     assert (
-        len(render.current_lines(node.settings, node.haproxy.config_path.read_bytes())["api"]) == 3
+        len(next_config.current_lines(node.settings, node.haproxy.config_path.read_bytes())["api"])
+        == 3
     )
     assert node.is_template_output()
 

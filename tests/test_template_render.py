@@ -1,6 +1,6 @@
 """
-Template mode's pure parts: ``haproxy/template.py`` (the jinja2 rendering) and the two
-``FileRenderer``s of ``haproxy/render.py``, in particular the computed decision between "only the
+Template mode's pure parts: ``core/template.py`` (the jinja2 rendering) and the two
+``FileRenderer``s of ``core/next_config.py``, in particular the computed decision between "only the
 servers changed" (no reload) and "something else changed" (reload).
 """
 
@@ -14,10 +14,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from reconciler.errors import ConfigError
-from reconciler.haproxy import cfgedit, cfgparse, render, template
-from reconciler.model import ServerLine
-from reconciler.settings import AwsSettings, Binding, HAProxySettings, Settings
+from reconciler.core import config_edit, config_parse, next_config, template
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import ServerLine
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
+from tests.support.configs import proxy_names
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "haproxy.cfg.j2"
@@ -64,11 +65,11 @@ class TestTemplate:
     """``template.render``: variables, exact server text, errors."""
 
     def test_servers_are_the_in_place_editors_text(self) -> None:
-        """Each managed server is the whole line ``cfgedit.render_line`` writes."""
+        """Each managed server is the whole line ``config_edit.line_text`` writes."""
         lines = [api_line(1), replace(api_line(2), server_id=None)]
         text = rendered({"api": lines}).decode()
         for line in lines:
-            assert f"\n    {cfgedit.render_line(line)}\n" in text
+            assert f"\n    {config_edit.line_text(line)}\n" in text
 
     def test_variables(self) -> None:
         """Backends with their settings, the admin socket and the environment, unescaped."""
@@ -119,7 +120,7 @@ class TestTemplate:
     ) -> None:
         """Parsing a render gives back the very servers it was made from, in order."""
         data = rendered({"api": lines}, text=SHIPPED.read_text())
-        assert render.current_lines(settings_for(), data) == {"api": tuple(lines), "web": ()}
+        assert next_config.current_lines(settings_for(), data) == {"api": tuple(lines), "web": ()}
 
 
 class TestFromTemplate:
@@ -133,16 +134,16 @@ class TestFromTemplate:
         return copy
 
     @staticmethod
-    def renderer(path: Path, environ: Mapping[str, str] | None = None) -> render.FileRenderer:
+    def renderer(path: Path, environ: Mapping[str, str] | None = None) -> next_config.FileRenderer:
         """The renderer the settings with template *path* call for."""
-        return render.for_settings(settings_for(path), environ or {})
+        return next_config.for_settings(settings_for(path), environ or {})
 
     def test_only_new_servers_need_no_reload(self, path: Path) -> None:
         """Same template, settings and environment: the runtime API applies the change."""
         current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
         result = self.renderer(path).render(current, {"api": [api_line(1), api_line(2)]})
         assert not result.needs_reload
-        assert render.current_lines(settings_for(path), result.content)["api"] == (
+        assert next_config.current_lines(settings_for(path), result.content)["api"] == (
             api_line(1),
             api_line(2),
         )
@@ -150,7 +151,7 @@ class TestFromTemplate:
     def test_an_unchanged_file_renders_to_itself(self, path: Path) -> None:
         """With nothing to change the render is byte for byte the file: nothing is written."""
         current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
-        assert self.renderer(path).render(current, {}) == render.Rendering(current)
+        assert self.renderer(path).render(current, {}) == next_config.Rendering(current)
 
     def test_a_template_change_needs_a_reload(self, path: Path) -> None:
         """Any edit of the template outside the servers is applied by a reload."""
@@ -159,7 +160,9 @@ class TestFromTemplate:
         result = self.renderer(path).render(current, {})
         assert result.needs_reload
         assert b"timeout client 60s" in result.content
-        assert render.current_lines(settings_for(path), result.content)["api"] == (api_line(1),)
+        assert next_config.current_lines(settings_for(path), result.content)["api"] == (
+            api_line(1),
+        )
 
     def test_an_environment_change_needs_a_reload(self, path: Path) -> None:
         """A variable the template uses is part of the file, like the template itself."""
@@ -169,22 +172,22 @@ class TestFromTemplate:
         assert b"bind :8080\n" in moved.content
 
     def test_a_hand_edited_file_is_replaced_with_a_reload(self, path: Path) -> None:
-        """The file is the template's: a hand edit makes it differ from every render."""
+        """The file is the template's: a hand edit makes it differ from every next_config."""
         current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
         edited = current.replace(b"timeout server 30s", b"timeout server 1s")
-        assert self.renderer(path).render(edited, {}) == render.Rendering(current, True)
+        assert self.renderer(path).render(edited, {}) == next_config.Rendering(current, True)
 
     def test_the_first_file_needs_no_reload(self, path: Path) -> None:
-        """A missing (empty) file: no HAProxy runs from it, it starts from the first render."""
+        """A missing (empty) file: no HAProxy runs from it, it starts from the first next_config."""
         result = self.renderer(path).render(b"", {"api": [api_line(1)]})
         assert not result.needs_reload
-        assert f"    {cfgedit.render_line(api_line(1))}\n".encode() in result.content
+        assert f"    {config_edit.line_text(api_line(1))}\n".encode() in result.content
 
     def test_backends_not_given_keep_their_servers(self, path: Path) -> None:
         """A refused or held backend is absent from *lines* and keeps the file's servers."""
         current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
         result = self.renderer(path).render(current, {"web": []})
-        assert result == render.Rendering(current)
+        assert result == next_config.Rendering(current)
 
     def test_the_baseline_has_the_templates_sections_and_the_files_servers(
         self, path: Path
@@ -195,16 +198,16 @@ class TestFromTemplate:
         current = self.renderer(path).render(b"", {"api": [api_line(7)]}).content
         assert b"backend web" not in current
         path.write_text(SHIPPED.read_text())
-        document = cfgparse.parse(self.renderer(path).baseline(current))
-        assert cfgparse.backend_names(document) == ("api", "web")
-        api = cfgparse.backend(document, "api")
+        document = config_parse.parse(self.renderer(path).baseline(current))
+        assert proxy_names(document) == ("api", "web")
+        api = config_parse.backend(document, "api")
         assert api is not None
         assert [(s.name, s.server_id) for s in api.servers] == [(api_line(7).name, 7)]
 
     def test_the_first_baseline_is_the_template_without_servers(self, path: Path) -> None:
         """Before the first file, the planner reads the sections the template will write."""
-        document = cfgparse.parse(self.renderer(path).baseline(b""))
-        sections = [cfgparse.backend(document, name) for name in ("api", "web")]
+        document = config_parse.parse(self.renderer(path).baseline(b""))
+        sections = [config_parse.backend(document, name) for name in ("api", "web")]
         assert all(s is not None and not s.servers and not s.problems for s in sections)
 
     def test_a_broken_template_falls_back_to_the_file_for_planning(self, path: Path) -> None:
@@ -232,15 +235,15 @@ class TestInPlace:
     FILE = b"backend api\n    balance roundrobin\n    server manual 10.0.0.1:80 backup\n"
 
     def test_render_is_the_in_place_edit(self) -> None:
-        """Managed lines change through ``cfgedit``; no reload is asked for by the file itself."""
+        """Managed lines change through ``config_edit``; the file itself asks for no reload."""
         settings = settings_for(None)
-        result = render.for_settings(settings).render(self.FILE, {"api": [api_line(1)]})
-        expected = cfgedit.edit(self.FILE, "api", lambda n: n.startswith("api-"), [api_line(1)])
-        assert result == render.Rendering(expected)
+        result = next_config.for_settings(settings).render(self.FILE, {"api": [api_line(1)]})
+        expected = config_edit.edit(self.FILE, "api", lambda n: n.startswith("api-"), [api_line(1)])
+        assert result == next_config.Rendering(expected)
 
     def test_the_baseline_is_the_file(self) -> None:
         """The planner reads the user's own file."""
-        assert render.for_settings(settings_for(None)).baseline(self.FILE) == self.FILE
+        assert next_config.for_settings(settings_for(None)).baseline(self.FILE) == self.FILE
 
 
 @pytest.mark.parametrize(
@@ -249,4 +252,4 @@ class TestInPlace:
 )
 def test_bootstrapping(template_path: Path | None, current: bytes, expected: bool) -> None:
     """Only template mode before its first file has no HAProxy to read or reload."""
-    assert render.bootstrapping(settings_for(template_path), current) is expected
+    assert next_config.bootstrapping(settings_for(template_path), current) is expected

@@ -31,8 +31,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from reconciler.aws.errors import error_codes, explain, is_transient
-from reconciler.model import AwsObservation, Group, Instance, LifecycleHook
+from reconciler.adapters.aws.classify import error_codes, explain, is_transient
+from reconciler.core.model import AwsObservation, Group, Instance, LifecycleHook
 
 
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
         InstanceTypeDef,
     )
 
-    from reconciler.aws.clients import AwsClients
+    from reconciler.adapters.aws.clients import AwsClients
 
 #: DescribeAutoScalingGroups refuses more names with its default ``MaxRecords``.
 GROUP_NAMES_PER_CALL = 50

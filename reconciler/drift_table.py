@@ -29,7 +29,7 @@ from rich.segment import Segment
 from rich.style import Style
 from rich.text import Text
 
-from reconciler.drift import (
+from reconciler.core.drift import (
     BackendDrift,
     CheckResult,
     DriftReport,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal, overload
 import boto3
 from botocore.config import Config
 
-from reconciler.errors import ConfigError
+from reconciler.core.errors import ConfigError
 
 
 if TYPE_CHECKING:

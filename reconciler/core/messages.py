@@ -25,11 +25,11 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from reconciler.model import is_instance_id
+from reconciler.core.model import is_instance_id
 
 
 TEST_EVENT = "autoscaling:TEST_NOTIFICATION"
@@ -188,29 +188,6 @@ def fields(trigger: Trigger) -> dict[str, str]:
     return out
 
 
-def describe(trigger: Trigger) -> str:
-    """One ``key=value`` log line; values with spaces or quotes are JSON-quoted."""
-    return " ".join(f"{key}={_quoted(value)}" for key, value in fields(trigger).items())
-
-
-def scope(triggers: Iterable[Trigger]) -> frozenset[str] | None:
-    """
-    The Auto Scaling groups *triggers* ask to reconcile, or ``None`` for all of them.
-
-    A trigger that names no group (EC2 events, unknown bodies) means all. Triggers acknowledged at
-    once ask for no cycle at all, so none of them widens the scope; only such triggers, or none,
-    give the empty set.
-    """
-    groups: set[str] = set()
-    for trigger in triggers:
-        if trigger.delete_now:
-            continue
-        if trigger.group is None:
-            return None
-        groups.add(trigger.group)
-    return frozenset(groups)
-
-
 # -- shapes ----------------------------------------------------------------------------------------
 
 
@@ -357,10 +334,6 @@ def _group_of_resources(resources: object) -> str | None:
         return None
     names = (_group_of_arn(arn) for arn in resources if isinstance(arn, str))
     return next((name for name in names if name), None)
-
-
-def _quoted(value: str) -> str:
-    return value if _BARE_VALUE.fullmatch(value) else json.dumps(value)
 
 
 def _shown(value: object) -> str:

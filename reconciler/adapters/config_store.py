@@ -34,7 +34,7 @@ import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from reconciler.errors import PermanentError, TransientError
+from reconciler.core.errors import PermanentError, TransientError
 
 
 #: Seconds the check or reload command may run before it is killed.

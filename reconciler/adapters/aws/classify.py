@@ -1,11 +1,11 @@
 """
-What a failed AWS call means and what to do about it, for every adapter in ``reconciler.aws``.
+What a failed AWS call means and what to do about it, for every AWS adapter.
 
 botocore raises one ``ClientError`` for every refusal; only its code says whether the identity
 lacks a permission, the credentials are bad, AWS is throttling or failing, or the request itself
 was refused. ``explain`` sorts an exception into one of those causes and words the advice (which
 IAM action to allow, the credentials, the endpoint, waiting); each adapter decides what the cause
-means for it (a per-group error, or the error taxonomy of ``reconciler.errors``).
+means for it (a per-group error, or the error taxonomy of ``reconciler.core.errors``).
 
 The code sets cover Auto Scaling, EC2 and SQS (with the KMS codes of an encrypted queue). SQS
 answers in the JSON protocol with query compatibility: the legacy code is in ``Error.Code``, the

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
 
-from reconciler.model import ConfigBackend, ConfigServer
+from reconciler.core.model import ConfigBackend, ConfigServer
 
 
 #: Words that start a section in HAProxy 2.6, plus later ones (``crt-store``, ``healthcheck``,
@@ -207,16 +207,6 @@ def parse(data: bytes) -> Document:
         if directive == ".if":
             depth += 1
     return Document(tuple(lines), _sections(lines))
-
-
-def render(doc: Document) -> bytes:
-    """The bytes *doc* was parsed from."""
-    return b"".join(line.content + line.eol for line in doc.lines)
-
-
-def backend_names(doc: Document) -> tuple[str, ...]:
-    """The names of every ``backend`` and ``listen`` section, in file order, each once."""
-    return tuple(dict.fromkeys(s.name for s in doc.sections if s.keyword in PROXY_KEYWORDS))
 
 
 def proxy_section(doc: Document, name: str) -> Section | None:

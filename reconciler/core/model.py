@@ -481,3 +481,69 @@ class Observation:
     runtime_error: str | None = None
     #: Instances named by a current Spot interruption warning or rebalance recommendation.
     interrupted: frozenset[str] = frozenset()
+
+
+# -- what a cycle did ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What applying a plan did."""
+
+    #: One message per step, write or reload that failed.
+    errors: tuple[str, ...] = ()
+    #: Runtime commands that succeeded.
+    commands: int = 0
+    file_written: bool = False
+    reloaded: bool = False
+    #: Deletions HAProxy postponed (a connection arrived meanwhile); the next cycle retries.
+    deferred: tuple[str, ...] = ()
+    #: Lifecycle API calls made (completions and heartbeats).
+    lifecycle_calls: int = 0
+    #: Backends whose plan proved to come from an out-of-date read; their file sections stayed.
+    stale_reads: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """
+    What one cycle's read says about the instances interruption warnings named. An instance in
+    none of the sets cannot be judged yet: its group, or its description, could not be read.
+    """
+
+    #: Spot instances of a managed group: the warning may be true.
+    verified: frozenset[str] = frozenset()
+    #: In no managed group, although every managed group was read.
+    unmanaged: frozenset[str] = frozenset()
+    #: In a managed group, but DescribeInstances says it is no Spot instance.
+    not_spot: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class CycleResult:
+    """What one cycle decided and did."""
+
+    plan: Plan
+    #: ``None`` for a dry run.
+    outcome: Outcome | None
+    #: What the read says about the instances interruption warnings named.
+    interruptions: Verdicts = field(default_factory=Verdicts)
+    #: Backends whose servers the runtime API did not give completely, with the reason.
+    runtime_read_errors: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> tuple[str, ...]:
+        """Every refusal (of a backend or of one instance's values) and failure, one each."""
+        refused = tuple(f"{b.backend}: {b.refused}" for b in self.plan.refused)
+        rejected = tuple(f"{b.backend}: {r}" for b in self.plan.backends for r in b.rejected)
+        return refused + rejected + (self.outcome.errors if self.outcome else ())
+
+    @property
+    def ok(self) -> bool:
+        """Every backend was read and every change applied."""
+        return not self.errors
+
+    @property
+    def pending(self) -> bool:
+        """Warm-ups, drains or postponed deletions remain for a later cycle."""
+        return self.plan.pending or bool(self.outcome and self.outcome.deferred)

@@ -13,72 +13,12 @@ message is no fact, and only a Spot instance of a managed group can be interrupt
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
-from reconciler import apply, plan
-from reconciler.errors import TransientError
-from reconciler.haproxy import cfgparse, render
-from reconciler.model import ConfigBackend, Observation, Plan
-from reconciler.ports import ConfigStore, LifecycleApi, MembershipSource, RuntimeApi
-from reconciler.settings import Settings
-
-
-@dataclass(frozen=True)
-class Ports:
-    """The adapters a cycle works through."""
-
-    membership: MembershipSource
-    store: ConfigStore
-    #: ``None`` when no runtime socket is configured.
-    runtime: RuntimeApi | None
-    #: ``None`` when no backend completes lifecycle actions.
-    lifecycle: LifecycleApi | None = None
-
-
-@dataclass(frozen=True)
-class Verdicts:
-    """
-    What one cycle's read says about the instances interruption warnings named. An instance in
-    none of the sets cannot be judged yet: its group, or its description, could not be read.
-    """
-
-    #: Spot instances of a managed group: the warning may be true.
-    verified: frozenset[str] = frozenset()
-    #: In no managed group, although every managed group was read.
-    unmanaged: frozenset[str] = frozenset()
-    #: In a managed group, but DescribeInstances says it is no Spot instance.
-    not_spot: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class CycleResult:
-    """What one cycle decided and did."""
-
-    plan: Plan
-    #: ``None`` for a dry run.
-    outcome: apply.Outcome | None
-    #: What the read says about the instances interruption warnings named.
-    interruptions: Verdicts = field(default_factory=Verdicts)
-    #: Backends whose servers the runtime API did not give completely, with the reason.
-    runtime_read_errors: Mapping[str, str] = field(default_factory=dict)
-
-    @property
-    def errors(self) -> tuple[str, ...]:
-        """Every refusal (of a backend or of one instance's values) and failure, one each."""
-        refused = tuple(f"{b.backend}: {b.refused}" for b in self.plan.refused)
-        rejected = tuple(f"{b.backend}: {r}" for b in self.plan.backends for r in b.rejected)
-        return refused + rejected + (self.outcome.errors if self.outcome else ())
-
-    @property
-    def ok(self) -> bool:
-        """Every backend was read and every change applied."""
-        return not self.errors
-
-    @property
-    def pending(self) -> bool:
-        """Warm-ups, drains or postponed deletions remain for a later cycle."""
-        return self.plan.pending or bool(self.outcome and self.outcome.deferred)
+from reconciler import apply
+from reconciler.core import config_parse, next_config, plan
+from reconciler.core.errors import TransientError
+from reconciler.core.model import ConfigBackend, CycleResult, Observation, Verdicts
+from reconciler.core.settings import Settings
+from reconciler.ports import Ports
 
 
 def observe(
@@ -89,10 +29,10 @@ def observe(
     *interrupted* names the instances a current Spot warning is about (the loop tracks them).
     """
     data = ports.store.read()
-    document = cfgparse.parse(render.for_settings(settings).baseline(data))
+    document = config_parse.parse(next_config.for_settings(settings).baseline(data))
     config: dict[str, ConfigBackend] = {}
     for binding in settings.backends:
-        section = cfgparse.backend(document, binding.name)
+        section = config_parse.backend(document, binding.name)
         if section is not None:
             config[binding.name] = section
     hooked = {b.asg for b in settings.backends if b.complete_lifecycle_actions}
@@ -100,7 +40,7 @@ def observe(
         sorted({b.asg for b in settings.backends}), with_hooks=hooked
     )
     runtime = runtime_error = None
-    if ports.runtime is not None and not render.bootstrapping(settings, data):
+    if ports.runtime is not None and not next_config.bootstrapping(settings, data):
         try:
             runtime = ports.runtime.read_servers([b.name for b in settings.backends])
         except TransientError as exc:
@@ -132,12 +72,12 @@ def config_problems(settings: Settings, data: bytes) -> list[str]:
     Problems of the config file (in template mode: of the template) that make a backend
     unmanageable, for a check before running.
     """
-    document = cfgparse.parse(render.for_settings(settings).baseline(data))
+    document = config_parse.parse(next_config.for_settings(settings).baseline(data))
     runtime_mode = settings.haproxy.socket is not None
     found = (
         plan.section_problem(
             binding,
-            cfgparse.backend(document, binding.name),
+            config_parse.backend(document, binding.name),
             runtime_mode,
             str(settings.haproxy.template or settings.haproxy.config),
         )

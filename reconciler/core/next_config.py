@@ -5,7 +5,7 @@ How a cycle makes the next haproxy.cfg: edited in place, or rendered whole from 
 the managed servers some backends must now have, and return the next file and whether only a
 reload can apply it:
 
-- ``InPlace`` (no ``[haproxy] template``): ``cfgedit`` rewrites the managed ``server`` lines and
+- ``InPlace`` (no ``[haproxy] template``): ``config_edit`` rewrites the managed ``server`` lines and
   keeps every other byte; it never needs a reload by itself.
 - ``FromTemplate``: renders the whole file with ``template.render``. Whether anything besides the
   servers changed is computed, not guessed: the template is rendered a second time with the servers
@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.errors import ConfigError
-from reconciler.haproxy import cfgedit, cfgparse, template
-from reconciler.model import ServerLine
-from reconciler.settings import Settings
+from reconciler.core import config_edit, config_parse, template
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import ServerLine
+from reconciler.core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,9 @@ class InPlace:
 
     def _edit(self, content: bytes, backend: str, wanted: Sequence[ServerLine]) -> bytes:
         binding = self._settings.binding(backend)
-        return cfgedit.edit(content, backend, lambda n: binding.instance_of(n) is not None, wanted)
+        return config_edit.edit(
+            content, backend, lambda n: binding.instance_of(n) is not None, wanted
+        )
 
 
 class FromTemplate:
@@ -148,10 +150,10 @@ def current_lines(settings: Settings, data: bytes) -> dict[str, tuple[ServerLine
     quoting) was edited by hand and is left out: the file then differs from any render, so the
     template's own file replaces it with a reload.
     """
-    document = cfgparse.parse(data)
+    document = config_parse.parse(data)
     found: dict[str, tuple[ServerLine, ...]] = {}
     for binding in settings.backends:
-        section = cfgparse.backend(document, binding.name)
+        section = config_parse.backend(document, binding.name)
         servers = () if section is None else section.servers
         lines = (
             ServerLine(s.name, s.address, s.port, s.server_id, s.options)
@@ -163,9 +165,9 @@ def current_lines(settings: Settings, data: bytes) -> dict[str, tuple[ServerLine
 
 
 def _writable(line: ServerLine) -> bool:
-    """``cfgedit.render_line`` can write *line*."""
+    """``config_edit.line_text`` can write *line*."""
     try:
-        cfgedit.render_line(line)
+        config_edit.line_text(line)
     except ValueError:
         return False
     return True

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 
-from reconciler.haproxy import cfgparse
-from reconciler.model import ConfigBackend, ConfigServer, ServerLine
+from reconciler.core import config_parse
+from reconciler.core.model import ConfigBackend, ConfigServer, ServerLine
 
 
 DEFAULT_INDENT = b"    "
@@ -26,7 +26,7 @@ DEFAULT_INDENT = b"    "
 _PLAIN_WORD = re.compile(r"[^\s\x00-\x1f\x7f#$\\'\"]+")
 
 
-def render_line(line: ServerLine) -> str:
+def line_text(line: ServerLine) -> str:
     """The text of *line* in the file, without indentation or end of line."""
     for word in line.words():
         if not _PLAIN_WORD.fullmatch(word):
@@ -47,9 +47,9 @@ def edit(
     Raises ``ValueError`` when the backend is missing or cannot be managed, or *lines* is unfit
     (a name twice, a name *is_managed* rejects, a word that would need quoting).
     """
-    doc = cfgparse.parse(data)
-    found = cfgparse.backend(doc, backend)
-    section = cfgparse.proxy_section(doc, backend)
+    doc = config_parse.parse(data)
+    found = config_parse.backend(doc, backend)
+    section = config_parse.proxy_section(doc, backend)
     if found is None or section is None:
         msg = f"backend {backend!r}: no backend or listen section of that name"
         raise ValueError(msg)
@@ -93,7 +93,7 @@ def _rendered(
         if not is_managed(line.name):
             msg = f"backend {backend!r}: server {line.name!r} is not a managed name"
             raise ValueError(msg)
-        rendered[line.name] = (line, render_line(line).encode("utf-8"))
+        rendered[line.name] = (line, line_text(line).encode("utf-8"))
     return rendered
 
 
@@ -107,7 +107,7 @@ def _same(server: ConfigServer, line: ServerLine) -> bool:
     )
 
 
-def _rewritten(old: cfgparse.Line, text: bytes) -> bytes:
+def _rewritten(old: config_parse.Line, text: bytes) -> bytes:
     """*old* saying *text* instead, with its own indentation, tail and end of line."""
     tail = old.content[old.body_end :]
     # A comment glued to the last word would still be a comment, but keep the file readable.
@@ -116,8 +116,8 @@ def _rewritten(old: cfgparse.Line, text: bytes) -> bytes:
 
 
 def _anchor(
-    doc: cfgparse.Document,
-    section: cfgparse.Section,
+    doc: config_parse.Document,
+    section: config_parse.Section,
     found: ConfigBackend,
     managed: Sequence[ConfigServer],
 ) -> int:
@@ -135,7 +135,7 @@ def _anchor(
     return section.start
 
 
-def _indent(doc: cfgparse.Document, section: cfgparse.Section, anchor: int) -> bytes:
+def _indent(doc: config_parse.Document, section: config_parse.Section, anchor: int) -> bytes:
     """The indentation of a neighbour server line, else of a statement in the section."""
     if doc.lines[anchor].keyword == "server":
         return doc.lines[anchor].indent
@@ -144,6 +144,6 @@ def _indent(doc: cfgparse.Document, section: cfgparse.Section, anchor: int) -> b
     return statements[-1].indent if statements else DEFAULT_INDENT
 
 
-def _usual_eol(doc: cfgparse.Document) -> bytes:
+def _usual_eol(doc: config_parse.Document) -> bytes:
     """The end of line of the file's first line that has one (LF for a file without any)."""
     return next((line.eol for line in doc.lines if line.eol), b"\n")

@@ -14,18 +14,16 @@ absurdly large durations would otherwise reach a timer (a hot loop, or ``Overflo
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from reconciler.errors import ConfigError
-from reconciler.model import is_instance_id
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import is_instance_id
 
 
 DEFAULT_CONFIG_PATH = "reconciler.toml"
@@ -206,29 +204,6 @@ class Settings:
     def binding(self, name: str) -> Binding:
         """The binding of backend *name*."""
         return next(b for b in self.backends if b.name == name)
-
-
-# -- loading ---------------------------------------------------------------------------------------
-
-
-def config_path(explicit: str | None, environ: Mapping[str, str]) -> Path:
-    """The settings file: ``--config``, else ``RECONCILER_CONFIG``, else ``./reconciler.toml``."""
-    return Path(explicit or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
-
-
-def load(path: Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the file, apply overrides from *environ* and validate; raise ``ConfigError``."""
-    env = os.environ if environ is None else environ
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        msg = f"no such file; write one (see README) or point --config / {CONFIG_ENV} at it"
-        raise ConfigError([msg], str(path)) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"cannot read: {exc}"], str(path)) from None
-    except ValueError as exc:  # TOMLDecodeError, or an integer of more digits than Python reads
-        raise ConfigError([f"not valid TOML: {exc}"], str(path)) from None
-    return parse(raw, env, source=str(path))
 
 
 def parse(raw: Mapping[str, Any], environ: Mapping[str, str], source: str) -> Settings:

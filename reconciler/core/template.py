@@ -4,9 +4,9 @@ Render the whole haproxy.cfg from a jinja2 template (template mode); the only ji
 The template gets ``backends`` (one ``TemplateBackend`` per ``[[backend]]``, in order),
 ``admin_socket`` (``[haproxy] socket`` as text, or ``None``) and ``env`` (the environment given by
 the caller); the top-level ``haproxy.cfg.j2`` documents them for users. Each managed server is
-handed over as its whole ``server`` line from ``cfgedit.render_line``, so a server reads the same
+handed over as its whole ``server`` line from ``config_edit.line_text``, so a server reads the same
 in template mode as in a file edited in place, and reading the rendered file back with
-``cfgparse`` gives the very same ``ServerLine`` values.
+``config_parse`` gives the very same ``ServerLine`` values.
 
 Undefined variables are errors (``StrictUndefined``) rather than empty text that would only show
 as a strange ``haproxy -c`` message later; nothing is HTML-escaped; blocks and their indentation
@@ -23,10 +23,10 @@ from types import TracebackType
 
 import jinja2
 
-from reconciler.errors import ConfigError
-from reconciler.haproxy import cfgedit
-from reconciler.model import ServerLine
-from reconciler.settings import Settings
+from reconciler.core import config_edit
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import ServerLine
+from reconciler.core.settings import Settings
 
 
 # jinja2 names the code it compiles from a string so; its frames carry template line numbers.
@@ -69,7 +69,7 @@ def render(
             prefix=binding.server_prefix,
             options=" ".join(binding.server_options),
             servers=tuple(
-                cfgedit.render_line(line) for line in lines_by_backend.get(binding.name, ())
+                config_edit.line_text(line) for line in lines_by_backend.get(binding.name, ())
             ),
         )
         for binding in settings.backends

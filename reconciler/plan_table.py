@@ -17,8 +17,8 @@ from rich.console import RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from reconciler.core.model import BackendPlan, Change, Plan, Row
 from reconciler.logs import escaped
-from reconciler.model import BackendPlan, Change, Plan, Row
 
 
 _STYLES = {

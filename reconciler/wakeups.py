@@ -22,8 +22,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler import messages
-from reconciler.errors import ReconcilerError
+from reconciler.core import messages
+from reconciler.core.errors import ReconcilerError
 from reconciler.ports import Inbox
 
 

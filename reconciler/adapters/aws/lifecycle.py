@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from reconciler.aws.errors import Cause, error_codes, explain
-from reconciler.errors import PermanentError, TransientError
-from reconciler.model import LifecycleAction, LifecycleResult
+from reconciler.adapters.aws.classify import Cause, error_codes, explain
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.model import LifecycleAction, LifecycleResult
 
 
 if TYPE_CHECKING:
-    from reconciler.aws.clients import AwsClients
+    from reconciler.adapters.aws.clients import AwsClients
 
 COMPLETE = "autoscaling:CompleteLifecycleAction"
 HEARTBEAT = "autoscaling:RecordLifecycleActionHeartbeat"

@@ -46,8 +46,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
-from reconciler.haproxy import cfgedit
-from reconciler.model import (
+from reconciler.core import config_edit
+from reconciler.core.model import (
     LAUNCH_WAIT,
     LAUNCHING,
     TERMINATE_WAIT,
@@ -69,7 +69,7 @@ from reconciler.model import (
     ServerLine,
     StepKind,
 )
-from reconciler.settings import Binding, Settings
+from reconciler.core.settings import Binding, Settings
 
 
 #: Why a serving instance is drained while a Spot interruption warning names it.
@@ -662,7 +662,7 @@ def _as_written(server: ConfigServer) -> ServerLine | None:
         return None
     line = ServerLine(server.name, server.address, server.port, server.server_id, server.options)
     try:
-        cfgedit.render_line(line)
+        config_edit.line_text(line)
     except ValueError:
         return None
     return line

@@ -2,7 +2,7 @@
 The trigger queue: long-poll receive and batch delete. The only module that talks to SQS.
 
 A message is a wake-up, never an instruction: ``receive`` classifies each body
-(``reconciler.messages``) so the caller can log it, pick the groups to reconcile and delete
+(``reconciler.core.messages``) so the caller can log it, pick the groups to reconcile and delete
 harmless ones at once; everything else is deleted only after a cycle that started after
 ``Received.received_at`` has succeeded. A message that is never deleted comes back after the
 visibility timeout, which is how a failed cycle is retried and why losing track of one is harmless.
@@ -40,9 +40,9 @@ from botocore.exceptions import (
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.parsers import ResponseParserError
 
-from reconciler import messages
-from reconciler.aws.errors import Cause, error_codes, explain
-from reconciler.errors import ConfigError, PermanentError, ReconcilerError, TransientError
+from reconciler.adapters.aws.classify import Cause, error_codes, explain
+from reconciler.core import messages
+from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError, TransientError
 
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
         ReceiveMessageRequestTypeDef,
     )
 
-    from reconciler.aws.clients import AwsClients
+    from reconciler.adapters.aws.clients import AwsClients
 
 log = logging.getLogger(__name__)
 

@@ -56,9 +56,9 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from reconciler import plan
-from reconciler.errors import ConfigError
-from reconciler.model import (
+from reconciler.core import plan
+from reconciler.core.errors import ConfigError
+from reconciler.core.model import (
     BackendPlan,
     Change,
     ConfigServer,
@@ -68,7 +68,7 @@ from reconciler.model import (
     RuntimeServer,
     ServerLine,
 )
-from reconciler.settings import Binding, Settings
+from reconciler.core.settings import Binding, Settings
 
 
 class Verdict(enum.Enum):

@@ -44,8 +44,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from reconciler.errors import PermanentError, TransientError
-from reconciler.model import RuntimeObservation, RuntimeServer, ServerLine
+from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.model import RuntimeObservation, RuntimeServer, ServerLine
 
 
 #: Seconds one command may take, from connecting to the end of its reply.
