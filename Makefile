@@ -3,17 +3,31 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-SOURCES := reconciler tests demo $(wildcard bench)
+SOURCES := reconciler tests demo $(wildcard bench) $(wildcard harness)
 
-.PHONY: install haproxy tini lint test demo bench chaos clean
+.PHONY: install constraints haproxy tini lint test demo bench chaos clean
 
-$(STAMP): pyproject.toml
+# The dev and test tools (and all they pull in) at the versions in constraints.txt, so that a new
+# release of ruff, mypy, moto or hypothesis cannot turn `make lint` or `make test` red on its own;
+# pyproject.toml keeps ranges for users.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP) haproxy tini
+
+# Refresh the pins: the newest versions pyproject.toml allows, resolved in a throwaway venv. Then
+# `make test` (which reinstalls from the new pins) before committing constraints.txt.
+constraints:
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(PYTHON) -m venv "$$tmp" && \
+	"$$tmp/bin/pip" install --quiet --upgrade pip && \
+	"$$tmp/bin/pip" install --quiet -e '.[test]' && \
+	{ echo "# Dev and test toolchain pins, used by make (pip install -c). Refresh: make constraints"; \
+	  "$$tmp/bin/pip" freeze --exclude-editable; } > constraints.txt.new && \
+	mv constraints.txt.new constraints.txt
 
 # HAProxy 2.6 from Debian's packages when the machine has none.
 haproxy:
@@ -32,6 +46,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 test: install lint
 	$(BIN)/pytest -q -p no:cacheprovider

@@ -28,9 +28,9 @@ from bench import handlers
 from bench.profile import Profile
 from bench.stats import figure
 from bench.world import Lab, reloads, server_states, serving
-from tests.support.haproxy import wait_for
-from tests.support.moto import Cloud
-from tests.support.stack import GROUP, Notifications, Stack, asg_notification
+from harness.haproxy import wait_for
+from harness.moto import Cloud
+from harness.stack import GROUP, Notifications, Stack, asg_notification
 
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ sends requests through HAProxy the whole time (``bench.chaos_world``). Meanwhile
   (NotFound for its id, absent from filtered answers) while the group still lists it InService
   and Healthy (``Cloud.forget_instance``);
 - 5% of the controller's runtime API commands go wrong between it and HAProxy's admin socket
-  (``tests.support.faulty_socket``): replies cut short, dumps missing their version line or
+  (``harness.faulty_socket``): replies cut short, dumps missing their version line or
   their managed rows, connections closed with no reply, refused commands, slow and trickling
   replies;
 - the controller is SIGKILLed at random moments and restarted; HAProxy is reloaded from outside.
@@ -71,7 +71,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import pytest
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -79,6 +78,7 @@ from rich.table import Table
 from bench.chaos_scenario import generate
 from bench.chaos_verdict import Invariant, judge, log_records
 from bench.chaos_world import INITIAL_SIZE, Chaos, running
+from harness import HarnessError
 
 
 EXIT_OK = 0
@@ -268,8 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with running(directory, binary, scenario) as chaos:
             chaos.play()
             chaos.settle()
-    # A part that did not start or answer in time (wait_for fails the way a test fails).
-    except (pytest.fail.Exception, OSError, subprocess.SubprocessError) as exc:
+    # A part that did not start or answer in time, or answered what no working part answers.
+    except (HarnessError, OSError, subprocess.SubprocessError) as exc:
         console.print(f"the run broke down: {exc!r}; its files: {directory}", highlight=False)
         return EXIT_BROKEN
     invariants = judge(chaos, binary)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from tests.support.haproxy import DEADLINE, HAProxyProcess
+from harness.haproxy import DEADLINE, HAProxyProcess
 
 
 #: How often the watcher looks at the file; the controller writes at most a few times a second.

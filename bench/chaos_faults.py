@@ -11,7 +11,7 @@ What ``bench.chaos`` does to AWS, to the notifications and to HAProxy's runtime 
   delivers them: some dropped, some twice, each one late by a random delay (which shuffles their
   order), with malformed bodies and forged Spot warnings mixed in. Decisions are made by the
   caller's thread from a seeded RNG; a thread only sends what was decided, when it is due.
-- ``RUNTIME_FAULTS``: what ``tests.support.faulty_socket.FaultyProxy``, between the controller
+- ``RUNTIME_FAULTS``: what ``harness.faulty_socket.FaultyProxy``, between the controller
   and HAProxy's admin socket, does to a share of the commands: replies cut short (as when a
   reload cuts a connection), dumps missing their version line or their managed rows, a
   connection closed with no reply (the command run or not), refused commands, slow and trickling
@@ -43,9 +43,9 @@ from moto.sqs.exceptions import SQSException
 from moto.sqs.responses import SQSResponse
 
 from bench.chaos_scenario import Forgery
-from tests.support.faulty_socket import Close, Fault, Garble, Refuse, Slow, Trickle, Truncate
-from tests.support.stack import BACKEND, GROUP, HAND_WRITTEN, Notifications, spot_warning
-from tests.test_messages import lifecycle
+from harness.faulty_socket import Close, Fault, Garble, Refuse, Slow, Trickle, Truncate
+from harness.messages import lifecycle
+from harness.stack import BACKEND, GROUP, HAND_WRITTEN, Notifications, spot_warning
 
 
 #: The moto services the controller calls, with the error class each one serialises in its own
@@ -111,7 +111,7 @@ class RandomFaults:
             if original is _ABSENT:
                 del owner.call_action
             else:
-                owner.call_action = original  # type: ignore[method-assign]
+                owner.call_action = original  # type: ignore[method-assign, assignment]
 
     def _wrap(self, owner: type[BaseResponse], original: Callable[..., Any]) -> Callable[..., Any]:
         """*owner*'s ``call_action`` (*original*), failing the requests ``_draw`` picks."""

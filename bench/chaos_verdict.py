@@ -16,14 +16,8 @@ from typing import Any
 
 from bench.chaos_checks import Departure, access_log, check_versions
 from bench.chaos_world import Chaos
-from tests.support.stack import BACKEND, SERVER_PREFIX
-from tests.test_lifecycle_hooks import (
-    COMPLETE,
-    LAUNCH_HOOK,
-    TERMINATE_HOOK,
-    calls,
-    released_after_drain,
-)
+from harness.lifecycle import COMPLETE, LAUNCH_HOOK, TERMINATE_HOOK, calls, released_after_drain
+from harness.stack import BACKEND, SERVER_PREFIX
 
 
 PASSING_CHECKS = frozenset({"L4OK", "L6OK", "L7OK", "L7OKC"})

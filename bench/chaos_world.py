@@ -46,8 +46,8 @@ from bench.chaos_checks import (
 )
 from bench.chaos_faults import RUNTIME_FAULTS, Courier, RandomFaults
 from bench.chaos_scenario import OPPOSITE, Disruption, Event, Forgery, Kind, Moment, Scenario
-from tests.support.faulty_socket import FaultyProxy
-from tests.support.haproxy import (
+from harness.faulty_socket import FaultyProxy
+from harness.haproxy import (
     HEALTH_CHECK,
     HAProxyProcess,
     HTTPBackend,
@@ -55,15 +55,11 @@ from tests.support.haproxy import (
     free_port,
     wait_for,
 )
-from tests.support.moto import (
-    LAUNCHING,
-    TERMINATING,
-    WAIT_STATES,
-    Cloud,
-    moto_environment,
-    moto_server,
-)
-from tests.support.stack import (
+from harness.lifecycle import COMPLETE, LAUNCH_HOOK, TERMINATE_HOOK, calls, serve, witness_haproxy
+from harness.load import Load
+from harness.messages import MALFORMED
+from harness.moto import LAUNCHING, TERMINATING, WAIT_STATES, Cloud, moto_environment, moto_server
+from harness.stack import (
     BACKEND,
     CHECK_TIMEOUT,
     GROUP,
@@ -74,16 +70,6 @@ from tests.support.stack import (
     Stack,
     Value,
 )
-from tests.test_daemon_end_to_end import MALFORMED
-from tests.test_lifecycle_hooks import (
-    COMPLETE,
-    LAUNCH_HOOK,
-    TERMINATE_HOOK,
-    calls,
-    serve,
-    witness_haproxy,
-)
-from tests.test_zero_downtime import Load
 
 
 #: The controller signs with this key, the harness with ``MOTO_KEY``: faults hit only the former.

@@ -54,11 +54,11 @@ from bench.world import (
     sleep_until,
     wait_master,
 )
+from harness.haproxy import HAProxyProcess, wait_for
+from harness.moto import Cloud
+from harness.stack import GROUP, Notifications, Stack, build_stack
 from reconciler.adapters.aws.clients import AwsClients
 from reconciler.adapters.aws.membership import AwsMembership
-from tests.support.haproxy import HAProxyProcess, wait_for
-from tests.support.moto import Cloud
-from tests.support.stack import GROUP, Notifications, Stack, build_stack
 
 
 #: Seconds between two looks at HAProxy's servers: the resolution of every latency.

@@ -4,8 +4,8 @@ servers, no I/O.
 
 The world is in memory: a config file of 10,000 managed servers (written by the controller's own
 editor), the running HAProxy holding the same servers (all up, check passed), and a group in which
-1 % of them were replaced since. The three stages are timed as a cycle runs them, through the test
-suite's fakes of the ports (``tests.fakes``):
+1 % of them were replaced since. The three stages are timed as a cycle runs them, through the
+in-memory fakes of the ports the tests of the core use too (``harness.fakes``):
 
 - parse: ``reconcile.observe`` (the file parsed, the managed backend extracted; the fakes' reads
   cost nothing);
@@ -22,6 +22,7 @@ from typing import Any
 
 from bench.profile import Profile
 from bench.stats import figure
+from harness.fakes import FakeMembership, FakeRuntime, FakeStore
 from reconciler.core import next_config, plan
 from reconciler.core.model import (
     CHECK_CONFIGURED,
@@ -35,7 +36,6 @@ from reconciler.core.model import (
 from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 from reconciler.cycle import observe
 from reconciler.ports import Ports
-from tests.fakes import FakeMembership, FakeRuntime, FakeStore
 
 
 BACKEND = "api"
@@ -82,7 +82,7 @@ def world(servers: int) -> tuple[Settings, Ports]:
         ServerLine(binding.server_name(i.instance_id), i.private_ip or "", PORT, n + 1, OPTIONS)
         for n, i in enumerate(old)
     ]
-    content = next_config.for_settings(settings).render(BASE_CONFIG, {BACKEND: lines}).content
+    content = next_config.EditInPlace(settings, BASE_CONFIG).next_file({BACKEND: lines}).content
     running = {
         line.name: RuntimeServer(
             backend=BACKEND,
@@ -128,11 +128,11 @@ def run(profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
     observed, data = observe(settings, ports)
     decided = plan.compute(settings, observed)
     lines = {b.backend: list(b.lines or ()) for b in decided.backends}
-    renderer = next_config.for_settings(settings)
+    renderer = next_config.EditInPlace(settings, data)
     stages = {
         "parse": lambda: observe(settings, ports),
         "plan": lambda: plan.compute(settings, observed),
-        "render": lambda: renderer.render(data, lines),
+        "render": lambda: renderer.next_file(lines),
     }
     runs = {name: timed(profile.cpu_repeats, work) for name, work in stages.items()}
     totals = [sum(parts) for parts in zip(*runs.values(), strict=True)]

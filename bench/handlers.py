@@ -2,7 +2,7 @@
 What keeps HAProxy in step with the group in each compared mode, started the same way for every
 benchmark, and the work each one reports.
 
-``start`` runs the real ``reconcile`` command as a controller (``tests.support.stack.Daemons``),
+``start`` runs the real ``reconcile`` command as a controller (``harness.stack.Daemons``),
 or ``bench/naive.py``; the returned ``Counts`` reads what it has done from its own reports (the
 controller's JSON log and ``/metrics``, the naive script's stats file), so nothing is counted from
 the outside except HAProxy's reloads (``bench.world.reloads``).
@@ -16,8 +16,8 @@ from typing import Any
 
 from bench.naive import NaiveHandler
 from bench.world import Lab, environment, reload_command
+from harness.stack import Daemon, Notifications, Stack, Value
 from reconciler.adapters import settings_file
-from tests.support.stack import Daemon, Notifications, Stack, Value
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from tests.support.haproxy import HAProxyProcess
+from harness.haproxy import HAProxyProcess
 
 
 #: Seconds a request may take before it counts as failed.

@@ -2,7 +2,7 @@
 Scale (issue 7, part 3): one cycle against a group of 1,000 and of 5,000 instances, the config
 file then holding as many managed servers.
 
-The cycle is the real one (``reconcile.run_cycle``) with the real adapters (``cli.build_ports``:
+The cycle is the real one (``reconcile.run_cycle``) with the real adapters (``runner.build_ports``:
 boto3 against moto, the file store with ``haproxy -c``, the runtime socket), run in this process
 with each adapter wrapped by ``Timed``, which adds up the wall and CPU time of its calls. So one
 cycle's wall time splits into:
@@ -35,14 +35,14 @@ from typing import Any, cast
 from bench.profile import Profile
 from bench.stats import figure
 from bench.world import Lab
+from harness.moto import Cloud
+from harness.stack import GROUP
 from reconciler.adapters import settings_file
 from reconciler.adapters.aws.clients import AwsClients
-from reconciler.cli import build_ports
 from reconciler.core import settings
 from reconciler.cycle import config_problems, run_cycle
 from reconciler.ports import Ports
-from tests.support.moto import Cloud
-from tests.support.stack import GROUP
+from reconciler.runner import build_ports
 
 
 #: Instances per /24 subnet: moto launches all of a group's instances in its first subnet, so

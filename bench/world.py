@@ -2,7 +2,7 @@
 Where the benchmarks run: an AWS account played by moto, real HAProxy processes, HTTP servers on
 the instances' loopback addresses and the real ``reconcile`` command, all on 127.0.0.0/8.
 
-The parts are the test suite's own (``tests.support``) with two differences that matter for
+The parts are the ``harness`` the test suite uses too, with two differences that matter for
 numbers:
 
 - moto runs as a child process (``python -m moto.server``), not in a thread of this process, so
@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from tests.support.haproxy import (
+from harness.haproxy import (
     BackendSpec,
     HAProxyFactory,
     HAProxyProcess,
@@ -35,8 +35,8 @@ from tests.support.haproxy import (
     free_port,
     wait_for,
 )
-from tests.support.moto import Cloud, use_moto_only
-from tests.support.stack import BACKEND, GROUP, HAND_WRITTEN, SERVER_PREFIX, Daemons, Stack
+from harness.moto import Cloud, use_moto_only
+from harness.stack import BACKEND, GROUP, HAND_WRITTEN, SERVER_PREFIX, Daemons, Stack
 
 
 #: Seconds moto or HAProxy's master may take to start answering.

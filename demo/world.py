@@ -5,8 +5,8 @@ loopback and all in one temp dir.
 ``running`` builds it in the order a real node starts (the group and its instances exist, the
 controller starts and renders ``haproxy.cfg`` from the shipped template, HAProxy starts from that
 file) and tears it down in reverse, whatever happens: an exception, Ctrl-C or SIGTERM. The parts
-are the test suite's own (``tests.support``), so the demo and the end-to-end tests drive the same
-code the same way.
+are the ``harness`` the end-to-end tests use too, so the demo and those tests drive the same code
+the same way.
 """
 
 from __future__ import annotations
@@ -27,16 +27,9 @@ from typing import Any
 
 from rich.console import Console
 
-from tests.support.haproxy import HAProxyProcess, HTTPBackends, free_port, wait_for
-from tests.support.moto import Cloud, moto_server, use_moto_only
-from tests.support.stack import (
-    GROUP,
-    PROCESS_DEADLINE,
-    RECONCILE,
-    Daemon,
-    Notifications,
-    Stack,
-)
+from harness.haproxy import HAProxyProcess, HTTPBackends, free_port, wait_for
+from harness.moto import Cloud, moto_server, use_moto_only
+from harness.stack import GROUP, PROCESS_DEADLINE, RECONCILE, Daemon, Notifications, Stack
 
 
 #: The template users start from, used as shipped: the demo shows what they would run.

@@ -6,7 +6,7 @@ Make before break: the planner lists a backend's additions before its removals a
 that order. The file is written after the runtime changes, without the servers HAProxy refused, so
 the file never claims a server the running HAProxy does not have. A failed step stops only that
 server's remaining steps; the next cycle re-plans from what HAProxy then reports. The next file
-is made by the ``FileRenderer`` the settings call for: edited in place, or rendered from a
+is made by the ``NextFileMaker`` the cycle's observation built: edited in place, or rendered from a
 template, which also asks for a reload when more than the servers changed.
 
 An ``add server`` that HAProxy calls a duplicate (the name or the id is taken) is no refusal: the
@@ -18,26 +18,24 @@ failed during it).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from reconciler.core import next_config
 from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError, TransientError
 from reconciler.core.model import BackendPlan, Outcome, Plan, RuntimeStep, ServerLine, StepKind
-from reconciler.core.settings import Settings
+from reconciler.core.next_config import NextFile, NextFileMaker
 from reconciler.ports import ConfigStore, LifecycleApi, RuntimeApi
 
 
 def execute(
-    settings: Settings,
     plan: Plan,
-    original: bytes,
+    maker: NextFileMaker,
     store: ConfigStore,
     runtime: RuntimeApi | None,
     lifecycle: LifecycleApi | None = None,
 ) -> Outcome:
     """
-    Apply *plan*; *original* is the file content the plan was computed from. Lifecycle actions
-    run last, only for backends whose every step succeeded and only if the file was written.
+    Apply *plan*, computed from what *maker* was made from. Lifecycle actions run last, only for
+    backends whose every step succeeded and only if the file was written (or needed no change).
     """
     active = [b for b in plan.backends if b.refused is None]
     runner = _StepRunner(runtime)
@@ -50,30 +48,11 @@ def execute(
         if b.lines is not None and b.backend not in runner.stale_reads
     }
     errors = list(runner.errors)
-    written = reloaded = False
+    new = _next_file(maker, lines, errors)
     needs_reload = runtime is None or any(b.needs_reload for b in active)
-    content: bytes | None = None
-    try:
-        rendering = next_config.for_settings(settings).render(original, lines)
-        content, needs_reload = rendering.content, needs_reload or rendering.needs_reload
-    except ConfigError as exc:
-        # The runtime changes stand; the file waits for a template that renders.
-        errors.append(str(exc))
-    if content is not None and content != original:
-        try:
-            store.write(original, content)
-            written = True
-        except PermanentError as exc:
-            errors.append(str(exc))
-    # Nothing runs from the file before template mode's first one, so there is nothing to reload.
-    if written and needs_reload and not next_config.bootstrapping(settings, original):
-        try:
-            store.reload()
-            reloaded = True
-        except PermanentError as exc:
-            errors.append(f"{exc} (the file was written; reload HAProxy to apply it)")
+    written, reloaded = _store(store, maker, new, needs_reload, errors)
     completed = 0
-    if lifecycle is not None and (written or content == original):
+    if lifecycle is not None and (written or (new is not None and new.content == maker.current)):
         for backend in active:
             if backend.backend not in runner.failed_backends:
                 completed += _lifecycle(backend, lifecycle, errors)
@@ -86,6 +65,47 @@ def execute(
         lifecycle_calls=completed,
         stale_reads=tuple(runner.stale_reads),
     )
+
+
+def _next_file(
+    maker: NextFileMaker, lines: Mapping[str, Sequence[ServerLine]], errors: list[str]
+) -> NextFile | None:
+    """The next file, or ``None`` (the error added to *errors*) when it cannot be made."""
+    try:
+        return maker.next_file(lines)
+    except ConfigError as exc:
+        # The runtime changes stand; the file waits for a template that renders.
+        errors.append(str(exc))
+        return None
+
+
+def _store(
+    store: ConfigStore,
+    maker: NextFileMaker,
+    new: NextFile | None,
+    needs_reload: bool,
+    errors: list[str],
+) -> tuple[bool, bool]:
+    """
+    Write *new* when it changes the file, then reload when the plan or the file needs it;
+    whether the file was written and whether HAProxy was reloaded.
+    """
+    if new is None or new.content == maker.current:
+        return False, False
+    try:
+        store.write(maker.current, new.content)
+    except PermanentError as exc:
+        errors.append(str(exc))
+        return False, False
+    # Nothing runs from the file before template mode's first one, so there is nothing to reload.
+    if not (needs_reload or new.needs_reload) or maker.bootstrapping:
+        return True, False
+    try:
+        store.reload()
+    except PermanentError as exc:
+        errors.append(f"{exc} (the file was written; reload HAProxy to apply it)")
+        return True, False
+    return True, True
 
 
 def _lifecycle(backend: BackendPlan, lifecycle: LifecycleApi, errors: list[str]) -> int:

@@ -2,9 +2,11 @@
 One reconcile cycle: observe everything, plan, apply.
 
 Nothing here depends on what woke the cycle: a message, a timer and ``--once`` all run the same
-function, which reads AWS, the config file and the running HAProxy afresh every time. A failure to
-read the file or to reach AWS at all raises ``TransientError`` (the caller retries with backoff); a
-failure that concerns some backends only refuses those backends in the plan.
+function, which reads AWS, the config file (with its template) and the running HAProxy afresh
+every time, each once: what observing decided about the next file (the template's render, whether
+a reload is due) goes on to apply with the plan. A failure to read the file raises
+``TransientError`` (the caller retries with backoff); a failure to read AWS or the runtime
+refuses the backends it concerns in the plan, and the next cycle reads them again.
 
 The instances that interruption warnings named are checked against what the cycle read: a
 message is no fact, and only a Spot instance of a managed group can be interrupted
@@ -17,6 +19,7 @@ from reconciler import apply
 from reconciler.core import config_parse, next_config, plan
 from reconciler.core.errors import TransientError
 from reconciler.core.model import ConfigBackend, CycleResult, Observation, Verdicts
+from reconciler.core.next_config import StoredConfig
 from reconciler.core.settings import Settings
 from reconciler.ports import Ports
 
@@ -25,11 +28,19 @@ def observe(
     settings: Settings, ports: Ports, interrupted: frozenset[str] = frozenset()
 ) -> tuple[Observation, bytes]:
     """
-    Read AWS, the config file and the runtime; also return the file bytes the plan edits.
+    Read AWS, the config file and the runtime; also return the file's bytes as read.
     *interrupted* names the instances a current Spot warning is about (the loop tracks them).
     """
-    data = ports.store.read()
-    document = config_parse.parse(next_config.for_settings(settings).baseline(data))
+    observed, maker = _observe(settings, ports, interrupted)
+    return observed, maker.current
+
+
+def _observe(
+    settings: Settings, ports: Ports, interrupted: frozenset[str]
+) -> tuple[Observation, next_config.NextFileMaker]:
+    """``observe``, returning the maker of the next file the cycle's apply goes on with."""
+    maker = next_config.for_cycle(settings, ports.store.read())
+    document = config_parse.parse(maker.sections)
     config: dict[str, ConfigBackend] = {}
     for binding in settings.backends:
         section = config_parse.backend(document, binding.name)
@@ -40,12 +51,12 @@ def observe(
         sorted({b.asg for b in settings.backends}), with_hooks=hooked
     )
     runtime = runtime_error = None
-    if ports.runtime is not None and not next_config.bootstrapping(settings, data):
+    if ports.runtime is not None and not maker.bootstrapping:
         try:
             runtime = ports.runtime.read_servers([b.name for b in settings.backends])
         except TransientError as exc:
             runtime_error = str(exc)
-    return Observation(groups, config, runtime, runtime_error, interrupted), data
+    return Observation(groups, config, runtime, runtime_error, interrupted), maker
 
 
 def judge_warnings(observed: Observation) -> Verdicts:
@@ -67,12 +78,12 @@ def judge_warnings(observed: Observation) -> Verdicts:
     return Verdicts(verified, unmanaged, not_spot)
 
 
-def config_problems(settings: Settings, data: bytes) -> list[str]:
+def config_problems(settings: Settings, stored: StoredConfig) -> list[str]:
     """
-    Problems of the config file (in template mode: of the template) that make a backend
+    Problems of the config file *stored* (in template mode: of the template) that make a backend
     unmanageable, for a check before running.
     """
-    document = config_parse.parse(next_config.for_settings(settings).baseline(data))
+    document = config_parse.parse(next_config.for_cycle(settings, stored).sections)
     runtime_mode = settings.haproxy.socket is not None
     found = (
         plan.section_problem(
@@ -94,11 +105,11 @@ def run_cycle(
     interrupted: frozenset[str] = frozenset(),
 ) -> CycleResult:
     """Observe, plan and (unless *dry_run*) apply once."""
-    observed, data = observe(settings, ports, interrupted)
+    observed, maker = _observe(settings, ports, interrupted)
     decided = plan.compute(settings, observed)
     verdicts = judge_warnings(observed)
     unread = observed.runtime.errors if observed.runtime is not None else {}
     if dry_run:
         return CycleResult(decided, None, verdicts, unread)
-    outcome = apply.execute(settings, decided, data, ports.store, ports.runtime, ports.lifecycle)
+    outcome = apply.execute(decided, maker, ports.store, ports.runtime, ports.lifecycle)
     return CycleResult(decided, outcome, verdicts, unread)

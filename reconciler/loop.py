@@ -11,7 +11,8 @@ A cycle runs when any of these comes due, whichever is first:
 - ``poll_interval`` after a cycle that left warm-ups or drains in progress;
 - ``resync_interval`` after the start of the last cycle, whatever happened: lost messages are
   corrected here, and it bounds every other wait, the backoff included;
-- after a failed cycle, a retry with capped exponential backoff and jitter.
+- after a failed cycle, a retry after the cycle-level backoff of ``reconciler.retry``
+  (exponential with jitter, at most ``max_backoff``).
 
 While backing off, a wake-up runs a cycle sooner only if it may concern a group that the failed
 cycle did succeed for (a message naming no group may concern any): one broken group (deleted, or
@@ -42,7 +43,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -50,11 +50,12 @@ from typing import Protocol
 
 from reconciler.core.errors import ReconcilerError
 from reconciler.core.model import CycleResult, Verdicts
+from reconciler.core.results import changed_rows
 from reconciler.core.settings import ControllerSettings, Settings
 from reconciler.cycle import run_cycle
-from reconciler.metrics import CallCounts, Metrics, changed_rows
 from reconciler.ports import Inbox, Ports
-from reconciler.wakeups import Wake, WakeSource, backoff
+from reconciler.retry import Backoff, random_factor
+from reconciler.wakeups import Wake, WakeSource
 
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,31 @@ class Cycle(Protocol):
         self, settings: Settings, ports: Ports, *, interrupted: frozenset[str]
     ) -> CycleResult:
         """Observe, plan and apply once, draining the *interrupted* instances where wanted."""
+        ...
+
+
+class CycleMetrics(Protocol):
+    """What the loop reports to: ``reconciler.metrics.Metrics`` in the controller."""
+
+    def record_cycle(self, seconds: float, result: CycleResult | None, error: str) -> None:
+        """Count a cycle that took *seconds*; *result* is ``None`` when it raised *error*."""
+        ...
+
+    def untrusted_warning(self, reason: str) -> None:
+        """Count an interruption warning not acted on, and why (``MALFORMED``...)."""
+        ...
+
+    def message_deleted(self, kind: str) -> None:
+        """Count a message of *kind* deleted after the cycle that covered it."""
+        ...
+
+
+class CallCount(Protocol):
+    """What the loop reads of the AWS call counter's figures for one operation."""
+
+    @property
+    def calls(self) -> int:
+        """Calls made so far."""
         ...
 
 
@@ -168,7 +194,7 @@ class Schedule:
         failures = 0 if failing == frozenset() else self.failures + 1
         retry = None
         if failures:
-            retry = ended + backoff(failures, config.max_backoff) * jitter
+            retry = ended + Backoff(config.max_backoff).seconds(failures, jitter)
         return replace(
             self,
             resync=started + config.resync_interval,
@@ -189,13 +215,13 @@ class Controller:
         settings: Settings,
         ports: Ports,
         wakeups: WakeSource,
-        metrics: Metrics,
+        metrics: CycleMetrics,
         *,
         inbox: Inbox | None = None,
         clock: Callable[[], float] = time.monotonic,
         cycle: Cycle = run_cycle,
-        api_calls: Callable[[], Mapping[str, CallCounts]] = dict,
-        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),  # noqa: S311 - not crypto
+        api_calls: Callable[[], Mapping[str, CallCount]] = dict,
+        jitter: Callable[[], float] = random_factor,
     ) -> None:
         """
         *inbox* receives the deletions of messages whose cycle succeeded; *clock* must be the
@@ -320,7 +346,7 @@ class Controller:
 
     def _distrust(self, wake: Wake, reason: str, why: str) -> None:
         """Report an interruption warning that changes nothing; the message is kept as a wake-up."""
-        self._metrics.untrusted_warnings.labels(reason).inc()
+        self._metrics.untrusted_warning(reason)
         log.warning(
             "untrusted interruption warning",
             extra={
@@ -354,7 +380,7 @@ class Controller:
             return 0
         deleted = [wake for _, wake in done if wake.handle not in failed]
         for wake in deleted:
-            self._metrics.messages_deleted.labels(wake.kind).inc()
+            self._metrics.message_deleted(wake.kind)
         return len(deleted)
 
     def _cycle_calls(self) -> int:

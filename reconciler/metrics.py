@@ -7,7 +7,8 @@ never share counters) and the time of the last successful cycle, from which ``/h
 with the reason.
 
 What a cycle reports is derived from its plan's rows: a server *changed* when its row says add,
-remove, address or options (warming and draining rows report progress); *desired* servers are
+remove, address or options (``core.results.changed_rows``; warming and draining rows report
+progress); *desired* servers are
 the group's serving instances; *actual* ones are the managed servers HAProxy has once the cycle is
 applied (draining ones included); *drift* counts the rows that were not unchanged when the cycle
 looked. A backend the cycle could not read keeps its last gauges.
@@ -15,11 +16,10 @@ looked. A backend the cycle could not read keeps its last gauges.
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from prometheus_client import (
     CollectorRegistry,
@@ -31,14 +31,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler.core.model import Change, CycleResult, Row
-
-
-if TYPE_CHECKING:
-    pass
-
-
-log = logging.getLogger(__name__)
+from reconciler.core.model import Change, CycleResult
+from reconciler.core.results import changed_rows
 
 
 class CallCounts(Protocol):
@@ -60,26 +54,6 @@ class CallCounts(Protocol):
         ...
 
 
-#: What a report row says about a server when the cycle changed it; the other changes report
-#: progress (warming, draining) or nothing to do.
-CHANGES = frozenset({Change.ADD, Change.REMOVE, Change.ADDRESS, Change.OPTIONS})
-
-
-def changed_rows(result: CycleResult) -> Iterator[tuple[str, Row]]:
-    """
-    The report rows of the servers a cycle changed (or tried to: a failed cycle's attempts are
-    included), each with its backend. A dry run changes nothing.
-    """
-    if result.outcome is None:
-        return
-    for backend in result.plan.backends:
-        if backend.refused or backend.held:
-            continue
-        for row in backend.rows:
-            if row.change in CHANGES:
-                yield backend.backend, row
-
-
 class Metrics:
     """Every metric the controller exports, plus the health verdict."""
 
@@ -93,6 +67,9 @@ class Metrics:
         """
         *stale_after*: seconds after the last successful cycle (or the start) when health turns
         bad; *api_calls* snapshots the AWS call counter at each scrape; *clock* is monotonic.
+
+        Long because it declares every metric the controller exports, one statement each: the
+        whole list reads in one place, as ``/metrics`` shows it.
         """
         self.registry = CollectorRegistry()
         self._stale_after = stale_after
@@ -195,6 +172,18 @@ class Metrics:
                 self._last_success = self._clock()
         if not error:
             self.last_success.set(time.time())
+
+    def untrusted_warning(self, reason: str) -> None:
+        """Count an interruption warning not acted on, and why."""
+        self.untrusted_warnings.labels(reason).inc()
+
+    def message_received(self, kind: str) -> None:
+        """Count an SQS message of *kind* received."""
+        self.messages_received.labels(kind).inc()
+
+    def message_deleted(self, kind: str) -> None:
+        """Count an SQS message of *kind* deleted."""
+        self.messages_deleted.labels(kind).inc()
 
     def _record_result(self, result: CycleResult) -> None:
         """Count what *result* changed; set the server gauges of every backend it could read."""

@@ -1,6 +1,7 @@
 """
-Reports of what a cycle decided and did: rich tables for people, JSON for scripts. Pure: these
-functions build renderables and dictionaries; ``cli`` prints them.
+Reports of what a run's cycles decided and did (``core.results.RunReport``): rich tables for
+people, JSON for scripts. Pure: these functions build renderables, lines and dictionaries; ``cli``
+prints them.
 
 Every string from outside (group names, reasons, HAProxy's and AWS's words) goes into a table as
 a ``Text``, never as a ``str``, which rich would parse as markup, and with its control characters
@@ -9,7 +10,7 @@ escaped, which a terminal would obey.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from rich.console import Group as RenderGroup
@@ -18,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from reconciler.core.model import BackendPlan, Change, Plan, Row
+from reconciler.core.results import RunReport
 from reconciler.logs import escaped
 
 
@@ -33,38 +35,6 @@ _STYLES = {
 }
 #: Rows sort by what matters most to a reader: changes first, unchanged last.
 _ORDER = {change: index for index, change in enumerate(_STYLES)}
-
-
-def merge(earlier: Plan | None, later: Plan) -> Plan:
-    """
-    Fold a later cycle's plan into an earlier one, for a report of several cycles (``--once``
-    waits for warm-ups and drains): a server keeps the change it first had and the latest reason,
-    and a server gone from the later plan keeps its last row.
-    """
-    if earlier is None:
-        return later
-    before = {b.backend: b for b in earlier.backends}
-    return Plan(tuple(_merge_backend(before.get(b.backend), b) for b in later.backends))
-
-
-def _merge_backend(earlier: BackendPlan | None, later: BackendPlan) -> BackendPlan:
-    if earlier is None or later.refused or later.held:
-        return later
-    old = {row.server: row for row in earlier.rows}
-    rows: dict[str, Row] = dict(old)
-    for row in later.rows:
-        first = old.get(row.server)
-        keep = first is not None and row.change in (Change.UNCHANGED, Change.WARMING, Change.ADD)
-        change = first.change if keep and first is not None else row.change
-        rows[row.server] = Row(row.server, row.instance_id, row.address, change, row.reason)
-    return BackendPlan(
-        backend=later.backend,
-        asg=later.asg,
-        steps=later.steps,
-        lines=later.lines,
-        pending=later.pending,
-        rows=tuple(rows.values()),
-    )
 
 
 def counts(backend: BackendPlan) -> dict[str, int]:
@@ -121,12 +91,22 @@ def sorted_rows(rows: Iterable[Row]) -> list[Row]:
     return sorted(rows, key=lambda r: (_ORDER[r.change], r.instance_id, r.server))
 
 
-def plan_json(plan: Plan, *, errors: Sequence[str] = (), **extra: Any) -> dict[str, Any]:
-    """The report as a JSON-ready dictionary (see the README for the schema)."""
+def totals_line(report: RunReport) -> str:
+    """What a run did, in one line."""
+    return (
+        f"{report.cycles} cycle(s), {report.commands} runtime command(s), "
+        f"{report.file_writes} file write(s), {report.reloads} reload(s)"
+    )
+
+
+def report_json(report: RunReport, *, dry_run: bool) -> dict[str, Any]:
+    """The report of a run as a JSON-ready dictionary (see the README for the schema)."""
+    plan = report.plan or Plan(())
     return {
-        **extra,
-        "ok": not errors,
-        "errors": list(errors),
+        "dry_run": dry_run,
+        **report.totals(),
+        "ok": not report.errors,
+        "errors": list(report.errors),
         "backends": [
             {
                 "backend": b.backend,

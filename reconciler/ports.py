@@ -15,6 +15,7 @@ from typing import Protocol
 
 from reconciler.core.messages import Received
 from reconciler.core.model import AwsObservation, LifecycleAction, RuntimeObservation, ServerLine
+from reconciler.core.next_config import StoredConfig
 
 
 class MembershipSource(Protocol):
@@ -69,10 +70,18 @@ class RuntimeApi(Protocol):
 
 
 class ConfigStore(Protocol):
-    """The managed haproxy.cfg and the command that reloads HAProxy."""
+    """
+    The managed haproxy.cfg, what it is made from (in template mode: the template and the
+    environment it sees), and the command that reloads HAProxy.
+    """
 
-    def read(self) -> bytes:
-        """The file's current bytes (``b""`` for a missing file in template mode)."""
+    def read(self) -> StoredConfig:
+        """
+        Everything a cycle makes the next file from, read now: the file's current bytes
+        (``b""`` for a missing file in template mode) and, in template mode, the template's text
+        with the environment, or the ``ConfigError`` saying why the template cannot be read.
+        Raises ``TransientError`` when the file cannot be read.
+        """
         ...
 
     def write(self, expected: bytes, new: bytes) -> None:

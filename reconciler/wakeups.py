@@ -8,14 +8,14 @@ is only a trigger, and its receipt handle rides along so the controller can dele
 cycle that started after it arrived has succeeded.
 
 The receiver thread never dies: whatever a poll or an early deletion raises is logged and the
-thread polls again after a capped, jittered backoff. A dead receiver would silently degrade the
-controller to resync-only, which no health check would notice.
+thread polls again after the cycle-level backoff of ``reconciler.retry`` (capped at
+``RECEIVE_MAX_WAIT``). A dead receiver would silently degrade the controller to resync-only,
+which no health check would notice.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,13 +25,10 @@ from typing import Protocol
 from reconciler.core import messages
 from reconciler.core.errors import ReconcilerError
 from reconciler.ports import Inbox
+from reconciler.retry import RECEIVE_MAX_WAIT, Backoff, random_factor
 
 
 log = logging.getLogger(__name__)
-#: Waits after failed receives double up to this many seconds.
-RECEIVE_MAX_BACKOFF = 30.0
-#: The first wait after a failure (a receive, or a cycle) is about this long.
-FIRST_BACKOFF = 1.0
 
 
 @dataclass(frozen=True)
@@ -147,7 +144,7 @@ class SqsReceiver:
         *,
         on_message: Callable[[messages.Received], None] = lambda _: None,
         on_delete: Callable[[messages.Received], None] = lambda _: None,
-        jitter: Callable[[], float] = lambda: random.uniform(0.5, 1.0),  # noqa: S311 - not crypto
+        jitter: Callable[[], float] = random_factor,
     ) -> None:
         """
         *on_message* / *on_delete* observe every message received / deleted at once; *jitter*
@@ -157,7 +154,7 @@ class SqsReceiver:
         self._wakeups = wakeups
         self._on_message = on_message
         self._on_delete = on_delete
-        self._jitter = jitter
+        self._backoff = Backoff(RECEIVE_MAX_WAIT, jitter=jitter)
         self._stopped = threading.Event()
         # Never joined: a 20 s long poll must not delay shutdown; close() makes it return empty.
         self._thread = threading.Thread(target=self._run, name="sqs-receiver", daemon=True)
@@ -191,7 +188,7 @@ class SqsReceiver:
 
     def _back_off(self, failures: int, what: str, exc: Exception) -> None:
         """Log *what* failed and wait before the next poll, unless stopped meanwhile."""
-        delay = backoff(failures, RECEIVE_MAX_BACKOFF) * self._jitter()
+        delay = self._backoff.after(failures)
         log.warning("%s, retrying in %.1fs: %s", what, delay, exc)
         self._wakeups.sleep_until(time.monotonic() + delay)
 
@@ -216,12 +213,3 @@ class SqsReceiver:
         for message in harmless:
             if message.receipt_handle not in failed:
                 self._on_delete(message)
-
-
-def backoff(failures: int, cap: float) -> float:
-    """
-    Seconds to wait (before jitter) after *failures* consecutive failures: ``FIRST_BACKOFF``
-    doubled per further failure, at most *cap*.
-    """
-    # The exponent is capped so that a very long outage never overflows a float.
-    return min(cap, FIRST_BACKOFF * 2.0 ** min(failures - 1, 30))

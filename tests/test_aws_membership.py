@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 
 import pytest
+from botocore.retries.standard import ExponentialBackoff
 
+from harness.moto import UNIMPLEMENTED, Cloud
 from reconciler.adapters.aws.clients import AwsClients, CallCounts
 from reconciler.adapters.aws.membership import AwsMembership
 from reconciler.core.errors import ConfigError
 from reconciler.core.model import Instance
-from tests.support.moto import UNIMPLEMENTED, Cloud
 
 
 pytestmark = pytest.mark.integration
@@ -25,9 +26,19 @@ def clients(cloud: Cloud) -> AwsClients:
     return AwsClients(max_attempts=1)
 
 
+@pytest.fixture
+def retrying_clients(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> AwsClients:
+    """
+    Clients as the controller builds them, botocore's retries included, whose waits between
+    attempts are cut to nothing: up to 3 s per throttled call would slow the suite for no gain.
+    """
+    monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda *_: 0.0)
+    return AwsClients()
+
+
 def membership(clients: AwsClients, **options: int) -> AwsMembership:
-    """The adapter with *options* and waits short enough for tests."""
-    return AwsMembership(clients, retry_backoff=0.01, retry_seconds=2.0, **options)
+    """The adapter with *options*."""
+    return AwsMembership(clients, **options)
 
 
 def counts(clients: AwsClients, action: str) -> CallCounts:
@@ -259,34 +270,67 @@ def test_filter_fallback_sends_at_most_200_ids_per_call(cloud: Cloud, clients: A
         pytest.param("DescribeInstances", "RequestLimitExceeded", 503, id="ec2-throttling"),
         pytest.param("DescribeInstances", "EC2ThrottledException", 400, id="ec2-throttled"),
         pytest.param("DescribeAutoScalingGroups", "InternalFailure", 500, id="asg-5xx"),
-        pytest.param("DescribeInstances", UNIMPLEMENTED, 500, id="ec2-html-page"),
     ],
 )
-def test_transient_failures_are_retried(
-    cloud: Cloud, clients: AwsClients, operation: str, code: str, status: int
+def test_transient_failures_are_retried_within_the_call(
+    cloud: Cloud, retrying_clients: AwsClients, operation: str, code: str, status: int
 ) -> None:
-    """Two transient failures in a row are retried and the read succeeds."""
+    """Two transient failures in a row: botocore's standard mode retries, the read succeeds."""
     cloud.create_group("web", 2)
     cloud.fail(operation, code, 2, status=status)
 
-    seen = membership(clients).read_groups(["web"])
+    seen = membership(retrying_clients).read_groups(["web"])
 
     assert seen.errors == {}
     assert all(i.serving for i in seen.groups["web"].instances)
     service = "autoscaling" if operation == "DescribeAutoScalingGroups" else "ec2"
-    assert counts(clients, f"{service}:{operation}") == CallCounts(calls=3, errors=2)
+    assert counts(retrying_clients, f"{service}:{operation}") == CallCounts(calls=1, retries=2)
 
 
-def test_botocore_absorbs_short_throttling_first(cloud: Cloud) -> None:
-    """With default clients, botocore's standard mode retries throttling inside one call."""
+def test_persistent_throttling_gives_up_after_the_attempt_budget(
+    cloud: Cloud, retrying_clients: AwsClients, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    Throttling that outlasts botocore's three attempts becomes a per-group error: the adapter
+    adds no retry of its own, and the environment cannot raise the bound.
+    """
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "10")
+    monkeypatch.setenv("AWS_RETRY_MODE", "legacy")
     cloud.create_group("web", 1)
-    cloud.fail("DescribeAutoScalingGroups", "Throttling", 2)
-    clients = AwsClients()
+    cloud.fail("DescribeAutoScalingGroups", "Throttling", 100)
 
-    seen = membership(clients).read_groups(["web"])
+    seen = membership(retrying_clients).read_groups(["web"])
 
+    assert seen.errors["web"].startswith("DescribeAutoScalingGroups failed (Throttling: ")
+    assert "AWS kept throttling" in seen.errors["web"]
+    assert counts(retrying_clients, DESCRIBE_GROUPS) == CallCounts(calls=1, retries=2, errors=1)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "failures", "advice"),
+    [
+        pytest.param("RequestLimitExceeded", 503, 3, "AWS kept throttling", id="throttled"),
+        # botocore retries no answer it cannot parse, such as a proxy's or emulator's HTML page.
+        pytest.param(UNIMPLEMENTED, 500, 1, "check AWS_ENDPOINT_URL", id="html-page"),
+    ],
+)
+def test_the_next_read_recovers_what_the_call_retries_did_not(
+    cloud: Cloud, retrying_clients: AwsClients, code: str, status: int, failures: int, advice: str
+) -> None:
+    """
+    A call that still fails after botocore's retries fails its groups for this read only: the
+    cycle-level retry reads again, and once AWS answers the group comes back whole.
+    """
+    cloud.create_group("web", 2)
+    cloud.fail("DescribeInstances", code, failures, status=status)
+    reader = membership(retrying_clients)
+
+    failed = reader.read_groups(["web"])
+    seen = reader.read_groups(["web"])
+
+    assert advice in failed.errors["web"]
     assert seen.errors == {}
-    assert counts(clients, DESCRIBE_GROUPS) == CallCounts(calls=1, retries=2)
+    assert all(i.serving for i in seen.groups["web"].instances)
 
 
 def test_denied_group_read_is_a_per_group_error_naming_the_permission(
@@ -323,20 +367,6 @@ def test_failed_instance_chunk_marks_only_the_groups_in_it(
         "allow ec2:DescribeInstances for this identity"
     }
     assert set(seen.groups) == {"api"}
-
-
-def test_persistent_throttling_gives_up_after_the_attempt_budget(
-    cloud: Cloud, clients: AwsClients
-) -> None:
-    """Throttling that outlasts the retries becomes a per-group error, after a bounded try."""
-    cloud.create_group("web", 1)
-    cloud.fail("DescribeAutoScalingGroups", "Throttling", 100)
-
-    seen = membership(clients, retry_attempts=3).read_groups(["web"])
-
-    assert seen.errors["web"].startswith("DescribeAutoScalingGroups failed (Throttling: ")
-    assert "AWS kept throttling" in seen.errors["web"]
-    assert counts(clients, DESCRIBE_GROUPS).calls == 3
 
 
 def test_html_error_page_is_a_per_group_error(cloud: Cloud, clients: AwsClients) -> None:

@@ -22,8 +22,7 @@ from hypothesis import strategies as st
 
 from reconciler.core import config_edit, config_parse
 from reconciler.core.model import ConfigServer, ServerLine
-from tests.support.configs import proxy_names, serialized
-from tests.test_config_editing import as_line, check_edit, desired_for, managed
+from tests.support.configs import as_line, check_edit, desired_for, managed, proxy_names, serialized
 
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "haproxy-configs"

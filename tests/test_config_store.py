@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.haproxy import BackendSpec, HAProxyFactory, HTTPBackends, basic_config, wait_for
 from reconciler.adapters.config_store import FileStore
-from reconciler.core.errors import PermanentError, TransientError
-from tests.support.haproxy import (
-    BackendSpec,
-    HAProxyFactory,
-    HTTPBackends,
-    basic_config,
-    wait_for,
-)
+from reconciler.core.errors import ConfigError, PermanentError, TransientError
+from reconciler.core.next_config import StoredConfig, Template
 
 
 def config(*servers: str) -> bytes:
@@ -61,6 +56,47 @@ def entries(directory: Path) -> set[str]:
 CLEAN = {"haproxy.cfg", ".haproxy.cfg.lock"}
 
 
+class TestReading:
+    """What a cycle makes the next file from, read afresh each time."""
+
+    def test_template_mode_reads_the_template_and_the_environment(
+        self, tmp_path: Path, cfg: Path
+    ) -> None:
+        """Each read takes the template and the environment as they are then."""
+        template = tmp_path / "haproxy.cfg.j2"
+        template.write_text("global\n")
+        environ = {"FRONTEND_BIND": ":80"}
+        store = FileStore(cfg, "true {path}", None, template=template, environ=environ)
+        assert store.read() == StoredConfig(OLD, Template("global\n", {"FRONTEND_BIND": ":80"}))
+        template.write_text("global\n    maxconn 10\n")
+        environ["FRONTEND_BIND"] = ":8080"
+        assert store.read().template == Template(
+            "global\n    maxconn 10\n", {"FRONTEND_BIND": ":8080"}
+        )
+
+    def test_the_environment_is_the_processes_by_default(
+        self, tmp_path: Path, cfg: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Without *environ* the template sees the controller's environment."""
+        template = tmp_path / "haproxy.cfg.j2"
+        template.write_text("global\n")
+        monkeypatch.setenv("FRONTEND_BIND", "127.0.0.1:8443")
+        read = FileStore(cfg, "true {path}", None, template=template).read().template
+        assert isinstance(read, Template)
+        assert read.environ["FRONTEND_BIND"] == "127.0.0.1:8443"
+
+    def test_an_unreadable_template_is_a_config_error_naming_it(
+        self, tmp_path: Path, cfg: Path
+    ) -> None:
+        """The file is still read: only the next file waits for a template that can be read."""
+        missing = tmp_path / "missing.j2"
+        read = FileStore(cfg, "true {path}", None, template=missing).read()
+        assert read.file == OLD
+        assert isinstance(read.template, ConfigError)
+        assert read.template.source == str(missing)
+        assert read.template.problems[0].startswith("cannot read the template: ")
+
+
 class TestWriting:
     """Successful writes."""
 
@@ -68,7 +104,7 @@ class TestWriting:
         """The file holds the new bytes under a new inode, and no temp file is left."""
         before = cfg.stat().st_ino
         store.write(OLD, NEW)
-        assert store.read() == NEW
+        assert store.read() == StoredConfig(NEW)
         assert cfg.stat().st_ino != before
         assert entries(cfg.parent) == CLEAN
 

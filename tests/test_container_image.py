@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.haproxy import DEADLINE, HAProxyFactory, HTTPBackends, free_port, wait_for
-from tests.support.moto import Cloud
+from harness.haproxy import DEADLINE, HAProxyFactory, HTTPBackends, free_port, wait_for
+from harness.moto import Cloud
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field, replace
 
 import pytest
 
+from harness.fakes import FakeInbox, FakeMembership, FakeStore, received
+from harness.messages import I1, I2, REBALANCE, SPOT, envelope, eventbridge, scaling
 from reconciler.adapters.status_server import StatusServer
 from reconciler.core.errors import PermanentError, TransientError
 from reconciler.core.model import BackendPlan, Change, CycleResult, Outcome, Plan, Row, Verdicts
@@ -32,26 +34,9 @@ from reconciler.core.settings import (
 from reconciler.loop import Controller, Schedule
 from reconciler.metrics import Metrics
 from reconciler.ports import Ports
-from reconciler.wakeups import (
-    RECEIVE_MAX_BACKOFF,
-    SqsReceiver,
-    Wake,
-    Wakeups,
-    backoff,
-    wake_of,
-)
-from tests.fake_inbox import FakeInbox, received
-from tests.fakes import FakeMembership, FakeStore
-from tests.test_messages import (
-    I1,
-    I2,
-    REBALANCE,
-    SPOT,
-    corpus_body,
-    envelope,
-    eventbridge,
-    scaling,
-)
+from reconciler.retry import RECEIVE_MAX_WAIT, Backoff
+from reconciler.wakeups import SqsReceiver, Wake, Wakeups, wake_of
+from tests.support.corpus import corpus_body
 
 
 GROUP = "api-asg"
@@ -336,9 +321,9 @@ def test_success_ends_the_backoff() -> None:
 
 def test_backoff_never_overflows() -> None:
     """Days of failures: the wait stays at the cap instead of overflowing a float."""
-    assert backoff(1, 60) == 1
-    assert backoff(5000, 60) == 60
-    assert backoff(5000, RECEIVE_MAX_BACKOFF) == RECEIVE_MAX_BACKOFF
+    assert Backoff(60).seconds(1, 1.0) == 1
+    assert Backoff(60).seconds(5000, 1.0) == 60
+    assert Backoff(RECEIVE_MAX_WAIT).seconds(5000, 0.5) == RECEIVE_MAX_WAIT / 2
 
 
 def test_while_backing_off_only_wakeups_for_the_broken_group_wait() -> None:

@@ -18,72 +18,25 @@ from typing import Any
 
 import pytest
 
-from tests.support.haproxy import wait_for
-from tests.support.moto import UNIMPLEMENTED, Cloud
-from tests.support.stack import (
-    BACKEND,
-    GROUP,
-    Daemon,
-    Daemons,
-    Notifications,
-    Stack,
-    asg_notification,
+from harness.haproxy import wait_for
+from harness.messages import MALFORMED
+from harness.moto import UNIMPLEMENTED, Cloud
+from harness.stack import BACKEND, GROUP, Daemon, Daemons, Notifications, Stack, asg_notification
+from tests.support.corpus import CORPUS
+from tests.support.daemon import (
+    DEADLINE,
+    controller,
+    sqs,
+    start_converged,
+    wait_deleted,
+    wait_for_woken_cycle,
+    woken_cycles,
 )
-from tests.test_messages import CORPUS
-
-
-#: The resync interval of tests in which only a message may explain a cycle.
-NEVER = 300
-#: Far beyond anything the tests wait for, far below any timeout of CI.
-DEADLINE = 20.0
-
-
-def controller(**values: float) -> dict[str, float]:
-    """``[controller]`` settings: nothing happens without a message unless *values* say so."""
-    return {"resync_interval": NEVER, "follow_up_delay": 1, "poll_interval": 0.2, **values}
-
-
-def sqs(queue: Notifications, **values: float) -> dict[str, Any]:
-    """``[sqs]`` settings for *queue*."""
-    return {"queue_url": queue.queue_url, **values}
-
-
-def start_converged(daemons: Daemons, stack: Stack, **sections: Any) -> Daemon:
-    """Start a controller and wait until HAProxy serves the group."""
-    daemon = daemons.start(stack, **sections)
-    wait_for(stack.converged, "the first convergence", DEADLINE)
-    return daemon
 
 
 def cycles_since(daemon: Daemon, count: int) -> list[dict[str, Any]]:
     """The summaries of the cycles after the first *count*."""
     return daemon.cycles()[count:]
-
-
-def deleted(daemon: Daemon) -> dict[str, float]:
-    """Messages the controller deleted so far, by kind."""
-    return {
-        dict(labels)["kind"]: value
-        for (name, labels), value in daemon.metrics().items()
-        if name == "reconciler_sqs_messages_deleted_total"
-    }
-
-
-def wait_deleted(daemon: Daemon, queue: Notifications, count: int) -> dict[str, float]:
-    """Wait until the controller deleted *count* messages; the queue is then empty."""
-    wait_for(lambda: sum(deleted(daemon).values()) >= count, f"{count} deletions", DEADLINE)
-    assert queue.depth() == 0
-    return deleted(daemon)
-
-
-def woken_cycles(daemon: Daemon) -> int:
-    """How many cycles saw new wake-ups so far."""
-    return len([c for c in daemon.cycles() if c["wakeups"]])
-
-
-def wait_for_woken_cycle(daemon: Daemon, woken: int) -> None:
-    """Wait until more than *woken* cycles saw new wake-ups."""
-    wait_for(lambda: woken_cycles(daemon) > woken, "a cycle for the message", DEADLINE)
 
 
 def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
@@ -258,26 +211,6 @@ def test_a_burst_of_100_messages_costs_a_few_cycles(
     assert sum(c["wakeups"] for c in burst) == 100
     assert daemon.metric("reconciler_sqs_messages_deleted_total", kind="scaling") == 100
     assert new in stack.admitted()
-
-
-MALFORMED = (
-    "not json at all",
-    "",
-    "[1, 2, 3]",
-    "[]",
-    "null",
-    '"a string"',
-    "{",
-    "[" * 50_000,
-    '{"Type": "Notification", "TopicArn": "arn:x", "Message": "not json"}',
-    '{"Type": "Notification", "TopicArn": "arn:x", "Message": "[1]"}',
-    '{"Type": "Notification", "TopicArn": "arn:x", "Message": 42}',
-    '{"Type": "Notification", "TopicArn": "arn:x"}',
-    '{"Type": "Surprise", "TopicArn": "arn:x", "Message": "{}"}',
-    '{"Event": "autoscaling:EC2_INSTANCE_LAUNCH", "AutoScalingGroupName": 7}',
-    '{"detail-type": 1, "source": "aws.ec2", "detail": []}',
-    "LifecycleTransition: autoscaling:EC2_INSTANCE_LAUNCHING\nAutoScalingGroupName: api-asg",
-)
 
 
 def test_harmless_messages_are_deleted_at_once_without_a_cycle(

@@ -2,15 +2,16 @@
 The drift report over fakes: one example per verdict, the agreement with the planner as a
 property, the JSON schema, the exit codes and the rendering without a terminal.
 
-Worlds come from tests/test_planning.py, so the report is checked against exactly the states the
-planner's own properties explore; ``reconcile.observe`` reads them, as in ``reconcile drift``.
+Worlds come from tests/support/worlds.py, as in tests/test_planning.py, so the report is checked
+against exactly the states the planner's own properties explore; ``reconcile.observe`` reads
+them, as in ``reconcile drift``.
 """
 
 from __future__ import annotations
 
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,7 +44,8 @@ from reconciler.core.model import (
 )
 from reconciler.core.settings import Binding
 from reconciler.cycle import observe, run_cycle
-from tests.test_planning import (
+from tests.support.schema import validate
+from tests.support.worlds import (
     ASG,
     BACKEND,
     CONFIG,
@@ -683,46 +685,6 @@ def _line_changes(current: ConfigServer | None, line: ServerLine | None) -> bool
 
 
 # -- JSON ------------------------------------------------------------------------------------------
-
-
-def validate(document: Any, schema: Mapping[str, Any], where: str = "$") -> None:
-    """
-    Fail unless *document* satisfies *schema*, for the JSON Schema keywords ``JSON_SCHEMA`` uses
-    (type, const, enum, minimum, required, properties, additionalProperties: false, items).
-    """
-    types = {
-        "object": dict,
-        "array": list,
-        "string": str,
-        "integer": int,
-        "boolean": bool,
-        "null": type(None),
-    }
-    if "type" in schema:
-        allowed = schema["type"] if isinstance(schema["type"], list) else [schema["type"]]
-        ok = any(
-            isinstance(document, types[t]) and not (t == "integer" and isinstance(document, bool))
-            for t in allowed
-        )
-        assert ok, f"{where}: {document!r} is not {allowed}"
-    if "const" in schema:
-        assert document == schema["const"], f"{where}: {document!r} != {schema['const']!r}"
-    if "enum" in schema:
-        assert document in schema["enum"], f"{where}: {document!r} not in {schema['enum']}"
-    if "minimum" in schema:
-        assert document >= schema["minimum"], f"{where}: {document!r} below the minimum"
-    for key in schema.get("required", ()):
-        assert key in document, f"{where}: no {key!r}"
-    properties = schema.get("properties", {})
-    if schema.get("additionalProperties") is False:
-        extra = set(document) - set(properties)
-        assert not extra, f"{where}: unexpected {sorted(extra)}"
-    for key, sub in properties.items():
-        if key in document:
-            validate(document[key], sub, f"{where}.{key}")
-    if "items" in schema:
-        for index, item in enumerate(document):
-            validate(item, schema["items"], f"{where}[{index}]")
 
 
 def varied_report() -> DriftReport:

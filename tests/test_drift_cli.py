@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from harness.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
+from harness.moto import REGION, Cloud
 from reconciler import drift_table
 from reconciler.cli import app
-from tests.support.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
-from tests.support.moto import REGION, Cloud
-from tests.test_drift import validate
+from tests.support.schema import validate
 
 
 ASG = "api-asg"

@@ -15,16 +15,16 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from harness.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
+from harness.moto import REGION, Cloud
 from reconciler import drift_table
-from reconciler.cli import build_ports
 from reconciler.core import drift
 from reconciler.core.drift import DriftReport, DriftRow, RuntimeState, Status, Verdict
 from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 from reconciler.cycle import observe, run_cycle
 from reconciler.ports import Ports
-from tests.support.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
-from tests.support.moto import REGION, Cloud
-from tests.test_drift import validate
+from reconciler.runner import build_ports
+from tests.support.schema import validate
 
 
 BACKEND = "api"

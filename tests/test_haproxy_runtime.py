@@ -11,6 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from harness.haproxy import (
+    HEALTH_CHECK,
+    BackendSpec,
+    HAProxyFactory,
+    HAProxyProcess,
+    HTTPBackend,
+    HTTPBackends,
+    wait_for,
+)
 from reconciler.adapters.haproxy_socket import (
     IncompleteReadError,
     RuntimeSocket,
@@ -21,15 +30,6 @@ from reconciler.adapters.haproxy_socket import (
 )
 from reconciler.core.errors import PermanentError, TransientError
 from reconciler.core.model import RuntimeServer, ServerLine
-from tests.support.haproxy import (
-    HEALTH_CHECK,
-    BackendSpec,
-    HAProxyFactory,
-    HAProxyProcess,
-    HTTPBackend,
-    HTTPBackends,
-    wait_for,
-)
 
 
 FAST_CHECK = ("check", "inter", "100ms")

@@ -13,12 +13,12 @@ from dataclasses import dataclass, replace
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.fakes import FakeRuntime
 from reconciler.core import next_config
 from reconciler.core.model import Group, RuntimeObservation, RuntimeServer, ServerLine
 from reconciler.cycle import run_cycle
 from reconciler.metrics import Metrics
-from tests.fakes import FakeRuntime
-from tests.test_planning import (
+from tests.support.worlds import (
     BACKEND,
     CONFIG,
     PREFIX,
@@ -66,7 +66,7 @@ def file_lines(g: Group, numbers: Sequence[int]) -> bytes:
         ServerLine(f"{PREFIX}i-{n:017x}", f"127.0.1.{n}", 8080, 100 + n, ("check", "inter", "1s"))
         for n in numbers
     ]
-    return next_config.for_settings(world.settings).render(CONFIG, {BACKEND: lines}).content
+    return next_config.EditInPlace(world.settings, CONFIG).next_file({BACKEND: lines}).content
 
 
 def faulty_world(case: Case, data: st.DataObject) -> tuple[World, FaultyReads, bytes]:

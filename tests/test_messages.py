@@ -4,32 +4,35 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from harness.messages import (
+    ASG,
+    ASG_ARN,
+    I1,
+    I2,
+    LAUNCH,
+    LAUNCHING,
+    REBALANCE,
+    SPOT,
+    TOPIC_ARN,
+    envelope,
+    eventbridge,
+    lifecycle,
+    scaling,
+)
 from reconciler.core import messages
 from reconciler.core.messages import Delivery, Kind, Trigger
+from tests.support.corpus import CORPUS, corpus_body
 
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "aws-messages"
-
-ASG = "web-asg"
-ASG_ARN = (
-    "arn:aws:autoscaling:eu-west-1:123456789012:autoScalingGroup:"
-    "2f1c7f3b-8d3a-4a8e-9b1e-5c6d7e8f9a0b:autoScalingGroupName/web-asg"
-)
-TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:asg-notifications"
-I1 = "i-0123456789abcdef0"
-I2 = "i-0fedcba9876543210"
-LAUNCH = "autoscaling:EC2_INSTANCE_LAUNCH"
 LAUNCH_ERROR = "autoscaling:EC2_INSTANCE_LAUNCH_ERROR"
 TERMINATE = "autoscaling:EC2_INSTANCE_TERMINATE"
 TERMINATE_ERROR = "autoscaling:EC2_INSTANCE_TERMINATE_ERROR"
-LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 TEST = "autoscaling:TEST_NOTIFICATION"
 
@@ -174,85 +177,10 @@ EXPECTED = {
 }
 
 
-def corpus_body(name: str) -> str:
-    """The SQS body stored in corpus file *name*; skips the test when the corpus is absent."""
-    if not CORPUS.is_dir():
-        pytest.skip(f"message corpus not found at {CORPUS}")
-    return (CORPUS / name).read_text(encoding="utf-8")
-
-
 def corpus_body_or_none(name: str) -> str | None:
     """The SQS body stored in corpus file *name*, or ``None`` when the corpus is absent."""
     path = CORPUS / name
     return path.read_text(encoding="utf-8") if path.is_file() else None
-
-
-def envelope(message: str, sns_type: str = "Notification", **extra: str) -> str:
-    """An SNS envelope as SQS delivers it (raw delivery off), around *message*."""
-    return json.dumps(
-        {
-            "Type": sns_type,
-            "MessageId": "5e7b2c1d-4a3f-5b6e-8c9d-0a1b2c3d4e5f",
-            "TopicArn": TOPIC_ARN,
-            "Message": message,
-            "Timestamp": "2026-03-02T10:15:42.447Z",
-            "SignatureVersion": "1",
-            "Signature": "EXAMPLE==",
-            "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/cert.pem",
-            **extra,
-        },
-        indent=2,
-    )
-
-
-def scaling(**overrides: object) -> dict[str, object]:
-    """An ASG launch notification (the ``Message`` of an SNS envelope), with *overrides*."""
-    doc: dict[str, object] = {
-        "Progress": 50,
-        "AccountId": "123456789012",
-        "AutoScalingGroupARN": ASG_ARN,
-        "Service": "AWS Auto Scaling",
-        "EC2InstanceId": I1,
-        "StatusCode": "InProgress",
-        "AutoScalingGroupName": ASG,
-        "Event": LAUNCH,
-    }
-    doc.update(overrides)
-    return {key: value for key, value in doc.items() if value is not None}
-
-
-def lifecycle(**overrides: object) -> dict[str, object]:
-    """A lifecycle hook notification, with *overrides* (``None`` removes a key)."""
-    doc: dict[str, object] = {
-        "Origin": "EC2",
-        "LifecycleHookName": "haproxy-register",
-        "Destination": "AutoScalingGroup",
-        "AccountId": "123456789012",
-        "LifecycleTransition": LAUNCHING,
-        "AutoScalingGroupName": ASG,
-        "Service": "AWS Auto Scaling",
-        "EC2InstanceId": I1,
-        "LifecycleActionToken": "71514b9d-6a40-4b26-8523-05e7ee35fa40",
-    }
-    doc.update(overrides)
-    return {key: value for key, value in doc.items() if value is not None}
-
-
-def eventbridge(source: str, detail_type: str, detail: dict[str, object], **extra: object) -> str:
-    """An EventBridge event as an SQS target receives it."""
-    event: dict[str, object] = {
-        "version": "0",
-        "id": "0d3f5a7c-9e1b-4d3f-a5c7-e9b1d3f5a7c9",
-        "detail-type": detail_type,
-        "source": source,
-        "account": "123456789012",
-        "time": "2026-03-02T10:15:42Z",
-        "region": "eu-west-1",
-        "resources": [],
-        "detail": detail,
-        **extra,
-    }
-    return json.dumps(event)
 
 
 # -- corpus ----------------------------------------------------------------------------------------
@@ -571,9 +499,6 @@ def test_hostile_bodies_do_not_raise(body: str) -> None:
 
 
 # -- interruption warnings -------------------------------------------------------------------------
-
-SPOT = "EC2 Spot Instance Interruption Warning"
-REBALANCE = "EC2 Instance Rebalance Recommendation"
 
 
 @pytest.mark.parametrize(

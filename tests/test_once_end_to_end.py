@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.haproxy import wait_for
-from tests.support.stack import GROUP, HAND_WRITTEN, Stack
+from harness.haproxy import wait_for
+from harness.stack import GROUP, HAND_WRITTEN, Stack
 
 
 def test_converges_from_empty(stack: Stack) -> None:

@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from harness.haproxy import HAProxyFactory, HTTPBackends
+from harness.messages import I1, scaling
+from harness.moto import Cloud
+from harness.stack import RECONCILE, Stack, build_stack
 from reconciler import drift_table, logs, plan_table
 from reconciler.adapters.aws.clients import AwsClients
 from reconciler.adapters.aws.inbox import SqsInbox
 from reconciler.core.drift import BackendDrift, DriftReport, DriftRow, Verdict
 from reconciler.core.model import BackendPlan, Change, Plan, Row
-from tests.support.haproxy import HAProxyFactory, HTTPBackends
-from tests.support.moto import Cloud
-from tests.support.stack import RECONCILE, Stack, build_stack
-from tests.test_messages import I1, scaling
 
 
 FORGED = "2026-01-01 00:00:00,000 ERROR reconciler: controller stopped"

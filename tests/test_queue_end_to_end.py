@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support.haproxy import (
+from harness.haproxy import (
     HEALTH_CHECK,
     BackendSpec,
     HAProxyFactory,
@@ -21,8 +21,8 @@ from tests.support.haproxy import (
     free_port,
     wait_for,
 )
-from tests.support.moto import Cloud
-from tests.support.stack import (
+from harness.moto import Cloud
+from harness.stack import (
     ACCOUNT,
     BACKEND,
     CHECK_TIMEOUT,
@@ -36,7 +36,7 @@ from tests.support.stack import (
     build_stack,
     spot_warning,
 )
-from tests.test_daemon_end_to_end import DEADLINE, controller, deleted, sqs
+from tests.support.daemon import DEADLINE, controller, deleted, sqs
 
 
 #: A backend fed by a group that does not exist: refused by every cycle.

@@ -13,16 +13,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.faulty_socket import Close, FaultyProxy, Garble, Refuse, Trickle, Truncate
+from harness.haproxy import HEALTH_CHECK, BackendSpec, HAProxyFactory, HAProxyProcess
+from harness.stack import BACKEND, GROUP, SERVER_PREFIX, Stack
 from reconciler.adapters.haproxy_socket import RuntimeSocket
 from reconciler.core.errors import PermanentError, TransientError
-from tests.support.faulty_socket import Close, FaultyProxy, Garble, Refuse, Trickle, Truncate
-from tests.support.haproxy import (
-    HEALTH_CHECK,
-    BackendSpec,
-    HAProxyFactory,
-    HAProxyProcess,
-)
-from tests.support.stack import BACKEND, GROUP, SERVER_PREFIX, Stack
 
 
 HAND_WRITTEN = "static1 127.0.0.1:9"

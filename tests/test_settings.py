@@ -14,31 +14,7 @@ from hypothesis import strategies as st
 from reconciler.adapters import settings_file
 from reconciler.core import settings
 from reconciler.core.errors import ConfigError
-
-
-VALID = """
-[aws]
-region = "eu-west-1"
-
-[haproxy]
-config = "/etc/haproxy/haproxy.cfg"
-socket = "/run/haproxy/admin.sock"
-reload_command = "systemctl reload haproxy"
-
-[[backend]]
-name = "api"
-asg = "int-asg-api"
-port = 80
-server_prefix = "api-"
-server_options = "check inter 3s"
-"""
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    """The settings text as a file."""
-    path = tmp_path / "reconciler.toml"
-    path.write_text(text)
-    return path
+from tests.support.settings_files import VALID, write
 
 
 def problems_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> tuple[str, ...]:

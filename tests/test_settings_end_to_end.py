@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.haproxy import wait_for
+from harness.moto import Cloud
+from harness.stack import PROCESS_DEADLINE, Daemons, Notifications, Stack
 from reconciler.core import settings
-from tests.support.haproxy import wait_for
-from tests.support.moto import Cloud
-from tests.support.stack import PROCESS_DEADLINE, Daemons, Notifications, Stack
-from tests.test_settings import VALID, write
+from tests.support.settings_files import VALID, write
 
 
 def reconcile_once(config: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from reconciler.core.model import AwsObservation, Group, Instance, Observation, Verdicts
 from reconciler.cycle import judge_warnings, run_cycle
-from tests.test_planning import (
+from tests.support.worlds import (
     ASG,
     BACKEND,
     PREFIX,

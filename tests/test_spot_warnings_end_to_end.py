@@ -14,9 +14,9 @@ import json
 
 import pytest
 
-from tests.support.haproxy import wait_for
-from tests.support.stack import GROUP, Daemon, Daemons, Notifications, Stack, spot_warning
-from tests.test_daemon_end_to_end import (
+from harness.haproxy import wait_for
+from harness.stack import GROUP, Daemon, Daemons, Notifications, Stack, spot_warning
+from tests.support.daemon import (
     DEADLINE,
     controller,
     sqs,

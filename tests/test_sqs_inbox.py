@@ -11,12 +11,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.messages import ASG, I1, LAUNCH, scaling
+from harness.moto import UNIMPLEMENTED, Cloud
 from reconciler.adapters.aws.clients import AwsClients, CallCounts
 from reconciler.adapters.aws.inbox import SqsInbox
 from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError, TransientError
 from reconciler.core.messages import Delivery, Kind, Received
-from tests.support.moto import UNIMPLEMENTED, Cloud
-from tests.test_messages import ASG, I1, LAUNCH, scaling
 
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """
 Template mode end to end: the shipped ``haproxy.cfg.j2`` rendered for a moto Auto Scaling group and
-served by a real HAProxy, with cycles run through the real adapters (``cli.build_ports``).
+served by a real HAProxy, with cycles run through the real adapters (``runner.build_ports``).
 
 The node starts as a sidecar's does: no config file at all. The first cycle writes it, and HAProxy
 is started from it (its container waits for that file). Later cycles apply server changes through
@@ -17,22 +17,16 @@ from pathlib import Path
 
 import pytest
 
+from harness.haproxy import HAProxyFactory, HAProxyProcess, HTTPBackends, free_port, wait_for
+from harness.moto import REGION, Cloud
 from reconciler.adapters.config_store import FileStore
-from reconciler.cli import build_ports
 from reconciler.core import next_config, template
 from reconciler.core.errors import TransientError
 from reconciler.core.model import CycleResult, ServerLine
 from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 from reconciler.cycle import run_cycle
 from reconciler.ports import Ports
-from tests.support.haproxy import (
-    HAProxyFactory,
-    HAProxyProcess,
-    HTTPBackends,
-    free_port,
-    wait_for,
-)
-from tests.support.moto import REGION, Cloud
+from reconciler.runner import build_ports
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "haproxy.cfg.j2"
@@ -143,10 +137,9 @@ class Node:
 
     def is_template_output(self) -> bool:
         """The file is exactly the template rendered with the servers it holds."""
-        data = self.haproxy.config_path.read_bytes()
-        return next_config.for_settings(self.settings).render(data, {}) == next_config.Rendering(
-            data
-        )
+        stored = self.ports.store.read()
+        maker = next_config.for_cycle(self.settings, stored)
+        return maker.next_file({}) == next_config.NextFile(stored.file)
 
     def new_worker(self, old_pid: int) -> bool:
         """A worker other than *old_pid* answers the admin socket."""
@@ -311,10 +304,12 @@ def test_template_modes_store_creates_the_first_file(tmp_path: Path) -> None:
     from "missing" is a conflict. Without template mode a missing file stays an error.
     """
     path = tmp_path / "haproxy.cfg"
-    store = FileStore(path, "true {path}", None, create=True)
-    assert store.read() == b""
+    template_path = tmp_path / "haproxy.cfg.j2"
+    template_path.write_text("global\n")
+    store = FileStore(path, "true {path}", None, template=template_path)
+    assert store.read().file == b""
     store.write(b"", b"global\n")
-    assert store.read() == b"global\n"
+    assert store.read().file == b"global\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     with pytest.raises(TransientError, match="changed while reconciling"):
         store.write(b"", b"defaults\n")

@@ -1,7 +1,8 @@
 """
 Template mode's pure parts: ``core/template.py`` (the jinja2 rendering) and the two
-``FileRenderer``s of ``core/next_config.py``, in particular the computed decision between "only the
-servers changed" (no reload) and "something else changed" (reload).
+``NextFileMaker``s of ``core/next_config.py``, in particular the computed decision between "only
+the servers changed" (no reload) and "something else changed" (reload), made from one read and at
+most two renders per cycle.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 from reconciler.core import config_edit, config_parse, next_config, template
 from reconciler.core.errors import ConfigError
 from reconciler.core.model import ServerLine
+from reconciler.core.next_config import NextFile, StoredConfig, Template
 from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 from tests.support.configs import proxy_names
 
@@ -123,8 +125,16 @@ class TestTemplate:
         assert next_config.current_lines(settings_for(), data) == {"api": tuple(lines), "web": ()}
 
 
+def maker(
+    path: Path, current: bytes, environ: Mapping[str, str] | None = None
+) -> next_config.NextFileMaker:
+    """The maker of a cycle that read *current* and the template at *path* (as it is now)."""
+    stored = StoredConfig(current, Template(path.read_text(), environ or {}))
+    return next_config.for_cycle(settings_for(path), stored)
+
+
 class TestFromTemplate:
-    """The template renderer: the reload decision, the first file and the planner's baseline."""
+    """The template's next file: the reload decision, the first file and the planner's sections."""
 
     @pytest.fixture
     def path(self, tmp_path: Path) -> Path:
@@ -133,15 +143,10 @@ class TestFromTemplate:
         copy.write_text(SHIPPED.read_text())
         return copy
 
-    @staticmethod
-    def renderer(path: Path, environ: Mapping[str, str] | None = None) -> next_config.FileRenderer:
-        """The renderer the settings with template *path* call for."""
-        return next_config.for_settings(settings_for(path), environ or {})
-
     def test_only_new_servers_need_no_reload(self, path: Path) -> None:
         """Same template, settings and environment: the runtime API applies the change."""
-        current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
-        result = self.renderer(path).render(current, {"api": [api_line(1), api_line(2)]})
+        current = maker(path, b"").next_file({"api": [api_line(1)]}).content
+        result = maker(path, current).next_file({"api": [api_line(1), api_line(2)]})
         assert not result.needs_reload
         assert next_config.current_lines(settings_for(path), result.content)["api"] == (
             api_line(1),
@@ -149,15 +154,16 @@ class TestFromTemplate:
         )
 
     def test_an_unchanged_file_renders_to_itself(self, path: Path) -> None:
-        """With nothing to change the render is byte for byte the file: nothing is written."""
-        current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
-        assert self.renderer(path).render(current, {}) == next_config.Rendering(current)
+        """With nothing to change the next file is byte for byte the file: nothing is written."""
+        current = maker(path, b"").next_file({"api": [api_line(1)]}).content
+        assert maker(path, current).next_file({}) == NextFile(current)
+        assert maker(path, current).next_file({"api": [api_line(1)]}) == NextFile(current)
 
     def test_a_template_change_needs_a_reload(self, path: Path) -> None:
         """Any edit of the template outside the servers is applied by a reload."""
-        current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
+        current = maker(path, b"").next_file({"api": [api_line(1)]}).content
         path.write_text(path.read_text().replace("timeout client 30s", "timeout client 60s"))
-        result = self.renderer(path).render(current, {})
+        result = maker(path, current).next_file({})
         assert result.needs_reload
         assert b"timeout client 60s" in result.content
         assert next_config.current_lines(settings_for(path), result.content)["api"] == (
@@ -166,67 +172,74 @@ class TestFromTemplate:
 
     def test_an_environment_change_needs_a_reload(self, path: Path) -> None:
         """A variable the template uses is part of the file, like the template itself."""
-        current = self.renderer(path).render(b"", {}).content
-        moved = self.renderer(path, {"FRONTEND_BIND": ":8080"}).render(current, {})
+        current = maker(path, b"").next_file({}).content
+        moved = maker(path, current, {"FRONTEND_BIND": ":8080"}).next_file({})
         assert moved.needs_reload
         assert b"bind :8080\n" in moved.content
 
     def test_a_hand_edited_file_is_replaced_with_a_reload(self, path: Path) -> None:
-        """The file is the template's: a hand edit makes it differ from every next_config."""
-        current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
+        """The file is the template's: a hand edit makes it differ from every next file."""
+        current = maker(path, b"").next_file({"api": [api_line(1)]}).content
         edited = current.replace(b"timeout server 30s", b"timeout server 1s")
-        assert self.renderer(path).render(edited, {}) == next_config.Rendering(current, True)
+        assert maker(path, edited).next_file({}) == NextFile(current, True)
 
     def test_the_first_file_needs_no_reload(self, path: Path) -> None:
-        """A missing (empty) file: no HAProxy runs from it, it starts from the first next_config."""
-        result = self.renderer(path).render(b"", {"api": [api_line(1)]})
+        """A missing (empty) file: no HAProxy runs from it, it starts from the first next file."""
+        first = maker(path, b"")
+        assert first.bootstrapping
+        result = first.next_file({"api": [api_line(1)]})
         assert not result.needs_reload
         assert f"    {config_edit.line_text(api_line(1))}\n".encode() in result.content
 
     def test_backends_not_given_keep_their_servers(self, path: Path) -> None:
         """A refused or held backend is absent from *lines* and keeps the file's servers."""
-        current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
-        result = self.renderer(path).render(current, {"web": []})
-        assert result == next_config.Rendering(current)
+        current = maker(path, b"").next_file({"api": [api_line(1)]}).content
+        result = maker(path, current).next_file({"web": []})
+        assert result == NextFile(current)
 
-    def test_the_baseline_has_the_templates_sections_and_the_files_servers(
-        self, path: Path
-    ) -> None:
+    def test_the_sections_are_the_templates_with_the_files_servers(self, path: Path) -> None:
         """A file from an older template lacking ``web`` still plans ``web``, and keeps ids."""
         older = path.read_text().replace("in backends %}", "in backends[:1] %}")
         path.write_text(older)
-        current = self.renderer(path).render(b"", {"api": [api_line(7)]}).content
+        current = maker(path, b"").next_file({"api": [api_line(7)]}).content
         assert b"backend web" not in current
         path.write_text(SHIPPED.read_text())
-        document = config_parse.parse(self.renderer(path).baseline(current))
+        document = config_parse.parse(maker(path, current).sections)
         assert proxy_names(document) == ("api", "web")
         api = config_parse.backend(document, "api")
         assert api is not None
         assert [(s.name, s.server_id) for s in api.servers] == [(api_line(7).name, 7)]
 
-    def test_the_first_baseline_is_the_template_without_servers(self, path: Path) -> None:
+    def test_the_first_sections_are_the_template_without_servers(self, path: Path) -> None:
         """Before the first file, the planner reads the sections the template will write."""
-        document = config_parse.parse(self.renderer(path).baseline(b""))
+        document = config_parse.parse(maker(path, b"").sections)
         sections = [config_parse.backend(document, name) for name in ("api", "web")]
         assert all(s is not None and not s.servers and not s.problems for s in sections)
 
     def test_a_broken_template_falls_back_to_the_file_for_planning(self, path: Path) -> None:
-        """Membership keeps reaching the runtime; the render itself reports the error."""
-        current = self.renderer(path).render(b"", {"api": [api_line(1)]}).content
+        """Membership keeps reaching the runtime; making the next file reports the error."""
+        current = maker(path, b"").next_file({"api": [api_line(1)]}).content
         path.write_text("{{ nope }}\n")
-        assert self.renderer(path).baseline(current) == current
+        broken = maker(path, current)
+        assert broken.sections == current
         with pytest.raises(ConfigError, match="'nope' is undefined"):
-            self.renderer(path).render(current, {"api": [api_line(2)]})
+            broken.next_file({"api": [api_line(2)]})
         with pytest.raises(ConfigError, match="'nope' is undefined"):
-            self.renderer(path).baseline(b"")
+            maker(path, b"")
 
-    def test_an_unreadable_template_is_a_config_error(self, tmp_path: Path) -> None:
-        """A missing template names its path."""
-        missing = tmp_path / "missing.j2"
+    def test_an_unreadable_template_is_reported_like_a_broken_one(self) -> None:
+        """The store's error stops the next file, or the cycle when it has no file to plan from."""
+        unreadable = ConfigError(["cannot read the template: gone"], "/etc/haproxy.cfg.j2")
+        settings = settings_for(Path("/etc/haproxy.cfg.j2"))
+        current = b"global\n"
+        kept = next_config.for_cycle(settings, StoredConfig(current, unreadable))
+        assert (kept.sections, kept.bootstrapping) == (current, False)
         with pytest.raises(ConfigError) as caught:
-            self.renderer(missing).baseline(b"")
-        assert caught.value.source == str(missing)
-        assert "cannot read the template" in caught.value.problems[0]
+            kept.next_file({"api": [api_line(1)]})
+        assert caught.value is unreadable
+        with pytest.raises(ConfigError) as caught:
+            next_config.for_cycle(settings, StoredConfig(b"", unreadable))
+        assert caught.value is unreadable
 
 
 class TestInPlace:
@@ -234,22 +247,29 @@ class TestInPlace:
 
     FILE = b"backend api\n    balance roundrobin\n    server manual 10.0.0.1:80 backup\n"
 
-    def test_render_is_the_in_place_edit(self) -> None:
+    def test_the_next_file_is_the_in_place_edit(self) -> None:
         """Managed lines change through ``config_edit``; the file itself asks for no reload."""
-        settings = settings_for(None)
-        result = next_config.for_settings(settings).render(self.FILE, {"api": [api_line(1)]})
+        stored = StoredConfig(self.FILE)
+        result = next_config.for_cycle(settings_for(None), stored).next_file({"api": [api_line(1)]})
         expected = config_edit.edit(self.FILE, "api", lambda n: n.startswith("api-"), [api_line(1)])
-        assert result == next_config.Rendering(expected)
+        assert result == NextFile(expected)
 
-    def test_the_baseline_is_the_file(self) -> None:
+    def test_the_sections_are_the_file(self) -> None:
         """The planner reads the user's own file."""
-        assert next_config.for_settings(settings_for(None)).baseline(self.FILE) == self.FILE
+        assert next_config.for_cycle(settings_for(None), StoredConfig(self.FILE)).sections == (
+            self.FILE
+        )
 
 
 @pytest.mark.parametrize(
-    ("template_path", "current", "expected"),
-    [(SHIPPED, b"", True), (SHIPPED, b"global\n", False), (None, b"", False)],
+    ("template", "current", "expected"),
+    [
+        (Template(SMALL, {}), b"", True),
+        (Template(SMALL, {}), b"global\n", False),
+        (None, b"", False),
+    ],
 )
-def test_bootstrapping(template_path: Path | None, current: bytes, expected: bool) -> None:
+def test_bootstrapping(template: Template | None, current: bytes, expected: bool) -> None:
     """Only template mode before its first file has no HAProxy to read or reload."""
-    assert next_config.bootstrapping(settings_for(template_path), current) is expected
+    stored = StoredConfig(current, template)
+    assert next_config.for_cycle(settings_for(), stored).bootstrapping is expected

@@ -17,9 +17,9 @@ import csv
 
 import pytest
 
-from tests.support.haproxy import wait_for
-from tests.support.stack import BACKEND, GROUP, Daemons, Stack
-from tests.test_daemon_end_to_end import DEADLINE
+from harness.haproxy import wait_for
+from harness.stack import BACKEND, GROUP, Daemons, Stack
+from tests.support.daemon import DEADLINE
 
 
 #: The hand-written server of the stack's backend, which no value may ever reach.

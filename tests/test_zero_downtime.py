@@ -17,20 +17,14 @@ The claims, each checked from the recorded answers rather than from timing:
 
 from __future__ import annotations
 
-import http.client
-import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import pytest
 
-from tests.support.haproxy import HAProxyFactory, HAProxyProcess, HTTPBackends, wait_for
-from tests.support.moto import LAUNCHING, TERMINATING, Cloud
-from tests.support.stack import GROUP, Stack, build_stack
-from tests.test_lifecycle_hooks import (
+from harness.haproxy import HAProxyFactory, HTTPBackends, wait_for
+from harness.lifecycle import (
     DEADLINE,
     LAUNCH_HOOK,
     TERMINATE_HOOK,
@@ -41,103 +35,15 @@ from tests.test_lifecycle_hooks import (
     sessions,
     witness_haproxy,
 )
+from harness.load import Hit, Load
+from harness.moto import LAUNCHING, TERMINATING, Cloud
+from harness.stack import GROUP, Stack, build_stack
 
 
 #: Seconds each slow request takes: longer than a few cycles, well below the drain timeout.
 SLOW_SECONDS = 2
 SHORT = "/"
 SLOW = f"/slow?seconds={SLOW_SECONDS}"
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One request sent through HAProxy and its answer (status 0: no HTTP answer at all)."""
-
-    path: str
-    started: float
-    ended: float
-    status: int
-    body: str
-
-    @property
-    def instance(self) -> str:
-        """The instance that answered, from the backend's ``hello from <id>``."""
-        return self.body.strip().removeprefix("hello from ") if self.status == 200 else ""
-
-
-class Load:
-    """
-    One thread per path, each sending its request in a loop until stopped: on a new connection
-    each time, or as a keep-alive client reusing one connection (a new one after a failure).
-    """
-
-    def __init__(
-        self, haproxy: HAProxyProcess, paths: Sequence[str], *, keep_alive: bool = False
-    ) -> None:
-        """Send through *haproxy*'s frontend; one thread for each of *paths*."""
-        self._haproxy = haproxy
-        self._keep_alive = keep_alive
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._hits: list[Hit] = []
-        self._threads = [
-            threading.Thread(target=self._run, args=(path,), name=f"load-{n}", daemon=True)
-            for n, path in enumerate(paths)
-        ]
-
-    def __enter__(self) -> Load:
-        """Start every thread."""
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        """Stop, letting the requests in flight finish."""
-        self.stop()
-
-    def stop(self) -> list[Hit]:
-        """Stop sending, wait for the answers in flight; every hit."""
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(DEADLINE)
-        return self.hits()
-
-    def hits(self) -> list[Hit]:
-        """The answers so far."""
-        with self._lock:
-            return list(self._hits)
-
-    def _run(self, path: str) -> None:
-        client: http.client.HTTPConnection | None = None
-        while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                if not self._keep_alive:
-                    status, body = self._haproxy.get(path)
-                else:
-                    if client is None:
-                        client = http.client.HTTPConnection("127.0.0.1", self._haproxy.port)
-                    client.request("GET", path)
-                    response = client.getresponse()
-                    status, body = response.status, response.read().decode()
-                    if response.will_close:
-                        client.close()
-                        client = None
-            except (OSError, http.client.HTTPException) as exc:
-                status, body = 0, repr(exc)
-                if client is not None:
-                    client.close()
-                    client = None
-            hit = Hit(path, started, time.monotonic(), status, body)
-            with self._lock:
-                self._hits.append(hit)
-        if client is not None:
-            client.close()
 
 
 def failures(hits: Sequence[Hit]) -> list[Hit]:

@@ -15,9 +15,10 @@ A write never leaves a half-written, unchecked or foreign file behind:
    ("valid but will not start"), keeps the live file;
 6. the original is compared once more, then replaced, and the directory entry is synced.
 
-The temp file is removed on every path that does not rename it. A store made with ``create``
+The temp file is removed on every path that does not rename it. A store made with a ``template``
 (template mode, where the file is the controller's own) reads a missing file as empty, and its
-first write creates the file, mode 0644.
+first write creates the file, mode 0644; each ``read`` also reads the template and takes the
+environment as it is then, so an edited template takes effect at the next cycle.
 """
 
 from __future__ import annotations
@@ -31,10 +32,11 @@ import signal
 import stat
 import subprocess
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.errors import ConfigError, PermanentError, TransientError
+from reconciler.core.next_config import StoredConfig, Template
 
 
 #: Seconds the check or reload command may run before it is killed.
@@ -56,8 +58,8 @@ class FileStore:
     replaced by the candidate file. *reload_command* runs through ``/bin/sh -c``, so it may use
     ``$(...)``, pipes and ``&&`` (``kill -USR2 $(cat /run/haproxy.pid)``); ``None`` means the user
     reloads HAProxy themselves. Each command is killed, with the processes it started, after
-    *timeout* seconds. With *create*, a missing file reads as ``b""`` and a write expecting
-    ``b""`` creates it.
+    *timeout* seconds. With a *template* (template mode) the file is made from it and *environ*:
+    a missing file reads as ``b""`` and a write expecting ``b""`` creates it.
     """
 
     def __init__(
@@ -67,22 +69,40 @@ class FileStore:
         reload_command: str | None,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        create: bool = False,
+        template: Path | None = None,
+        environ: Mapping[str, str] = os.environ,
     ) -> None:
         self._path = path
         self._check_command = check_command
         self._reload_command = reload_command
         self._timeout = timeout
-        self._create = create
+        self._template = template
+        self._environ = environ
 
-    def read(self) -> bytes:
-        """The file's current bytes."""
+    def read(self) -> StoredConfig:
+        """The file's current bytes and, in template mode, the template and the environment."""
+        return StoredConfig(self._read_file(), self._read_template())
+
+    def _read_file(self) -> bytes:
         try:
             return self._path.read_bytes()
         except OSError as exc:
-            if self._create and isinstance(exc, FileNotFoundError):
+            if self._template is not None and isinstance(exc, FileNotFoundError):
                 return b""
             raise TransientError(f"cannot read {self._path} ({exc.strerror}); will retry") from exc
+
+    def _read_template(self) -> Template | ConfigError | None:
+        """
+        The template with a copy of the environment, or the error as a value: a template that
+        cannot be read stops only the next file, never the cycle's runtime changes.
+        """
+        if self._template is None:
+            return None
+        try:
+            text = self._template.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return ConfigError([f"cannot read the template: {exc}"], str(self._template))
+        return Template(text, dict(self._environ))
 
     def write(self, expected: bytes, new: bytes) -> None:
         """Replace the file with *new* if it still holds *expected* and the check accepts *new*."""
@@ -116,7 +136,7 @@ class FileStore:
         try:
             unchanged = target.read_bytes() == expected
         except FileNotFoundError:
-            unchanged = self._create and not expected
+            unchanged = self._template is not None and not expected
         if not unchanged:
             raise TransientError(f"{self._path} changed while reconciling; will retry")
 

@@ -339,6 +339,22 @@ def backend_servers(backend: str, state: str, stat: str) -> tuple[RuntimeServer,
             f"HAProxy's reply to `{stat_text}` knows no such backend, but the one to "
             f"`{state_text}` lists it (a reload between the two?)"
         )
+    _require_agreement(backend, servers, stats, state_text=state_text, stat_text=stat_text)
+    return tuple(_joined(server, stats[backend, server.name]) for server in servers)
+
+
+def _require_agreement(
+    backend: str,
+    servers: Sequence[RuntimeServer],
+    stats: Mapping[tuple[str, str], ServerStats],
+    *,
+    state_text: str,
+    stat_text: str,
+) -> None:
+    """
+    ``IncompleteReadError`` unless *servers* (the reply to *state_text*) and *stats* (the reply to
+    *stat_text*) hold rows of *backend* alone, and name the same servers with the same ids.
+    """
     for command, named in (
         (state_text, {s.backend for s in servers}),
         (stat_text, {name for name, _ in stats}),
@@ -355,7 +371,6 @@ def backend_servers(backend: str, state: str, stat: str) -> tuple[RuntimeServer,
             f"servers (only in the first: {_names(in_state - in_stat)}; only in the second: "
             f"{_names(in_stat - in_state)})"
         )
-    return tuple(_joined(server, stats[backend, server.name]) for server in servers)
 
 
 def parse_servers_state(text: str) -> tuple[RuntimeServer, ...]:

@@ -9,12 +9,14 @@ served at once, so a flood of idle connections never stops ``/healthz`` from bei
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
@@ -67,7 +69,8 @@ class StatusServer:
         within *request_timeout* seconds to read the request and as many to send the reply.
         """
         host, _, port = listen.rpartition(":")
-        handler = _handler_for(status, request_timeout)
+        # http.server makes a handler per request; the partial hands each one what it serves.
+        handler = functools.partial(_Handler, status, request_timeout)
         self._server = _QuietServer((host, int(port)), handler, max_connections)
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="status-server", daemon=True
@@ -118,7 +121,7 @@ class _QuietServer(ThreadingHTTPServer):
     def __init__(
         self,
         address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
+        handler: Callable[..., BaseHTTPRequestHandler],
         max_connections: int,
     ) -> None:
         """Bind *address*; serve with *handler*."""
@@ -206,48 +209,46 @@ class _DeadlineReader(io.RawIOBase):
         return self._connection.recv_into(buffer)
 
 
-def _handler_for(status: Status, request_timeout: float) -> type[BaseHTTPRequestHandler]:
-    """
-    A request handler class bound to *metrics* and *request_timeout* (http.server instantiates
-    it per request).
-    """
+class _Handler(BaseHTTPRequestHandler):
+    """Answers the two paths (any query string ignored); everything else is 404."""
 
-    class Handler(BaseHTTPRequestHandler):
-        """Answers the two paths (any query string ignored); everything else is 404."""
+    def __init__(self, status: Status, request_timeout: float, *args: Any) -> None:
+        """Serve one request (*args*: http.server's) from *status*, within *request_timeout*."""
+        self._status = status
+        self._request_timeout = request_timeout
+        super().__init__(*args)
 
-        def setup(self) -> None:
-            """Read the request through a deadline (http.server's own input has none)."""
-            super().setup()
-            self.rfile.close()  # else the socket stays open until garbage collection
-            deadline = time.monotonic() + request_timeout
-            self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
+    def setup(self) -> None:
+        """Read the request through a deadline (http.server's own input has none)."""
+        super().setup()
+        self.rfile.close()  # else the socket stays open until garbage collection
+        deadline = time.monotonic() + self._request_timeout
+        self.rfile = io.BufferedReader(_DeadlineReader(self.connection, deadline))
 
-        def do_GET(self) -> None:
-            """Serve one of the two paths."""
-            path = urlsplit(self.path).path
-            if path == "/healthz":
-                ok, reason = status.health()
-                self._reply(200 if ok else 503, (reason + "\n").encode(), "text/plain")
-            elif path == "/metrics":
-                self._reply(200, status.exposition(), CONTENT_TYPE_LATEST)
-            else:
-                self._reply(404, b"try /healthz or /metrics\n", "text/plain")
+    def do_GET(self) -> None:
+        """Serve one of the two paths."""
+        path = urlsplit(self.path).path
+        if path == "/healthz":
+            ok, reason = self._status.health()
+            self._reply(200 if ok else 503, (reason + "\n").encode(), "text/plain")
+        elif path == "/metrics":
+            self._reply(200, self._status.exposition(), CONTENT_TYPE_LATEST)
+        else:
+            self._reply(404, b"try /healthz or /metrics\n", "text/plain")
 
-        def do_HEAD(self) -> None:
-            """Load balancers often probe health with HEAD: GET's answer, without the body."""
-            self.do_GET()
+    def do_HEAD(self) -> None:
+        """Load balancers often probe health with HEAD: GET's answer, without the body."""
+        self.do_GET()
 
-        def _reply(self, status: int, body: bytes, content_type: str) -> None:
-            """Send a complete response, within the timeout."""
-            self.connection.settimeout(request_timeout)
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def _reply(self, status: int, body: bytes, content_type: str) -> None:
+        """Send a complete response, within the timeout."""
+        self.connection.settimeout(self._request_timeout)
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:
-            """Scrapes every few seconds would drown the log; stay quiet."""
-
-    return Handler
+    def log_message(self, format: str, *args: object) -> None:
+        """Scrapes every few seconds would drown the log; stay quiet."""

@@ -57,23 +57,13 @@ def edit(
         raise ValueError("; ".join(found.problems))
     rendered = _rendered(backend, is_managed, lines)
     managed = [s for s in found.servers if is_managed(s.name)]
-    replaced: dict[int, bytes] = {}
-    for server in managed:
-        if server.name not in rendered:
-            replaced[server.line_index] = b""
-        elif not _same(server, rendered[server.name][0]):
-            old = doc.lines[server.line_index]
-            replaced[server.line_index] = _rewritten(old, rendered[server.name][1])
+    replaced = _rewrites(doc, managed, rendered)
     present = {s.name for s in managed}
     new = [text for name, (_, text) in rendered.items() if name not in present]
     if new:
         anchor = _anchor(doc, section, found, managed)
-        eol = doc.lines[anchor].eol or _usual_eol(doc)
-        indent = _indent(doc, section, anchor)
         kept = replaced.get(anchor, doc.lines[anchor].content + doc.lines[anchor].eol)
-        if kept and not kept.endswith(b"\n"):
-            kept += eol
-        replaced[anchor] = kept + b"".join(indent + text + eol for text in new)
+        replaced[anchor] = _followed_by(doc, section, anchor, kept, new)
     if not replaced:
         return data
     out = b"".join(replaced.get(i, line.content + line.eol) for i, line in enumerate(doc.lines))
@@ -95,6 +85,22 @@ def _rendered(
             raise ValueError(msg)
         rendered[line.name] = (line, line_text(line).encode("utf-8"))
     return rendered
+
+
+def _rewrites(
+    doc: config_parse.Document,
+    managed: Sequence[ConfigServer],
+    rendered: dict[str, tuple[ServerLine, bytes]],
+) -> dict[int, bytes]:
+    """The new bytes of each managed server line that changes, by index (empty: the line goes)."""
+    replaced: dict[int, bytes] = {}
+    for server in managed:
+        if server.name not in rendered:
+            replaced[server.line_index] = b""
+        elif not _same(server, rendered[server.name][0]):
+            old = doc.lines[server.line_index]
+            replaced[server.line_index] = _rewritten(old, rendered[server.name][1])
+    return replaced
 
 
 def _same(server: ConfigServer, line: ServerLine) -> bool:
@@ -133,6 +139,21 @@ def _anchor(
         if line.words and not line.conditional and line.keyword != ".if":
             return index
     return section.start
+
+
+def _followed_by(
+    doc: config_parse.Document,
+    section: config_parse.Section,
+    anchor: int,
+    kept: bytes,
+    new: Sequence[bytes],
+) -> bytes:
+    """*kept* (the *anchor* line's bytes) followed by the *new* server lines, styled like it."""
+    eol = doc.lines[anchor].eol or _usual_eol(doc)
+    indent = _indent(doc, section, anchor)
+    if kept and not kept.endswith(b"\n"):
+        kept += eol
+    return kept + b"".join(indent + text + eol for text in new)
 
 
 def _indent(doc: config_parse.Document, section: config_parse.Section, anchor: int) -> bytes:

@@ -272,46 +272,56 @@ def _tokenize_quoted(content: bytes) -> tuple[tuple[str, ...], int]:
     words: list[bytes] = []
     word = bytearray()
     in_word = False
-    quote = 0
     body_end = 0
     i, size = 0, len(content)
     while i < size:
         char = content[i]
-        if quote == _SINGLE:
-            if char == _SINGLE:
-                quote = 0
-            else:
-                word.append(char)
-            i += 1
-        elif char == _BACKSLASH:
-            in_word = True
-            i += _unescape(content, i, word)
-        elif quote == _DOUBLE:
-            if char == _DOUBLE:
-                quote = 0
-            else:
-                word.append(char)
-            i += 1
-        elif char in _BLANKS:
+        if char in _BLANKS:
             if in_word:
                 words.append(bytes(word))
                 word.clear()
                 in_word = False
             i += 1
-            continue
         elif char == _SHARP:
             break
         else:
-            if char in (_SINGLE, _DOUBLE):
-                quote = char
-            else:
-                word.append(char)
             in_word = True
-            i += 1
-        body_end = i
+            i = body_end = _word_piece(content, i, word)
     if in_word:
         words.append(bytes(word))
     return _decode(words), body_end
+
+
+def _word_piece(content: bytes, at: int, word: bytearray) -> int:
+    """Append the piece of a word at *at* (a byte, an escape or a quoted run); return its end."""
+    char = content[at]
+    if char == _BACKSLASH:
+        return at + _unescape(content, at, word)
+    if char == _SINGLE:
+        # Up to the closing quote (or the end of the line) every byte is itself, backslash included.
+        close = content.find(_SINGLE, at + 1)
+        end = len(content) if close < 0 else close
+        word += content[at + 1 : end]
+        return end if close < 0 else end + 1
+    if char == _DOUBLE:
+        return _double_quoted(content, at + 1, word)
+    word.append(char)
+    return at + 1
+
+
+def _double_quoted(content: bytes, at: int, word: bytearray) -> int:
+    """Append the double-quoted run from *at* to *word*, escapes resolved; return its end."""
+    i = at
+    while i < len(content):
+        char = content[i]
+        if char == _DOUBLE:
+            return i + 1
+        if char == _BACKSLASH:
+            i += _unescape(content, i, word)
+        else:
+            word.append(char)
+            i += 1
+    return i
 
 
 def _unescape(content: bytes, at: int, word: bytearray) -> int:

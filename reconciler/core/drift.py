@@ -56,8 +56,9 @@ import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from reconciler.core import plan
+from reconciler.core import plan, server_steps
 from reconciler.core.errors import ConfigError
+from reconciler.core.managed_servers import address, points_at
 from reconciler.core.model import (
     BackendPlan,
     Change,
@@ -335,7 +336,7 @@ class _Assessor:
         doubt = self.doubts.get(instance.instance_id)
         if doubt is not None:
             return self._row(None, instance.instance_id, Verdict.HELD, f"{doubt}; not added")
-        detail = f"{_unwanted(instance)}; not in HAProxy"
+        detail = f"{server_steps.leaving_reason(instance)}; not in HAProxy"
         return self._row(None, instance.instance_id, Verdict.EXCLUDED, detail)
 
     def _managed(self, name: str) -> DriftRow:
@@ -357,15 +358,15 @@ class _Assessor:
     def _desired(self, line: ServerLine) -> tuple[Verdict, str]:
         """The verdict of a server the group calls for; the first matching rule wins."""
         current = self.file.get(line.name)
-        running = None if self.runtime is None else self.runtime.get(line.name)
-        wanted = f"{line.address}:{line.port}"
+        running = self._running(line.name)
+        wanted = address(line)
         if current is None and running is None:
             where = "the file" if self.runtime is None else "the file or the running HAProxy"
             return Verdict.MISSING, f"InService; not in {where}"
-        if running is not None and not _points_at(running, line):
-            return Verdict.ADDRESS, f"running at {_address(running)}; the instance is {wanted}"
-        if current is not None and not _points_at(current, line):
-            return Verdict.ADDRESS, f"the file says {_address(current)}; the instance is {wanted}"
+        if running is not None and not points_at(running, line):
+            return Verdict.ADDRESS, f"running at {address(running)}; the instance is {wanted}"
+        if current is not None and not points_at(current, line):
+            return Verdict.ADDRESS, f"the file says {address(current)}; the instance is {wanted}"
         if self.runtime is not None and running is None:
             return Verdict.FILE_ONLY, "InService; not running (a reload would add it)"
         if current is None:
@@ -374,7 +375,7 @@ class _Assessor:
             return Verdict.MAINT, "InService but in maintenance; the next cycle warms it up"
         if running is not None and running.draining:
             if running.has_check and not running.check_passed:
-                status = running.check_status or "not checked yet"
+                status = server_steps.awaited_check(running)
                 return Verdict.WARMING, f"held in drain until its check passes ({status})"
             return Verdict.WARMING, "in drain; the next cycle makes it ready"
         outdated = _outdated(current, line)
@@ -386,25 +387,26 @@ class _Assessor:
 
     def _leaving(self, name: str, instance: Instance | None) -> tuple[Verdict, str]:
         """The verdict of a managed server whose instance does not serve."""
-        reason = "not in the group" if instance is None else _unwanted(instance)
-        running = None if self.runtime is None else self.runtime.get(name)
+        reason = server_steps.leaving_reason(instance)
+        running = self._running(name)
         if self.held:
             return Verdict.HELD, f"{reason}; kept while the group has no serving instance"
         if running is not None and (running.draining or running.in_maintenance):
-            return Verdict.DRAINING, (f"{reason}; being removed ({plan.attached(running)})")
+            return Verdict.DRAINING, f"{reason}; being removed ({server_steps.attached(running)})"
         if running is None:
             return Verdict.STALE, f"{reason}; in the file only (a reload would bring it back)"
         where = "running and in the file" if name in self.file else "running, not in the file"
         return Verdict.STALE, f"{reason}; {where}"
+
+    def _running(self, name: str) -> RuntimeServer | None:
+        return None if self.runtime is None else self.runtime.get(name)
 
     def _row(
         self, name: str | None, instance_id: str | None, verdict: Verdict, detail: str
     ) -> DriftRow:
         instance = self.instances.get(instance_id) if instance_id is not None else None
         current = self.file.get(name) if name is not None else None
-        running = None
-        if self.runtime is not None and name is not None:
-            running = self.runtime.get(name)
+        running = self._running(name) if name is not None else None
         return DriftRow(
             verdict=verdict,
             detail=detail,
@@ -415,9 +417,9 @@ class _Assessor:
             ec2_state=instance.ec2_state if instance else None,
             private_ip=instance.private_ip if instance else None,
             in_file=current is not None,
-            file_address=_address(current) if current is not None else None,
+            file_address=address(current) if current is not None else None,
             runtime_state=None if self.runtime is None else runtime_state(running),
-            runtime_address=_address(running) if running is not None else None,
+            runtime_address=address(running) if running is not None else None,
             check=check_result(running) if running is not None else None,
             check_status=(running.check_status or None) if running is not None else None,
         )
@@ -454,18 +456,3 @@ def _outdated(current: ConfigServer, line: ServerLine) -> str | None:
         written = "no id" if current.server_id is None else f"id {current.server_id}"
         return f"the file line has {written}; the next cycle writes id {line.server_id}"
     return None
-
-
-def _unwanted(instance: Instance) -> str:
-    """Why the planner leaves a member of the group out of the backend."""
-    # An instance that would serve is only left out because of a Spot interruption warning.
-    return instance.not_serving_reason or plan.SPOT_WARNING_REASON
-
-
-def _points_at(server: ConfigServer | RuntimeServer, line: ServerLine) -> bool:
-    """The server has *line*'s address and port (compared as the planner compares them)."""
-    return (server.address, server.port) == (line.address, line.port)
-
-
-def _address(server: ConfigServer | RuntimeServer) -> str:
-    return f"{server.address}:{server.port}"

@@ -1,27 +1,30 @@
 """
-How a cycle makes the next haproxy.cfg: edited in place, or rendered whole from a template.
+The next haproxy.cfg of a cycle: its managed servers edited in place, or the whole file made from a
+template.
 
-``for_settings`` picks the ``FileRenderer`` the settings call for. Both take the file as it is and
-the managed servers some backends must now have, and return the next file and whether only a
-reload can apply it:
+A cycle reads its inputs once, through the store: a ``StoredConfig`` holds the file as it is and,
+in template mode, the template's text with the environment it sees. ``for_cycle`` turns that read
+into the ``NextFileMaker`` the cycle consults twice: when observing, for the config whose sections
+the planner reads (``sections``), and when applying, for the file after the runtime steps
+(``next_file``). What depends on the read alone is decided once, in ``for_cycle``.
 
-- ``InPlace`` (no ``[haproxy] template``): ``config_edit`` rewrites the managed ``server`` lines and
-  keeps every other byte; it never needs a reload by itself.
-- ``FromTemplate``: renders the whole file with ``template.render``. Whether anything besides the
-  servers changed is computed, not guessed: the template is rendered a second time with the servers
-  the file has now, and the file is compared with it. Equal means the template, the settings and
-  the environment it uses are unchanged, so the runtime API has already applied everything; a
-  difference means a reload. The file is the controller's own: a missing or empty file means no
-  HAProxy runs yet (its container waits for the first file), so the first file is planned from AWS
-  alone and written without a reload.
+- ``EditInPlace`` (no ``[haproxy] template``): ``config_edit`` rewrites the managed ``server``
+  lines and keeps every other byte; it never needs a reload by itself.
+- ``FromTemplate``: the whole file is ``template.render``'s. Whether anything besides the servers
+  changed is computed, not guessed: the template rendered with the servers the file has now is
+  compared with the file. Equal means the template, the settings and the environment it uses are
+  unchanged, so the runtime API has already applied everything; a difference means a reload. That
+  render is also what the planner reads, and the next file when the servers stay as they are, so a
+  cycle renders once, or twice when servers change. The file is the controller's own: a missing or
+  empty file means no HAProxy runs yet (its container waits for the first file), so the first file
+  is planned from AWS alone and written without a reload.
 
-The template file is read again for every use, so an edited template takes effect at the next
-cycle without a restart.
+Pure: the store reads the template afresh every cycle, so an edited template takes effect at the
+next cycle without a restart.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -33,7 +36,27 @@ from reconciler.core.settings import Settings
 
 
 @dataclass(frozen=True)
-class Rendering:
+class Template:
+    """``[haproxy] template`` as one cycle read it."""
+
+    text: str
+    #: The environment the template sees as ``env``.
+    environ: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class StoredConfig:
+    """What the store read for one cycle."""
+
+    #: The file's bytes (``b""`` for a missing file in template mode).
+    file: bytes
+    #: ``None`` edits the file in place. A ``ConfigError`` says why the template could not be read:
+    #: the cycle still plans from the file, and reports the error when it makes the next one.
+    template: Template | ConfigError | None = None
+
+
+@dataclass(frozen=True)
+class NextFile:
     """The next file, and whether a reload is needed whatever the runtime API did."""
 
     content: bytes
@@ -41,16 +64,31 @@ class Rendering:
     needs_reload: bool = False
 
 
-class FileRenderer(Protocol):
-    """Makes the next config file from the current one."""
+class NextFileMaker(Protocol):
+    """Makes the next config file from what one cycle read."""
 
-    def baseline(self, current: bytes) -> bytes:
-        """The config whose sections the planner reads, when the file holds *current*."""
+    @property
+    def current(self) -> bytes:
+        """The file as the cycle read it."""
         ...
 
-    def render(self, current: bytes, lines: Mapping[str, Sequence[ServerLine]]) -> Rendering:
+    @property
+    def sections(self) -> bytes:
+        """The config whose sections the planner reads."""
+        ...
+
+    @property
+    def bootstrapping(self) -> bool:
         """
-        The file after *current*, the managed servers of each backend in *lines* made exactly
+        True when no HAProxy can run from the file yet: in template mode, the file is missing
+        (read as empty) or empty, and HAProxy waits for the first one. There is no runtime to
+        read then, and nothing to reload.
+        """
+        ...
+
+    def next_file(self, lines: Mapping[str, Sequence[ServerLine]]) -> NextFile:
+        """
+        The file after ``current``, the managed servers of each backend in *lines* made exactly
         those lines (every other backend keeps the servers it has).
 
         Raises ``ConfigError`` when the file cannot be made (an unusable template).
@@ -58,87 +96,115 @@ class FileRenderer(Protocol):
         ...
 
 
-def bootstrapping(settings: Settings, current: bytes) -> bool:
+def for_cycle(settings: Settings, stored: StoredConfig) -> NextFileMaker:
     """
-    True when no HAProxy can run from the file *current* yet: in template mode, the file is
-    missing (read as empty) or empty, and HAProxy waits for the first one. There is no runtime to
-    read then, and nothing to reload.
+    The maker for a cycle that read *stored*: a template when the store read one.
+
+    Raises ``ConfigError`` when the template cannot be used and there is no file to plan from.
     """
-    return settings.haproxy.template is not None and not current
+    if stored.template is None:
+        return EditInPlace(settings, stored.file)
+    return FromTemplate.decide(settings, stored.file, stored.template)
 
 
-def for_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> FileRenderer:
-    """The renderer *settings* call for; a template sees *environ* (default: ``os.environ``)."""
-    if settings.haproxy.template is None:
-        return InPlace(settings)
-    return FromTemplate(settings, os.environ if environ is None else environ)
-
-
-class InPlace:
+@dataclass(frozen=True)
+class EditInPlace:
     """Edits the managed ``server`` lines of the file in place; every other byte stays."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
+    settings: Settings
+    current: bytes
 
-    def baseline(self, current: bytes) -> bytes:
+    @property
+    def sections(self) -> bytes:
         """The file itself."""
-        return current
+        return self.current
 
-    def render(self, current: bytes, lines: Mapping[str, Sequence[ServerLine]]) -> Rendering:
-        """*current* edited backend by backend; a server change never needs a reload by itself."""
-        content = current
+    @property
+    def bootstrapping(self) -> bool:
+        """Never: the user's file exists before the controller starts."""
+        return False
+
+    def next_file(self, lines: Mapping[str, Sequence[ServerLine]]) -> NextFile:
+        """The file edited backend by backend; a server change never needs a reload by itself."""
+        content = self.current
         for backend, wanted in lines.items():
             content = self._edit(content, backend, wanted)
-        return Rendering(content)
+        return NextFile(content)
 
     def _edit(self, content: bytes, backend: str, wanted: Sequence[ServerLine]) -> bytes:
-        binding = self._settings.binding(backend)
+        binding = self.settings.binding(backend)
         return config_edit.edit(
             content, backend, lambda n: binding.instance_of(n) is not None, wanted
         )
 
 
+@dataclass(frozen=True)
 class FromTemplate:
-    """Renders the whole file from ``[haproxy] template``."""
+    """Makes the whole file from ``[haproxy] template``; build it with ``decide``."""
 
-    def __init__(self, settings: Settings, environ: Mapping[str, str]) -> None:
-        self._settings = settings
-        self._environ = environ
+    settings: Settings
+    current: bytes
+    template: Template | ConfigError
+    #: The managed servers the file holds now, per configured backend.
+    servers: Mapping[str, tuple[ServerLine, ...]]
+    #: The template rendered with ``servers``, or why it cannot be rendered.
+    now: bytes | ConfigError
+    #: The file differs from ``now``: something besides the servers changed.
+    needs_reload: bool
 
-    def baseline(self, current: bytes) -> bytes:
-        """
-        The template rendered with the servers the file has now: the sections the next file
-        will have, even when the file is missing or was written from an older template.
-
-        When the template cannot be rendered the file itself is used, so membership changes still
-        reach the runtime; ``render`` then reports the error and keeps the file.
-        """
+    @classmethod
+    def decide(
+        cls, settings: Settings, current: bytes, source: Template | ConfigError
+    ) -> FromTemplate:
+        """Render *source* once with the servers of *current*, and decide on a reload."""
+        servers = current_lines(settings, current)
+        now: bytes | ConfigError
         try:
-            return self._render(self._text(), current_lines(self._settings, current))
-        except ConfigError:
+            now = _render(source, settings, servers)
+        except ConfigError as exc:
             if not current:
                 raise
-            return current
+            now = exc
+        reload = bool(current) and isinstance(now, bytes) and now != current
+        return cls(settings, current, source, servers, now, reload)
 
-    def render(self, current: bytes, lines: Mapping[str, Sequence[ServerLine]]) -> Rendering:
+    @property
+    def sections(self) -> bytes:
+        """
+        The template rendered with the servers the file has now: the sections the next file will
+        have, even when the file is missing or was written from an older template.
+
+        When the template cannot be rendered the file itself is used, so membership changes still
+        reach the runtime; ``next_file`` then reports the error and keeps the file.
+        """
+        return self.current if isinstance(self.now, ConfigError) else self.now
+
+    @property
+    def bootstrapping(self) -> bool:
+        """The file is missing or empty."""
+        return not self.current
+
+    def next_file(self, lines: Mapping[str, Sequence[ServerLine]]) -> NextFile:
         """The template with the new servers; a reload when it differs from the file elsewhere."""
-        text = self._text()
-        now = current_lines(self._settings, current)
-        content = self._render(text, {**now, **lines})
-        if not current:
-            return Rendering(content)
-        return Rendering(content, needs_reload=self._render(text, now) != current)
+        servers = {**self.servers, **{backend: tuple(wanted) for backend, wanted in lines.items()}}
+        if servers == self.servers and isinstance(self.now, bytes):
+            content = self.now
+        else:
+            content = _render(self.template, self.settings, servers)
+        if isinstance(self.now, ConfigError):
+            # The file's own servers do not render: what the reload decision needs is missing.
+            raise self.now
+        return NextFile(content, self.needs_reload)
 
-    def _text(self) -> str:
-        path = self._settings.haproxy.template
-        assert path is not None  # noqa: S101 - for_settings only builds this with a template
-        try:
-            return path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"cannot read the template: {exc}"], str(path)) from None
 
-    def _render(self, text: str, lines: Mapping[str, Sequence[ServerLine]]) -> bytes:
-        return template.render(text, self._settings, lines, self._environ)
+def _render(
+    source: Template | ConfigError,
+    settings: Settings,
+    servers: Mapping[str, Sequence[ServerLine]],
+) -> bytes:
+    if isinstance(source, ConfigError):
+        raise source
+    return template.render(source.text, settings, servers, source.environ)
 
 
 def current_lines(settings: Settings, data: bytes) -> dict[str, tuple[ServerLine, ...]]:

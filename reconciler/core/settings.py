@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -294,16 +294,8 @@ def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
     )
 
 
-def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Binding, ...]:
-    if raw is None:
-        reader.problems.append("backend: no [[backend]] entry; add at least one")
-        return ()
-    if not isinstance(raw, list):
-        reader.problems.append("backend: must be an array of tables ([[backend]])")
-        return ()
-    bindings: list[Binding] = []
-    seen: set[str] = set()
-    keys = {
+_BACKEND_KEYS = frozenset(
+    {
         "name",
         "asg",
         "port",
@@ -316,61 +308,95 @@ def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Bind
         "launch_hook",
         "terminate_hook",
     }
+)
+
+
+def _backends(reader: _Reader, raw: Any, haproxy: HAProxySettings) -> tuple[Binding, ...]:
+    if raw is None:
+        reader.problems.append("backend: no [[backend]] entry; add at least one")
+        return ()
+    if not isinstance(raw, list):
+        reader.problems.append("backend: must be an array of tables ([[backend]])")
+        return ()
+    bindings: list[Binding] = []
+    seen: set[str] = set()
     for index, entry in enumerate(raw):
-        where = f"backend[{index}]"
         if not isinstance(entry, dict):
-            reader.problems.append(f"{where}: must be a table")
+            reader.problems.append(f"backend[{index}]: must be a table")
             continue
-        reader.unknown(entry, where, keys)
-        name = reader.req_str(entry, where, "name")
-        if name is not None:
-            where = f"backend '{name}'"
-            if not _PROXY_NAME.match(name):
-                reader.problems.append(f"{where}.name: use only letters, digits and - _ . :")
-            if name in seen:
-                reader.problems.append(f"{where}: declared twice; each backend once")
-            seen.add(name)
-        asg = reader.req_str(entry, where, "asg")
-        if asg is not None and not _ASG_NAME.match(asg):
-            reader.problems.append(f"{where}.asg: not a valid Auto Scaling group name")
-        port = (
-            reader.whole_number(entry, "backend", "port", where=where)
-            if reader.present(entry, where, "port")
-            else None
-        )
-        prefix = reader.opt_str(entry, where, "server_prefix") or ""
-        if not _PREFIX.match(prefix):
-            reader.problems.append(f"{where}.server_prefix: use only letters, digits and - _ . :")
-        options = _server_options(reader, entry, where, haproxy)
-        drain = reader.number(entry, "backend", "drain_timeout", where=where)
-        completes = bool(reader.opt_bool(entry, where, "complete_lifecycle_actions"))
-        if completes and haproxy.socket is None:
-            # A reload cannot hold a new server back until its check passes, and the old worker
-            # still serves a removed one after the reload: completing would be a lie.
-            reader.problems.append(
-                f"{where}.complete_lifecycle_actions: needs [haproxy] socket (the runtime API "
-                "warms up and drains servers; a reload cannot)"
-            )
-        abandon = reader.number(entry, "backend", "abandon_launch_after", where=where)
-        if name is not None and asg is not None and port is not None:
-            bindings.append(
-                Binding(
-                    name=name,
-                    asg=asg,
-                    port=port,
-                    server_prefix=prefix,
-                    server_options=options,
-                    drain_timeout=Binding.drain_timeout if drain is None else drain,
-                    complete_lifecycle_actions=completes,
-                    launch_hook=reader.opt_str(entry, where, "launch_hook") or None,
-                    terminate_hook=reader.opt_str(entry, where, "terminate_hook") or None,
-                    abandon_launch_after=abandon,
-                    drain_on_spot_warning=bool(
-                        reader.opt_bool(entry, where, "drain_on_spot_warning")
-                    ),
-                )
-            )
+        binding = _backend(reader, entry, f"backend[{index}]", haproxy, seen)
+        if binding is not None:
+            bindings.append(binding)
     return tuple(bindings)
+
+
+def _backend(
+    reader: _Reader, entry: Mapping[str, Any], where: str, haproxy: HAProxySettings, seen: set[str]
+) -> Binding | None:
+    """One ``[[backend]]`` table, *where* in the file; ``None`` without a name, group or port."""
+    reader.unknown(entry, where, _BACKEND_KEYS)
+    name = _backend_name(reader, entry, where, seen)
+    where = where if name is None else f"backend '{name}'"
+    asg = reader.req_str(entry, where, "asg")
+    if asg is not None and not _ASG_NAME.match(asg):
+        reader.problems.append(f"{where}.asg: not a valid Auto Scaling group name")
+    port = (
+        reader.whole_number(entry, "backend", "port", where=where)
+        if reader.present(entry, where, "port")
+        else None
+    )
+    prefix = reader.opt_str(entry, where, "server_prefix") or ""
+    if not _PREFIX.match(prefix):
+        reader.problems.append(f"{where}.server_prefix: use only letters, digits and - _ . :")
+    options = _server_options(reader, entry, where, haproxy)
+    drain = reader.number(entry, "backend", "drain_timeout", where=where)
+    completes = _completes(reader, entry, where, haproxy)
+    abandon = reader.number(entry, "backend", "abandon_launch_after", where=where)
+    if name is None or asg is None or port is None:
+        return None
+    return Binding(
+        name=name,
+        asg=asg,
+        port=port,
+        server_prefix=prefix,
+        server_options=options,
+        drain_timeout=Binding.drain_timeout if drain is None else drain,
+        complete_lifecycle_actions=completes,
+        launch_hook=reader.opt_str(entry, where, "launch_hook") or None,
+        terminate_hook=reader.opt_str(entry, where, "terminate_hook") or None,
+        abandon_launch_after=abandon,
+        drain_on_spot_warning=bool(reader.opt_bool(entry, where, "drain_on_spot_warning")),
+    )
+
+
+def _backend_name(
+    reader: _Reader, entry: Mapping[str, Any], where: str, seen: set[str]
+) -> str | None:
+    """The backend's name, checked and added to *seen* (the names of the entries before it)."""
+    name = reader.req_str(entry, where, "name")
+    if name is not None:
+        where = f"backend '{name}'"
+        if not _PROXY_NAME.match(name):
+            reader.problems.append(f"{where}.name: use only letters, digits and - _ . :")
+        if name in seen:
+            reader.problems.append(f"{where}: declared twice; each backend once")
+        seen.add(name)
+    return name
+
+
+def _completes(
+    reader: _Reader, entry: Mapping[str, Any], where: str, haproxy: HAProxySettings
+) -> bool:
+    """``complete_lifecycle_actions``, which needs the runtime socket."""
+    completes = bool(reader.opt_bool(entry, where, "complete_lifecycle_actions"))
+    if completes and haproxy.socket is None:
+        # A reload cannot hold a new server back until its check passes, and the old worker
+        # still serves a removed one after the reload: completing would be a lie.
+        reader.problems.append(
+            f"{where}.complete_lifecycle_actions: needs [haproxy] socket (the runtime API "
+            "warms up and drains servers; a reload cannot)"
+        )
+    return completes
 
 
 def _server_options(
@@ -427,7 +453,7 @@ class _Reader:
             if var.startswith(prefix) and var != CONFIG_ENV
         }
 
-    def unknown(self, table: Mapping[str, Any], where: str, known: set[str]) -> None:
+    def unknown(self, table: Mapping[str, Any], where: str, known: Collection[str]) -> None:
         for key, value in table.items():
             if key not in known:
                 allowed = ", ".join(sorted(known))

@@ -32,6 +32,16 @@ from reconciler.core.settings import Settings
 # jinja2 names the code it compiles from a string so; its frames carry template line numbers.
 _TEMPLATE_FILENAME = "<template>"
 
+#: No loader: templates come in as text only.
+_JINJA = jinja2.Environment(
+    undefined=jinja2.StrictUndefined,
+    # A HAProxy config, not HTML: "&&" or "<" must reach HAProxy as written.
+    autoescape=False,  # noqa: S701
+    keep_trailing_newline=True,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
 
 @dataclass(frozen=True)
 class TemplateBackend:
@@ -56,12 +66,28 @@ def render(
 ) -> bytes:
     """
     The config file *template_text* makes, with the managed servers of each backend from
-    *lines_by_backend* (a backend missing there has none).
+    *lines_by_backend* (a backend missing there has none) and *environ* as ``env``.
 
     Raises ``ConfigError`` naming the template and the line of any jinja2 error.
     """
-    source = str(settings.haproxy.template or "template")
-    backends = [
+    socket = settings.haproxy.socket
+    try:
+        text = _JINJA.from_string(template_text).render(
+            backends=_backends(settings, lines_by_backend),
+            admin_socket=None if socket is None else str(socket),
+            env=dict(environ),
+        )
+    except jinja2.TemplateError as exc:
+        raise ConfigError([_describe(exc)], str(settings.haproxy.template or "template")) from None
+    # HAProxy 2.6 refuses a file whose last line has no LF.
+    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
+
+
+def _backends(
+    settings: Settings, lines_by_backend: Mapping[str, Sequence[ServerLine]]
+) -> list[TemplateBackend]:
+    """What the template knows about each ``[[backend]]``, in order."""
+    return [
         TemplateBackend(
             name=binding.name,
             asg=binding.asg,
@@ -74,25 +100,6 @@ def render(
         )
         for binding in settings.backends
     ]
-    socket = settings.haproxy.socket
-    environment = jinja2.Environment(
-        undefined=jinja2.StrictUndefined,
-        # A HAProxy config, not HTML: "&&" or "<" must reach HAProxy as written.
-        autoescape=False,  # noqa: S701
-        keep_trailing_newline=True,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
-    try:
-        text = environment.from_string(template_text).render(
-            backends=backends,
-            admin_socket=None if socket is None else str(socket),
-            env=dict(environ),
-        )
-    except jinja2.TemplateError as exc:
-        raise ConfigError([_describe(exc)], source) from None
-    # HAProxy 2.6 refuses a file whose last line has no LF.
-    return (text if text.endswith("\n") else text + "\n").encode("utf-8")
 
 
 def _describe(exc: jinja2.TemplateError) -> str:

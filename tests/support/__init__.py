@@ -1,1 +1,4 @@
-"""Test infrastructure: real moto server and real HAProxy processes on loopback."""
+"""
+What test modules share: pytest fixtures over ``harness`` (``moto``, ``haproxy``, ``stack``,
+registered in ``tests/conftest.py``) and helpers by noun; a test module never imports another.
+"""

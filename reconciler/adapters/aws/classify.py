@@ -104,14 +104,6 @@ def error_codes(exc: BaseException) -> frozenset[str]:
     return frozenset(str(code) for code in (error.get("Code"), error.get("QueryErrorCode")) if code)
 
 
-def is_transient(exc: BaseException) -> bool:
-    """True for failures that another try a little later may not meet."""
-    if isinstance(exc, ClientError):
-        return _throttled(exc) or _status(exc) >= 500
-    # A parser error is what a proxy's or an emulator's HTML error page turns into.
-    return isinstance(exc, BotoConnectionError | HTTPClientError | ResponseParserError)
-
-
 def explain(
     action: str, exc: BaseException, *, again: str = "the next cycle tries again"
 ) -> Explanation:

@@ -1,8 +1,11 @@
 """
 boto3 clients, all built the same way, and a counter of the calls they make.
 
-Every client gets botocore's ``standard`` retry mode with a bounded number of attempts (pinned,
-because the default mode differs between botocore versions), explicit connect and read timeouts,
+Every client gets botocore's ``standard`` retry mode with a bounded number of attempts: the call
+level of the two retry levels (see ``reconciler.retry``). Both are pinned in the client's config,
+which wins over ``AWS_RETRY_MODE``, ``AWS_MAX_ATTEMPTS`` and the shared config file: the default
+mode differs between botocore versions, and an environment must not unbound the retries or stack
+a second policy on the cycle's. Clients also get explicit connect and read timeouts,
 and the endpoint from the standard chain only: botocore itself honours ``AWS_ENDPOINT_URL``,
 ``AWS_ENDPOINT_URL_<SERVICE>`` and ``endpoint_url`` in the shared config file, which is how tests
 and local emulators are reached without any setting of ours.
@@ -35,7 +38,8 @@ if TYPE_CHECKING:
     from mypy_boto3_ec2 import EC2Client
     from mypy_boto3_sqs import SQSClient
 
-#: botocore counts the first try, so 3 means two retries (its standard-mode default).
+#: botocore counts the first try, so 3 means two retries (its standard-mode default), each after
+#: a random wait of up to 1 s, then up to 2 s: a throttled call gives up within about 3 s.
 DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_CONNECT_TIMEOUT = 5.0
 #: Must exceed the longest SQS long poll (20 s), or every empty poll would end in a read timeout.

@@ -8,10 +8,11 @@ IPv4 address. Every instance of a group is returned, whatever its state: decidin
 the model's job. For the groups whose lifecycle actions the controller completes, a third call,
 DescribeLifecycleHooks (one per group: it takes one group name and has no paging), adds the hooks.
 
-Failures never raise. botocore's standard retry mode absorbs short throttling bursts; on top of
-it a bounded tenacity retry rides out slightly longer trouble. What still fails is reported per
-group in ``AwsObservation.errors`` with what to do about it, so one broken call never blanks
-every backend, and the planner leaves those backends untouched.
+Failures never raise. botocore's standard retry mode retries each call a bounded number of times
+(the call level of the two retry levels, see ``reconciler.retry``); what still fails is reported
+per group in ``AwsObservation.errors`` with what to do about it, so one broken call never blanks
+every backend, and the planner leaves those backends untouched. The cycle is retried as a whole,
+by the daemon's backoff, which re-reads every group.
 """
 
 from __future__ import annotations
@@ -23,15 +24,8 @@ from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_before_delay,
-    wait_random_exponential,
-)
 
-from reconciler.adapters.aws.classify import error_codes, explain, is_transient
+from reconciler.adapters.aws.classify import error_codes, explain
 from reconciler.core.model import AwsObservation, Group, Instance, LifecycleHook
 
 
@@ -88,28 +82,12 @@ class AwsMembership:
     """Reads Auto Scaling groups and their instances through boto3 clients."""
 
     def __init__(
-        self,
-        clients: AwsClients,
-        *,
-        instance_ids_per_call: int = INSTANCE_IDS_PER_CALL,
-        retry_attempts: int = 4,
-        retry_seconds: float = 5.0,
-        retry_backoff: float = 0.5,
+        self, clients: AwsClients, *, instance_ids_per_call: int = INSTANCE_IDS_PER_CALL
     ) -> None:
-        """
-        Read through *clients*. Each API call is tried up to *retry_attempts* times while
-        transient errors last, waiting a random time up to *retry_backoff* doubled per attempt,
-        and never starting a wait that would end more than *retry_seconds* after its first try.
-        """
+        """Read through *clients*, describing at most *instance_ids_per_call* ids per call."""
         self._autoscaling = clients.client("autoscaling")
         self._ec2 = clients.client("ec2")
         self._ids_per_call = instance_ids_per_call
-        self._retrying = Retrying(
-            stop=stop_after_attempt(retry_attempts) | stop_before_delay(retry_seconds),
-            wait=wait_random_exponential(multiplier=retry_backoff, max=retry_seconds),
-            retry=retry_if_exception(is_transient),
-            reraise=True,
-        )
 
     def read_groups(
         self, names: Sequence[str], *, with_hooks: Collection[str] = ()
@@ -119,29 +97,56 @@ class AwsMembership:
         names are left out, failures reported per group.
         """
         wanted = list(dict.fromkeys(names))
-        found: dict[str, AutoScalingGroupTypeDef] = {}
         errors: dict[str, str] = {}
-        for chunk in _chunks(wanted, GROUP_NAMES_PER_CALL):
+        found = self._read_groups(wanted, errors)
+        # Before the instances, so a group whose hooks cannot be read costs no DescribeInstances.
+        hooks = self._read_hooks([n for n in wanted if n in found and n in with_hooks], errors)
+        readable = [name for name in wanted if name in found and name not in errors]
+        described = self._read_instances({name: found[name] for name in readable}, errors)
+        groups = {
+            name: _group(group, described, hooks.get(name, ()))
+            for name, group in found.items()
+            if name not in errors
+        }
+        return AwsObservation(groups=groups, errors=errors)
+
+    def _read_groups(
+        self, names: Sequence[str], errors: dict[str, str]
+    ) -> dict[str, AutoScalingGroupTypeDef]:
+        """The groups of *names* that exist; the names of a failed call go into *errors*."""
+        found: dict[str, AutoScalingGroupTypeDef] = {}
+        for chunk in _chunks(names, GROUP_NAMES_PER_CALL):
             try:
                 found.update(self._describe_groups(chunk))
             except _READ_FAILURES as exc:
                 errors.update(dict.fromkeys(chunk, _explain(DESCRIBE_GROUPS, exc)))
+        return found
 
-        # Before the instances, so a group whose hooks cannot be read costs no DescribeInstances.
+    def _read_hooks(
+        self, names: Sequence[str], errors: dict[str, str]
+    ) -> dict[str, tuple[LifecycleHook, ...]]:
+        """The hooks of each group of *names*; a group whose read failed goes into *errors*."""
         hooks: dict[str, tuple[LifecycleHook, ...]] = {}
-        for name in (n for n in wanted if n in found and n in with_hooks):
+        for name in names:
             try:
                 hooks[name] = self._describe_hooks(name)
             except _READ_FAILURES as exc:
                 errors[name] = _explain(DESCRIBE_HOOKS, exc)
+        return hooks
 
+    def _read_instances(
+        self, groups: Mapping[str, AutoScalingGroupTypeDef], errors: dict[str, str]
+    ) -> dict[str, InstanceTypeDef]:
+        """
+        The EC2 descriptions of the members of *groups*, by instance id; the groups with a
+        member in a failed chunk go into *errors*.
+        """
         # Ids in request order, so each group's instances stay together in as few chunks as
         # possible and one failed chunk marks as few groups as possible.
         owner = {
             member["InstanceId"]: name
-            for name in wanted
-            if name in found and name not in errors
-            for member in found[name].get("Instances", [])
+            for name, group in groups.items()
+            for member in group.get("Instances", [])
         }
         described: dict[str, InstanceTypeDef] = {}
         for ids in _chunks(list(owner), self._ids_per_call):
@@ -150,13 +155,7 @@ class AwsMembership:
             except _READ_FAILURES as exc:
                 message = _explain(DESCRIBE_INSTANCES, exc)
                 errors.update(dict.fromkeys((owner[i] for i in ids), message))
-
-        groups = {
-            name: _group(group, described, hooks.get(name, ()))
-            for name, group in found.items()
-            if name not in errors
-        }
-        return AwsObservation(groups=groups, errors=errors)
+        return described
 
     def _describe_groups(self, names: Sequence[str]) -> dict[str, AutoScalingGroupTypeDef]:
         requested = set(names)
@@ -171,9 +170,7 @@ class AwsMembership:
         return self._autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=names, **more)
 
     def _describe_hooks(self, name: str) -> tuple[LifecycleHook, ...]:
-        answer = self._retrying(
-            self._autoscaling.describe_lifecycle_hooks, AutoScalingGroupName=name
-        )
+        answer = self._autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=name)
         return tuple(_hook(hook) for hook in answer.get("LifecycleHooks", []))
 
     def _describe_instances(self, ids: Sequence[str]) -> dict[str, InstanceTypeDef]:
@@ -208,7 +205,7 @@ class AwsMembership:
         # A page may hold fewer items than asked for while more exist: only NextToken tells.
         more: _NextPage = {}
         while True:
-            page = self._retrying(fetch, more)
+            page = fetch(more)
             yield page
             token = page.get("NextToken")
             if not token:

@@ -1,17 +1,24 @@
 """
-Small hand-written fakes of the ports, for tests of the pure core only.
+Small hand-written fakes of the ports, for tests of the pure core (and the CPU benchmark) only.
 
 ``FakeRuntime`` follows the HAProxy 2.6 rules the planner relies on (a new server starts in forced
 maintenance with its check disabled, ``del server`` needs maintenance and nothing attached, a
 desired server with a check only passes after ``tick``); integration tests use the real binary.
+
+``FakeInbox`` is the ``Inbox`` of tests of the controller and the receiver thread: receives are
+scripted, deletions are recorded, failures are injected (``received`` builds a message as it hands
+them out). The real ``SqsInbox`` is tested against the moto server in ``test_sqs_inbox.py``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 
+from reconciler.core import messages
 from reconciler.core.errors import PermanentError, TransientError
+from reconciler.core.messages import Received
 from reconciler.core.model import (
     ADMIN_FDRAIN,
     ADMIN_FMAINT,
@@ -25,6 +32,7 @@ from reconciler.core.model import (
     RuntimeServer,
     ServerLine,
 )
+from reconciler.core.next_config import StoredConfig, Template
 
 
 @dataclass
@@ -35,7 +43,10 @@ class FakeMembership:
     errors: dict[str, str] = field(default_factory=dict)
 
     def read_groups(
-        self, names: Sequence[str], *, with_hooks: Collection[str] = ()
+        self,
+        names: Sequence[str],
+        *,
+        with_hooks: Collection[str] = (),  # noqa: ARG002 (the groups hold their hooks already)
     ) -> AwsObservation:
         """The requested groups that exist (hooks included), and the requested errors."""
         return AwsObservation(
@@ -46,19 +57,28 @@ class FakeMembership:
 
 @dataclass
 class FakeStore:
-    """A config file in memory; *reloads* counts reloads."""
+    """
+    A config file in memory, and in template mode (*template* set) its template and environment;
+    *reloads*, *writes* and *reads* count the calls.
+    """
 
     content: bytes
     reloads: int = 0
     writes: int = 0
+    template: str | None = None
+    environ: dict[str, str] = field(default_factory=dict)
+    reads: int = 0
 
-    def read(self) -> bytes:
-        """The current bytes."""
-        return self.content
+    def read(self) -> StoredConfig:
+        """The current bytes, and the template as it is now."""
+        self.reads += 1
+        template = None if self.template is None else Template(self.template, dict(self.environ))
+        return StoredConfig(self.content, template)
 
     def write(self, expected: bytes, new: bytes) -> None:
         """Replace the content (the fake never fails validation)."""
-        assert expected == self.content
+        if expected != self.content:
+            raise AssertionError("the cycle wrote over bytes it had not read")
         self.content = new
         self.writes += 1
 
@@ -170,3 +190,61 @@ class FakeLifecycle:
         """Record *action*."""
         self.actions.append(action)
         return True
+
+
+#: Seconds an empty scripted poll blocks, standing in for the long poll.
+EMPTY_POLL = 0.01
+
+
+def received(body: str, handle: str, *, at: float = 0.0, message_id: str | None = None) -> Received:
+    """A message as the inbox hands it out: *body* classified, received at *at*."""
+    return Received(
+        message_id=message_id or f"id-{handle}",
+        receipt_handle=handle,
+        body=body,
+        trigger=messages.classify(body),
+        received_at=at,
+        receive_count=1,
+        sent_at=None,
+    )
+
+
+@dataclass
+class FakeInbox:
+    """
+    Each ``receive`` hands out the next scripted batch (or raises it, if it is an exception);
+    once the script is used up, polls come back empty after ``EMPTY_POLL``. ``delete`` records
+    the handles, refuses those in *refuse*, and raises *delete_error* while it is set.
+    """
+
+    script: list[Sequence[Received] | Exception] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    delete_error: Exception | None = None
+    deleted: list[str] = field(default_factory=list)
+    receives: int = 0
+    closed: threading.Event = field(default_factory=threading.Event)
+
+    # The script decides what a poll returns: how long a real one would wait plays no part.
+    def receive(self, wait_seconds: int | None = None) -> list[Received]:  # noqa: ARG002
+        """The next scripted batch; empty after ``close`` or when the script is used up."""
+        self.receives += 1
+        if self.closed.is_set():
+            return []
+        if not self.script:
+            self.closed.wait(EMPTY_POLL)
+            return []
+        step = self.script.pop(0)
+        if isinstance(step, Exception):
+            raise step
+        return list(step)
+
+    def delete(self, handles: Sequence[str]) -> list[str]:
+        """Record *handles*; return those refused."""
+        if self.delete_error is not None:
+            raise self.delete_error
+        self.deleted.extend(h for h in handles if h not in self.refuse)
+        return [h for h in handles if h in self.refuse]
+
+    def close(self) -> None:
+        """Make polls return empty at once."""
+        self.closed.set()

@@ -134,7 +134,7 @@ class FaultyProxy:
         self._directory = Path(tempfile.mkdtemp(prefix="faulty-"))
         self.path = self._directory / "proxy.sock"
         self._lock = threading.Lock()
-        self._rng = random.Random(seed)
+        self._rng = random.Random(seed)  # noqa: S311 (replayable fault choices, no secret)
         self._rules: list[_Rule] = []
         self._chaos: tuple[float, tuple[Fault, ...], re.Pattern[str]] | None = None
         self._log: list[tuple[str, str]] = []

@@ -1,0 +1,120 @@
+"""
+The managed lines a backend's config file must hold, with the explicit server ids they carry. Pure.
+
+One line per serving (or launching) instance, nothing else: the lines already in the file keep
+their place and their id, new ones follow sorted by name. A doubtful instance's line is written
+back exactly as it is.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
+
+from reconciler.core import config_edit
+from reconciler.core.managed_servers import ManagedServers, address, points_at
+from reconciler.core.model import Change, ConfigServer, Instance, RuntimeServer, ServerLine
+
+
+def first_free_id(file_servers: Sequence[ConfigServer], runtime: Sequence[RuntimeServer]) -> int:
+    """
+    The first server id a new server may take: above every id in use in the section's
+    *file_servers* and in the *runtime* servers, managed or not.
+
+    HAProxy numbers servers without an explicit id with the lowest free ids, so those never exceed
+    the number of servers in the section; starting above that and above every id seen keeps the new
+    id free in the file and at runtime.
+    """
+    used = [s.server_id for s in file_servers if s.server_id is not None]
+    used += [s.server_id for s in runtime]
+    return max([len(file_servers), *used], default=0) + 1
+
+
+def desired(
+    servers: ManagedServers, instances: Iterable[Instance], first_free: int
+) -> tuple[ServerLine, ...]:
+    """One line per instance: those already in the file first, in file order."""
+    binding = servers.binding
+    by_name = {binding.server_name(i.instance_id): i for i in instances}
+    in_file = [n for n in servers.file if n in by_name]
+    new = sorted(n for n in by_name if n not in servers.file)
+    fresh = itertools.count(first_free)
+    lines = []
+    for name in [*in_file, *new]:
+        private_ip = by_name[name].private_ip
+        assert private_ip is not None  # noqa: S101 - serving and launching imply an address
+        server_id = _kept_id(servers, name)
+        lines.append(
+            ServerLine(
+                name=name,
+                address=private_ip,
+                port=binding.port,
+                server_id=next(fresh) if server_id is None else server_id,
+                options=binding.server_options,
+            )
+        )
+    return tuple(lines)
+
+
+def written(
+    servers: ManagedServers,
+    lines: Sequence[ServerLine],
+    kept: Mapping[str, ConfigServer | None],
+) -> tuple[ServerLine, ...] | None:
+    """
+    The managed lines the file must hold: *lines*, and the kept servers' lines unchanged,
+    in the file's order. ``None`` (the file is left alone this cycle) when a kept line cannot
+    be written back as it is, which only a hand-edited line can cause.
+    """
+    unchanged = []
+    for current in (c for c in kept.values() if c is not None):
+        line = _as_written(current)
+        if line is None:
+            return None
+        unchanged.append(line)
+    order = {name: index for index, name in enumerate(servers.file)}
+    return tuple(sorted([*lines, *unchanged], key=lambda line: order.get(line.name, len(order))))
+
+
+def needs_reload(servers: ManagedServers, lines: Iterable[ServerLine]) -> bool:
+    """With a runtime socket, only new options on an existing server need a reload."""
+    if servers.runtime is None:
+        return False
+    return any(
+        line.name in servers.file and servers.file[line.name].options != line.options
+        for line in lines
+    )
+
+
+def change(current: ConfigServer | None, line: ServerLine) -> tuple[Change, str] | None:
+    """How the file's line differs from the desired one, if it does, for a report row."""
+    if current is None:
+        return Change.ADD, "InService; written to the file"
+    if not points_at(current, line):
+        return Change.ADDRESS, f"file had {address(current)}"
+    if current.options != line.options:
+        return Change.OPTIONS, "server_options changed"
+    if current.server_id != line.server_id:
+        return Change.OPTIONS, f"id {line.server_id} written to the file"
+    return None
+
+
+def _kept_id(servers: ManagedServers, name: str) -> int | None:
+    """The id server *name* already has: at runtime, else in the file."""
+    running = servers.running(name)
+    if running is not None:
+        return running.server_id
+    current = servers.file.get(name)
+    return None if current is None else current.server_id
+
+
+def _as_written(server: ConfigServer) -> ServerLine | None:
+    """*server*'s file line as a ``ServerLine`` meaning the same; ``None`` if none can."""
+    if server.port is None:
+        return None
+    line = ServerLine(server.name, server.address, server.port, server.server_id, server.options)
+    try:
+        config_edit.line_text(line)
+    except ValueError:
+        return None
+    return line

@@ -1,0 +1,284 @@
+"""
+The runtime step machine: the next step of every managed server, with its report row. Pure.
+
+A step is derived only from what HAProxy reports now, so a restarted controller picks up a warm-up
+or a drain exactly where it stands:
+
+======================================  ==========================================
+observed                                next step
+======================================  ==========================================
+serving, absent                         ADD (add, enable health, drain or ready)
+serving, other address                  READDRESS (maint, set addr, warm up again)
+serving, in maintenance                 WARM_UP (enable health, drain) or READY
+serving, draining, check not passed     wait (warming up)
+serving, draining, check passed         READY
+launching (behind a launch hook)        as serving, but never READY: the launch is
+                                        completed once the check passes
+leaving, ready                          DRAIN (MAINT when its instance is gone)
+leaving, draining, idle or timed out    MAINT (+ KILL_SESSIONS when timed out)
+leaving, in maintenance, timed out      KILL_SESSIONS
+leaving, in maintenance, idle           DELETE
+doubtful                                nothing: kept exactly as it is
+======================================  ==========================================
+
+An instance is *gone* when EC2 says it is shutting down or terminated, or it left its group: its
+server goes straight to maintenance, which takes no new request, but the requests in flight may
+finish within the drain timeout (an instance may answer while it shuts down); only then are they
+cut. A drain timeout of 0 cuts at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from reconciler.core import file_lines
+from reconciler.core.managed_servers import ManagedServers, RowMaker, address, points_at
+from reconciler.core.model import (
+    Change,
+    ConfigServer,
+    Instance,
+    LifecycleResult,
+    Row,
+    RuntimeServer,
+    RuntimeStep,
+    ServerLine,
+    StepKind,
+)
+
+
+#: Why a serving instance is drained while a Spot interruption warning names it.
+SPOT_WARNING_REASON = "Spot interruption warning"
+
+
+@dataclass(frozen=True)
+class Move:
+    """One server's part of a cycle."""
+
+    steps: tuple[RuntimeStep, ...]
+    row: Row
+    #: A later cycle must look again: a warm-up or a drain is under way.
+    waits: bool
+    #: For a launching server: how its launch hook is completed this cycle, if it is.
+    launch: LifecycleResult | None = None
+
+
+def serving(servers: ManagedServers, line: ServerLine, instance: Instance) -> Move:
+    """The next step that brings a serving instance's server to ready, and its line in place."""
+    row = RowMaker(line.name, instance.instance_id, address(line))
+    current = servers.file.get(line.name)
+    if servers.runtime is None:
+        if current is None:
+            return Move((), row(Change.ADD, "InService; added to the file"), False)
+        return _as_in_file(current, line, row)
+    running = servers.runtime.get(line.name)
+    step = _Steps(servers.binding.name, line.name, line)
+    if running is None:
+        how = "warming up until its first check passes" if line.has_check else "ready"
+        return Move(step(StepKind.ADD), row(Change.ADD, f"InService; added, {how}"), line.has_check)
+    if not points_at(running, line):
+        was = row(Change.ADDRESS, f"was {address(running)}")
+        return Move(step(StepKind.READDRESS), was, line.has_check)
+    if running.in_maintenance:
+        if line.has_check:
+            reason = "was in maintenance; warming up again"
+            return Move(step(StepKind.WARM_UP), row(Change.WARMING, reason), True)
+        return Move(step(StepKind.READY), row(Change.ADD, "was in maintenance; ready"), False)
+    if running.draining:
+        if running.has_check and not running.check_passed:
+            waiting = f"waiting for a passing check ({awaited_check(running)})"
+            return Move((), row(Change.WARMING, waiting), True)
+        return Move(step(StepKind.READY), row(Change.WARMING, "check passed; now ready"), False)
+    return _as_in_file(current, line, row)
+
+
+def launching(servers: ManagedServers, line: ServerLine, instance: Instance) -> Move:
+    """
+    A server whose instance waits behind a launch hook: added and warmed up in drain (never made
+    ready here), then its launch is completed once its check passes, or abandoned when it has not
+    passed within ``abandon_launch_after``.
+    """
+    row = RowMaker(line.name, instance.instance_id, address(line))
+    step = _Steps(servers.binding.name, line.name, line)
+    running = servers.running(line.name)
+    if running is None:
+        added = RuntimeStep(servers.binding.name, line.name, StepKind.ADD, line, hold=True)
+        return Move((added,), row(Change.WARMING, "Pending:Wait; added, warming up"), True)
+    if not points_at(running, line):
+        return Move(step(StepKind.READDRESS), row(Change.ADDRESS, "Pending:Wait; moved"), True)
+    if running.in_maintenance:
+        warming = row(Change.WARMING, "Pending:Wait; warming up")
+        return Move(step(StepKind.WARM_UP), warming, True)
+    if not running.has_check or running.check_passed:
+        completed = row(Change.WARMING, "check passed; launch completed")
+        return Move((), completed, True, LifecycleResult.CONTINUE)
+    limit = servers.binding.abandon_launch_after
+    if limit is not None and running.seconds_in_state >= limit:
+        abandoned = row(Change.WARMING, f"no passing check in {limit:g}s; launch abandoned")
+        return Move((), abandoned, True, LifecycleResult.ABANDON)
+    waiting = f"Pending:Wait; waiting for a passing check ({awaited_check(running)})"
+    return Move((), row(Change.WARMING, waiting), True)
+
+
+def leaving(servers: ManagedServers, name: str, instance: Instance | None) -> Move:
+    """The next removal step of a managed server whose *instance* no longer serves."""
+    reason = leaving_reason(instance)
+    row = servers.row_of(name)
+    running = servers.running(name)
+    if running is None:
+        return Move((), row(Change.REMOVE, f"{reason}; removed"), False)
+    removal = _Removal(
+        _Steps(servers.binding.name, name), row, running, reason, servers.binding.drain_timeout
+    )
+    gone = instance is None or instance.gone
+    if running.in_maintenance:
+        return removal.in_maintenance()
+    if running.draining and not gone:
+        return removal.draining()
+    if gone or removal.timeout == 0:
+        return removal.at_once()
+    return removal.start()
+
+
+def leaving_reason(instance: Instance | None) -> str:
+    """Why the server of a member of the group (or of an instance that left it) must go."""
+    if instance is None:
+        return "not in the group"
+    # An instance that would serve is only left out because of a Spot interruption warning.
+    return instance.not_serving_reason or SPOT_WARNING_REASON
+
+
+def kept_as_is(
+    servers: ManagedServers, doubts: Mapping[str, str]
+) -> tuple[dict[str, ConfigServer | None], tuple[Move, ...]]:
+    """
+    The servers of the doubtful instances, each kept exactly as it is, with its file line
+    (``None`` when the file has none, which is then not added either); and a held row per
+    doubtful instance, whether it has a server or not.
+    """
+    kept: dict[str, ConfigServer | None] = {}
+    moves = []
+    for instance_id, doubt in doubts.items():
+        # A malformed id makes a name that is not managed: it can have no server.
+        name = servers.binding.server_name(instance_id)
+        row = servers.row_of(name, instance_id)
+        current = servers.file.get(name)
+        if servers.running(name) is None and current is None:
+            moves.append(Move((), row(Change.HELD, f"{doubt}; not added"), False))
+            continue
+        kept[name] = current
+        moves.append(Move((), row(Change.HELD, f"{doubt}; kept as it is"), False))
+    return kept, tuple(moves)
+
+
+def held(servers: ManagedServers, names: Iterable[str]) -> tuple[Move, ...]:
+    """Leaving servers kept as they are while their group has no serving instance."""
+    reason = "kept: group at 0 serving with desired capacity above 0"
+    return tuple(
+        Move((), servers.row_of(name)(Change.HELD, reason), False) for name in sorted(names)
+    )
+
+
+def attached(running: RuntimeServer) -> str:
+    """What still holds a leaving server: "1 session, 0 queued"."""
+    plural = "" if running.sessions == 1 else "s"
+    return f"{running.sessions} session{plural}, {running.queued} queued"
+
+
+def awaited_check(running: RuntimeServer) -> str:
+    """The status of the check a warming server waits on to pass."""
+    return running.check_status or "not checked yet"
+
+
+@dataclass(frozen=True)
+class _Steps:
+    """Builds the steps of one server."""
+
+    backend: str
+    name: str
+    line: ServerLine | None = None
+
+    def __call__(self, *kinds: StepKind) -> tuple[RuntimeStep, ...]:
+        return tuple(RuntimeStep(self.backend, self.name, kind, self.line) for kind in kinds)
+
+
+@dataclass(frozen=True)
+class _Removal:
+    """The removal of a leaving server that still runs, from the state HAProxy reports."""
+
+    step: _Steps
+    row: RowMaker
+    running: RuntimeServer
+    reason: str
+    timeout: float
+
+    def in_maintenance(self) -> Move:
+        """Deleted once nothing is attached; sessions that outlived the drain are cut."""
+        running = self.running
+        if running.idle:
+            return Move(self.step(StepKind.DELETE), self._row_removed(self.reason), False)
+        if running.sessions and running.seconds_in_state >= self.timeout:
+            cut = self.row(Change.DRAINING, "sessions outlived the drain; cutting them")
+            return Move(self.step(StepKind.KILL_SESSIONS), cut, True)
+        return Move((), self._row_draining(), True)
+
+    def draining(self) -> Move:
+        """Drained once no session or request is left; cut at the drain timeout."""
+        if _unattached(self.running):
+            return self._finish(f"{self.reason}; drained")
+        if self.running.seconds_in_state >= self.timeout:
+            cutting = self.row(Change.DRAINING, f"drain timeout {self.timeout:g}s; cutting")
+            return Move(self.step(StepKind.MAINT, StepKind.KILL_SESSIONS), cutting, True)
+        return Move((), self._row_draining(), True)
+
+    def at_once(self) -> Move:
+        """
+        Straight to maintenance: the instance is gone, or the drain timeout is 0. Maintenance
+        takes no new request; the ones in flight may still finish on a machine that answers while
+        it shuts down, so they get the drain timeout (time already spent draining counts) before
+        they are cut.
+        """
+        running = self.running
+        if _unattached(running):
+            return self._finish(f"{self.reason}; idle")
+        drained = running.seconds_in_state if running.draining else 0
+        if running.sessions and drained >= self.timeout:
+            cutting = self.row(Change.DRAINING, f"{self.reason}; maintenance, cutting")
+            return Move(self.step(StepKind.MAINT, StepKind.KILL_SESSIONS), cutting, True)
+        finishing = self.row(Change.DRAINING, f"{self.reason}; maintenance, requests finish")
+        return Move(self.step(StepKind.MAINT), finishing, True)
+
+    def start(self) -> Move:
+        """A ready server starts to drain."""
+        if _unattached(self.running):
+            return self._finish(f"{self.reason}; idle", drain=True)
+        draining = self.row(Change.DRAINING, f"{self.reason}; draining")
+        return Move(self.step(StepKind.DRAIN), draining, True)
+
+    def _finish(self, why: str, *, drain: bool = False) -> Move:
+        """An idle leaving server goes through drain and maintenance, then is deleted at once."""
+        kinds = (StepKind.DRAIN, StepKind.MAINT) if drain else (StepKind.MAINT,)
+        if self.running.idle_connections == 0:
+            return Move(self.step(*kinds, StepKind.DELETE), self._row_removed(why), False)
+        waiting = self.row(Change.DRAINING, f"{why}; waiting for idle connections")
+        return Move(self.step(*kinds), waiting, True)
+
+    def _row_removed(self, why: str) -> Row:
+        return self.row(Change.REMOVE, f"{why}; deleted")
+
+    def _row_draining(self) -> Row:
+        status = f"{attached(self.running)}, {self.running.seconds_in_state}s of {self.timeout:g}s"
+        return self.row(Change.DRAINING, f"draining: {status}")
+
+
+def _as_in_file(current: ConfigServer | None, line: ServerLine, row: RowMaker) -> Move:
+    """A server in place at runtime (or not read there): only its file line may differ."""
+    change = file_lines.change(current, line)
+    if change is None:
+        return Move((), row(Change.UNCHANGED, "InService"), False)
+    return Move((), row(*change), False)
+
+
+def _unattached(running: RuntimeServer) -> bool:
+    """No session and no queued request (idle connections aside)."""
+    return running.sessions == 0 and running.queued == 0
