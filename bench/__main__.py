@@ -32,7 +32,8 @@ from bench.world import MotoServer
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
-SCHEMA_VERSION = 1
+#: 2: convergence and traffic hold one run per HAProxy version (``versions``), not one ``modes``.
+SCHEMA_VERSION = 2
 #: Columns of the tables when stdout is not a terminal.
 PIPED_WIDTH = 110
 #: In the order they run: the CPU-only one first, the ones that need moto after.
@@ -52,18 +53,25 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def traffic(section: dict[str, Any], profile: Profile) -> dict[str, Any]:
-    """Part 4, a view of the convergence runs: each mode's load counts and reloads."""
-    paths = {
-        key: {
-            "label": mode["label"],
-            "changes": mode["events"],
-            "reloads": mode["reloads"],
-            "sessions_at_maintenance": mode["sessions_at_maintenance"],
-            **mode["load"],
+    """Part 4, a view of the convergence runs: each version's modes' load counts and reloads."""
+    versions = [
+        {
+            "haproxy": version["haproxy"],
+            "label": version["label"],
+            "paths": {
+                key: {
+                    "label": mode["label"],
+                    "changes": mode["events"],
+                    "reloads": mode["reloads"],
+                    "sessions_at_maintenance": mode["sessions_at_maintenance"],
+                    **mode["load"],
+                }
+                for key, mode in version["modes"].items()
+            },
         }
-        for key, mode in section["modes"].items()
-    }
-    return {"load_rate_per_second": profile.load_rate, "paths": paths}
+        for version in section["versions"]
+    ]
+    return {"load_rate_per_second": profile.load_rate, "versions": versions}
 
 
 def run(profile: Profile, sections: Sequence[str], err: Console) -> dict[str, Any]:

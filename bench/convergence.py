@@ -29,6 +29,10 @@ Modes:
 
 The floor is the time of the two Describe calls alone (``AwsMembership.read_groups``), sampled
 with nothing else running: no controller can converge faster than it reads.
+
+Every mode runs on each HAProxy version of ``harness.haproxy.haproxy_matrix`` in turn (the system's
+first; ``make bench`` sets ``HAPROXY_MATRIX``), with the same schedule, so the versions' figures
+stand side by side.
 """
 
 from __future__ import annotations
@@ -54,7 +58,7 @@ from bench.world import (
     sleep_until,
     wait_master,
 )
-from harness.haproxy import HAProxyProcess, wait_for
+from harness.haproxy import HAProxyBinary, HAProxyProcess, haproxy_matrix, wait_for
 from harness.moto import Cloud
 from harness.stack import GROUP, Notifications, Stack, build_stack
 from reconciler.adapters.aws.clients import AwsClients
@@ -195,10 +199,10 @@ class Scaler:
         return candidates[0] if len(candidates) > MIN_SERVING else None
 
 
-def run_mode(cloud: Cloud, mode: handlers.Mode, profile: Profile) -> dict[str, Any]:
+def run_mode(cloud: Cloud, mode: handlers.Mode, profile: Profile, binary: str) -> dict[str, Any]:
     """One mode's latencies, failed requests, reloads and work, in a world of its own."""
     rng = random.Random(SEED)
-    with Lab(cloud) as lab:
+    with Lab(cloud, binary) as lab:
         stack = build_stack(cloud, lab.haproxies, lab.backends, lab.directory, profile.base_size)
         wait_master(stack.haproxy)
         queue = Notifications(cloud)
@@ -269,10 +273,23 @@ def floor(cloud: Cloud, profile: Profile) -> dict[str, Any]:
 
 
 def run(cloud: Cloud, profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
-    """The floor, then every mode; the JSON of ``convergence``."""
+    """The floor, then every mode on each HAProxy version; the JSON of ``convergence``."""
+    binaries = haproxy_matrix()
+    if not binaries:
+        raise RuntimeError("haproxy is not on PATH: `make bench` installs it")
     log("convergence: the floor (two Describe calls)")
-    results: dict[str, Any] = {"floor": floor(cloud, profile), "modes": {}}
-    for mode in MODES:
-        log(f"convergence: {mode.key} ({2 * profile.events} events)")
-        results["modes"][mode.key] = run_mode(cloud, mode, profile)
+    results: dict[str, Any] = {"floor": floor(cloud, profile), "versions": []}
+    for binary in binaries:
+        results["versions"].append(run_version(cloud, profile, binary, log))
     return results
+
+
+def run_version(
+    cloud: Cloud, profile: Profile, binary: HAProxyBinary, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every mode on *binary*: its version, its label and the modes' figures."""
+    modes = {}
+    for mode in MODES:
+        log(f"convergence: {mode.key} on {binary.label} ({2 * profile.events} events)")
+        modes[mode.key] = run_mode(cloud, mode, profile, binary.path)
+    return {"haproxy": binary.version, "label": binary.label, "modes": modes}

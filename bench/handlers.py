@@ -10,6 +10,7 @@ the outside except HAProxy's reloads (``bench.world.reloads``).
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -110,7 +111,10 @@ def _start_naive(
         port=stack.port,
         options=" ".join(binding.server_options),
         # What `systemctl reload haproxy` runs: check the file, then signal the master.
-        reload=f"haproxy -c -q -f {stack.haproxy.config_path} && {reload_command(stack.haproxy)}",
+        reload=(
+            f"{shlex.quote(stack.haproxy.binary)} -c -q -f {stack.haproxy.config_path} && "
+            f"{reload_command(stack.haproxy)}"
+        ),
     )
     lab.cleanups.append(naive.stop)
     return Counts(lambda: naive_counts(naive))

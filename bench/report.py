@@ -3,11 +3,13 @@ The results on the terminal: one table per benchmark, built from the results JSO
 file can be shown again with ``python -m bench --show FILE``).
 
 Times are in seconds unless a column says ms. A repeated figure shows as ``median (min-max)``.
+The convergence and traffic tables hold one set of rows per HAProxy version, and table 1c lists
+the figures in which a version differs from the first (the system's).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Group
@@ -20,9 +22,13 @@ def tables(results: Mapping[str, Any]) -> Group:
 
 
 def _tables(results: Mapping[str, Any]) -> Iterator[Table]:
+    machine = results.get("machine", {})
     if "convergence" in results:
-        yield convergence(results["convergence"])
-        yield work(results["convergence"])
+        runs = versions(results["convergence"], machine)
+        yield convergence(results["convergence"]["floor"], runs)
+        yield work(runs)
+        if len(runs) > 1:
+            yield differences(runs)
     if "burst" in results:
         yield burst(results["burst"])
     if "scale" in results:
@@ -30,7 +36,22 @@ def _tables(results: Mapping[str, Any]) -> Iterator[Table]:
     if "cpu" in results:
         yield cpu(results["cpu"])
     if "traffic" in results:
-        yield traffic(results["traffic"])
+        yield traffic(versions(results["traffic"], machine))
+
+
+def versions(section: Mapping[str, Any], machine: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """
+    The runs of a convergence or traffic section, one per HAProxy version. A schema 1 file (the
+    README quotes one) holds a single unnamed run, on the HAProxy its machine record names.
+    """
+    if "versions" in section:
+        return list(section["versions"])
+    return [{"haproxy": machine.get("haproxy"), **section}]
+
+
+def release(run: Mapping[str, Any]) -> str:
+    """The run's HAProxy as upstream numbers it: ``2.6.12``, ``3.0.11``."""
+    return str(run.get("haproxy") or "?").split("-")[0]
 
 
 def seconds(value: float | None) -> str:
@@ -58,35 +79,37 @@ def latency(dist: Mapping[str, Any]) -> str:
     return " / ".join(f"{dist[p] * 1000:.0f}" for p in ("p50", "p95", "p99"))
 
 
-def convergence(section: Mapping[str, Any]) -> Table:
-    """Part 1: latency percentiles per mode, the floor first."""
+def convergence(floor: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> Table:
+    """Part 1: latency percentiles per mode, the floor first, then each HAProxy version's."""
     table = Table(
         title="1. Convergence latency from the SNS notification, ms: p50 / p95 / p99",
         caption="out: scale-out until UP; in: scale-in until out of rotation, until gone",
     )
-    for name in ("mode", "out → UP", "in → out of rotation", "in → gone", "events"):
+    for name in ("mode", "HAProxy", "out → UP", "in → out of rotation", "in → gone", "events"):
         table.add_column(name, justify="left" if name == "mode" else "right")
-    floor = latency(section["floor"])
-    table.add_row(
-        "floor: the 2 Describe calls", floor, floor, floor, str(section["floor"]["count"])
-    )
-    for mode in section["modes"].values():
-        done = mode["events"] - mode["unfinished"]
-        table.add_row(
-            mode["label"],
-            latency(mode["scale_out"]),
-            latency(mode["scale_in_out_of_rotation"]),
-            latency(mode["scale_in"]),
-            f"{done}/{mode['events']}",
-        )
+    alone = latency(floor)
+    table.add_row("floor: the 2 Describe calls", "-", alone, alone, alone, str(floor["count"]))
+    for run in runs:
+        table.add_section()
+        for mode in run["modes"].values():
+            done = mode["events"] - mode["unfinished"]
+            table.add_row(
+                mode["label"],
+                release(run),
+                latency(mode["scale_out"]),
+                latency(mode["scale_in_out_of_rotation"]),
+                latency(mode["scale_in"]),
+                f"{done}/{mode['events']}",
+            )
     return table
 
 
-def work(section: Mapping[str, Any]) -> Table:
-    """Part 1's cost: what each mode did to handle the events."""
+def work(runs: Sequence[Mapping[str, Any]]) -> Table:
+    """Part 1's cost: what each mode did to handle the events, on each HAProxy version."""
     table = Table(title="1b. Work done for those events")
     columns = (
         "mode",
+        "HAProxy",
         "cycles",
         "messages",
         "AWS read calls",
@@ -96,37 +119,104 @@ def work(section: Mapping[str, Any]) -> Table:
     )
     for name in columns:
         table.add_column(name, justify="left" if name == "mode" else "right")
-    for mode in section["modes"].values():
-        done = mode["work"]
-        table.add_row(
-            mode["label"],
-            *(
-                str(done[key]) if key in done else "-"
-                for key in ("cycles", "messages", "aws_read_calls", "queue_calls")
-            ),
-            str(mode["reloads"]),
-            str(done["runtime_commands"]) if "runtime_commands" in done else "-",
-        )
+    for run in runs:
+        table.add_section()
+        for mode in run["modes"].values():
+            done = mode["work"]
+            table.add_row(
+                mode["label"],
+                release(run),
+                *(
+                    str(done[key]) if key in done else "-"
+                    for key in ("cycles", "messages", "aws_read_calls", "queue_calls")
+                ),
+                str(mode["reloads"]),
+                str(done["runtime_commands"]) if "runtime_commands" in done else "-",
+            )
     return table
 
 
-def traffic(section: Mapping[str, Any]) -> Table:
-    """Part 4: failed requests while the group scales in and out."""
+def _p50_ms(dist: Mapping[str, Any]) -> float | None:
+    return dist["p50"] * 1000 if dist["count"] else None
+
+
+#: The figures table 1c compares: label, how a mode gives it, and the smallest difference that
+#: counts, absolute and relative to the first version's figure. Latencies vary from run to run;
+#: counts that depend on timing (events coalesced into one cycle or reload, a session in flight at
+#: the wrong moment) by a few; failed requests and unfinished events must match exactly.
+DIFFERENCES: tuple[tuple[str, Callable[[Mapping[str, Any]], float | None], float, float], ...] = (
+    ("out → UP, p50 ms", lambda mode: _p50_ms(mode["scale_out"]), 50, 0.25),
+    (
+        "in → out of rotation, p50 ms",
+        lambda mode: _p50_ms(mode["scale_in_out_of_rotation"]),
+        50,
+        0.25,
+    ),
+    ("in → gone, p50 ms", lambda mode: _p50_ms(mode["scale_in"]), 50, 0.25),
+    ("events unfinished", lambda mode: mode["unfinished"], 1, 0),
+    ("failed requests", lambda mode: mode["load"]["failed"], 1, 0),
+    ("sessions in flight at maint", lambda mode: mode["sessions_at_maintenance"], 2, 0.1),
+    ("HAProxy reloads", lambda mode: mode["reloads"], 2, 0.1),
+    ("runtime commands", lambda mode: mode["work"].get("runtime_commands"), 2, 0.1),
+    ("cycles", lambda mode: mode["work"].get("cycles"), 2, 0.1),
+)
+
+
+def differences(runs: Sequence[Mapping[str, Any]]) -> Table:
+    """Part 1's figures in which a later HAProxy version differs from the first one."""
+    first, *others = runs
+    table = Table(
+        title=f"1c. Where HAProxy {', '.join(release(r) for r in others)} differs from "
+        f"{release(first)}",
+        caption="latency p50 apart by 50 ms and 25 % or more; failed requests and unfinished "
+        "events apart at all; other counts by 2 and 10 % or more",
+    )
+    for name in ("mode", "figure", *(release(run) for run in runs)):
+        table.add_column(name, justify="left" if name in ("mode", "figure") else "right")
+    for key, mode in first["modes"].items():
+        for label, figure, least, relative in DIFFERENCES:
+            values = [figure(run["modes"][key]) for run in runs]
+            base = values[0]
+            if base is None or not any(
+                value is not None and abs(value - base) >= max(least, relative * base)
+                for value in values[1:]
+            ):
+                continue
+            table.add_row(mode["label"], label, *("-" if v is None else f"{v:.0f}" for v in values))
+    if not table.rows:
+        table.add_row("-", "no figure differs beyond those margins", *("" for _ in runs))
+    return table
+
+
+def traffic(runs: Sequence[Mapping[str, Any]]) -> Table:
+    """Part 4: failed requests while the group scales in and out, on each HAProxy version."""
     table = Table(title="4. Traffic during change: requests through HAProxy while the group scales")
-    columns = ("mode", "changes", "requests", "failed", "failures by kind", "reloads", "at maint")
+    columns = (
+        "mode",
+        "HAProxy",
+        "changes",
+        "requests",
+        "failed",
+        "failures by kind",
+        "reloads",
+        "at maint",
+    )
     for name in columns:
         table.add_column(name, justify="left" if name in ("mode", "failures by kind") else "right")
-    for path in section["paths"].values():
-        kinds = ", ".join(f"{k} {n}" for k, n in path["failure_kinds"].items()) or "-"
-        table.add_row(
-            path["label"],
-            str(path["changes"]),
-            str(path["requests"]),
-            str(path["failed"]),
-            kinds,
-            str(path["reloads"]),
-            str(path["sessions_at_maintenance"]),
-        )
+    for run in runs:
+        table.add_section()
+        for path in run["paths"].values():
+            kinds = ", ".join(f"{k} {n}" for k, n in path["failure_kinds"].items()) or "-"
+            table.add_row(
+                path["label"],
+                release(run),
+                str(path["changes"]),
+                str(path["requests"]),
+                str(path["failed"]),
+                kinds,
+                str(path["reloads"]),
+                str(path["sessions_at_maintenance"]),
+            )
     table.caption = (
         "at maint: sessions in flight when a server was put in maintenance; the controller cuts "
         "them when the server's instance is gone"

@@ -15,13 +15,13 @@ from __future__ import annotations
 import datetime
 import os
 import platform
-import shutil
 import statistics
-import subprocess
 from collections.abc import Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from harness.haproxy import HAProxyBinary, system_haproxy
 
 
 #: Packages whose versions change what the numbers mean.
@@ -94,11 +94,5 @@ def _cpu_model() -> str | None:
 
 
 def _haproxy_version() -> str | None:
-    binary = shutil.which("haproxy")
-    if binary is None:
-        return None
-    done = subprocess.run([binary, "-v"], capture_output=True, text=True, check=False, timeout=10)
-    first = done.stdout.splitlines()[0] if done.stdout else ""
-    # "HAProxy version 2.6.12-1+deb12u4 2026/10/17 - https://haproxy.org/"
-    words = first.split()
-    return words[2] if len(words) > 2 else first or None
+    binary = system_haproxy()
+    return None if binary is None else HAProxyBinary.of(binary).version

@@ -33,6 +33,7 @@ from harness.haproxy import (
     HTTPBackend,
     HTTPBackends,
     free_port,
+    system_haproxy,
     wait_for,
 )
 from harness.moto import Cloud, use_moto_only
@@ -41,13 +42,13 @@ from harness.stack import BACKEND, GROUP, HAND_WRITTEN, SERVER_PREFIX, Daemons, 
 
 #: Seconds moto or HAProxy's master may take to start answering.
 START_DEADLINE = 30.0
-#: What HAProxy's master logs once per reload it carries out (2.6), whatever triggered it.
+#: What HAProxy's master logs once per reload it carries out (2.6 and 3.0), whatever triggered it.
 RELOAD_LINE = "Reloading HAProxy"
 #: ``show stat`` statuses of a server that takes new requests: ``UP``, ``UP 1/2`` (up, not
 #: confirmed by its checks: a new server of a reloaded config, or one whose last check failed)
 #: and ``no check``.
 _SERVING = re.compile(r"^(UP\b|no check$)")
-#: What HAProxy 2.6 logs when a server is put in maintenance through the runtime API.
+#: What HAProxy (2.6 and 3.0) logs when a server is put in maintenance through the runtime API.
 _MAINTENANCE_SESSIONS = re.compile(r"going DOWN for maintenance\..* (\d+) sessions active")
 
 
@@ -103,10 +104,10 @@ class Lab:
     HTTP servers and controllers, every one stopped (and the dir removed) on the way out.
     """
 
-    def __init__(self, cloud: Cloud) -> None:
-        """Use *cloud*; nothing starts before ``__enter__``."""
+    def __init__(self, cloud: Cloud, binary: str | None = None) -> None:
+        """Use *cloud* and HAProxy *binary* (the system's by default); nothing starts yet."""
         self.cloud = cloud
-        binary = shutil.which("haproxy")
+        binary = binary or system_haproxy()
         if binary is None:
             raise RuntimeError("haproxy is not on PATH: `make bench` installs it")
         self.haproxies = HAProxyFactory(binary)

@@ -5,9 +5,12 @@ Real HAProxy processes and real HTTP backends, all on 127.0.0.0/8.
   with an admin socket (``HAProxyProcess``), each in its own short temp dir; ``stop_all`` stops
   every process it started.
 - ``HTTPBackends``: ``backends.start("127.0.1.4", name="i-1")`` serves ``hello from i-1`` on a free
-  port of that address (``HTTPBackend``); ``stop_all`` stops every server.
+  port of that address (``HTTPBackend``; HTTP/1.1, keep-alive, with
+  ``HTTPBackends(keep_alive=True)``); ``stop_all`` stops every server.
 - ``wait_for`` polls a condition with a deadline, so callers never depend on how long HAProxy
   takes to check or reload; it raises ``HarnessError`` when the deadline passes.
+- ``haproxy_matrix`` lists the HAProxy versions to compare (``HAProxyBinary``: path, version,
+  ``haproxy-3.0`` label): the system's, then the ones ``.ci/haproxy-matrix`` built.
 
 Everything stays on loopback: HTTP backends only bind 127.0.0.0/8 (or ``::1``), and
 ``HAProxyProcess`` refuses to start or reload a config whose ``bind`` or ``server`` lines name any
@@ -32,7 +35,7 @@ import tempfile
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -86,13 +89,18 @@ class HTTPBackend:
     One threaded HTTP server on a loopback address.
 
     ``GET /health`` answers 200, or 503 while ``healthy`` is false; ``GET /slow?seconds=N`` answers
-    after N seconds; every other path answers 200 with ``hello from <name>``.
+    after N seconds; every other path answers 200 with ``hello from <name>``. HTTP/1.0 (each
+    connection closed after one answer), or with *keep_alive* HTTP/1.1, whose connections stay
+    open, so that HAProxy keeps idle connections to the server.
     """
 
-    def __init__(self, host: str, port: int = 0, name: str | None = None) -> None:
+    def __init__(
+        self, host: str, port: int = 0, name: str | None = None, *, keep_alive: bool = False
+    ) -> None:
         #: Flip to make HAProxy's health checks fail (``/health`` answers 503).
         self.healthy = True
-        self._server = _Server((_loopback(host), port), _Handler, self)
+        handler = _KeepAliveHandler if keep_alive else _Handler
+        self._server = _Server((_loopback(host), port), handler, self)
         self.host = host
         self.port = int(self._server.server_address[1])
         self.name = name or self.address
@@ -118,16 +126,17 @@ class HTTPBackend:
 
 
 class HTTPBackends:
-    """The HTTP servers of one test or run; ``stop_all`` stops them."""
+    """The HTTP servers of one test or run (HTTP/1.1 with *keep_alive*); ``stop_all`` stops them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, keep_alive: bool = False) -> None:
+        self._keep_alive = keep_alive
         self._started: list[HTTPBackend] = []
 
     def start(
         self, host: str = "127.0.0.1", port: int = 0, *, name: str | None = None
     ) -> HTTPBackend:
         """Serve on *host*:*port* (a free port when 0) as *name* (default: the address)."""
-        backend = HTTPBackend(host, port, name)
+        backend = HTTPBackend(host, port, name, keep_alive=self._keep_alive)
         self._started.append(backend)
         return backend
 
@@ -186,6 +195,84 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:
         """Keep the output quiet."""
+
+
+class _KeepAliveHandler(_Handler):
+    """``_Handler`` in HTTP/1.1: a connection stays open for the next request after an answer."""
+
+    protocol_version = "HTTP/1.1"
+
+
+# -- HAProxy binaries ------------------------------------------------------------------------------
+
+
+#: Newline-separated paths of the HAProxy binaries tested beside the system's one (``make test``
+#: sets it to what ``.ci/haproxy-matrix`` printed). Unset, the binaries that script built in
+#: ``MATRIX_CACHE`` are used; set but empty, none.
+MATRIX_ENV = "HAPROXY_MATRIX"
+MATRIX_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "haproxy"
+
+
+@dataclass(frozen=True)
+class HAProxyBinary:
+    """An HAProxy executable and the version it reports."""
+
+    path: str
+    #: As ``haproxy -v`` prints it: ``2.6.12-1+deb12u4``, ``3.0.11-9e587df``.
+    version: str
+
+    @classmethod
+    def of(cls, path: str) -> HAProxyBinary:
+        """Ask *path* (``haproxy -v``) for its version."""
+        try:
+            done = subprocess.run(
+                [path, "-v"], capture_output=True, text=True, timeout=DEADLINE, check=False
+            )
+        except OSError as exc:
+            raise HarnessError(f"cannot run HAProxy binary {path}: {exc}") from None
+        # "HAProxy version 3.0.11-9e587df 2025/07/16 - https://haproxy.org/"
+        words = done.stdout.split(maxsplit=3)
+        if done.returncode != 0 or words[:2] != ["HAProxy", "version"] or len(words) < 3:
+            raise HarnessError(f"{path} -v does not name an HAProxy version: {done.stdout!r}")
+        return cls(path, words[2])
+
+    @property
+    def branch(self) -> str:
+        """The release branch: ``2.6``, ``3.0``."""
+        return ".".join(self.version.split(".")[:2])
+
+    @property
+    def label(self) -> str:
+        """``haproxy-<branch>``: how tests and benchmark rows name it."""
+        return f"haproxy-{self.branch}"
+
+
+def system_haproxy() -> str | None:
+    """The ``haproxy`` on ``PATH``: the one users of this machine run, and every default."""
+    return shutil.which("haproxy")
+
+
+def haproxy_matrix(environ: Mapping[str, str] = os.environ) -> tuple[HAProxyBinary, ...]:
+    """
+    The HAProxy branches to compare: the system's first (when there is one), then those of
+    ``HAPROXY_MATRIX`` (or, unset, of ``MATRIX_CACHE``); the first binary of each branch. A
+    listed path that is not an HAProxy raises ``HarnessError``: a matrix must not shrink
+    unnoticed.
+    """
+    listed = environ.get(MATRIX_ENV)
+    if listed is None:
+        extra = sorted(
+            (str(path) for path in MATRIX_CACHE.glob("*/haproxy")),
+            key=lambda path: [int(n) for n in re.findall(r"\d+", Path(path).parent.name)],
+        )
+    else:
+        extra = [line.strip() for line in listed.splitlines() if line.strip()]
+    system = system_haproxy()
+    found: dict[str, HAProxyBinary] = {}
+    for path in [system, *extra] if system else extra:
+        binary = HAProxyBinary.of(path)
+        found.setdefault(binary.branch, binary)
+    return tuple(found.values())
 
 
 # -- HAProxy ---------------------------------------------------------------------------------------

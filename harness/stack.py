@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -102,10 +103,14 @@ class Stack:
             "drain_timeout": 5,
             **(backend or {}),
         }
+        # The controller checks each file with the HAProxy this stack runs, which need not be
+        # the one on PATH (the default `check_command`).
+        check = f"{shlex.quote(self.haproxy.binary)} -c -f {{path}}"
         text = f"""
 [haproxy]
 config = "{self.haproxy.config_path}"
 socket = "{self.haproxy.socket_path}"
+check_command = {json.dumps(check)}
 
 [[backend]]
 {_toml(binding)}"""

@@ -21,7 +21,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError, TransientError
-from reconciler.core.model import BackendPlan, Outcome, Plan, RuntimeStep, ServerLine, StepKind
+from reconciler.core.model import (
+    BackendPlan,
+    Deferral,
+    Outcome,
+    Plan,
+    RuntimeStep,
+    ServerLine,
+    StepKind,
+)
 from reconciler.core.next_config import NextFile, NextFileMaker
 from reconciler.ports import ConfigStore, LifecycleApi, RuntimeApi
 
@@ -124,7 +132,7 @@ class _StepRunner:
     def __init__(self, runtime: RuntimeApi | None) -> None:
         self._runtime = runtime
         self.errors: list[str] = []
-        self.deferred: list[str] = []
+        self.deferred: list[Deferral] = []
         self.refused_adds: set[str] = set()
         self.failed_backends: set[str] = set()
         self.stale_reads: list[str] = []
@@ -149,7 +157,7 @@ class _StepRunner:
             except PermanentError as exc:
                 failed.add(step.server)
                 if step.kind is StepKind.DELETE:
-                    self.deferred.append(f"{step.backend}/{step.server}: {exc}")
+                    self.deferred.append(Deferral(step.backend, step.server, str(exc)))
                     continue
                 if step.kind is StepKind.ADD:
                     self.refused_adds.add(step.server)

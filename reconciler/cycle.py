@@ -10,7 +10,8 @@ refuses the backends it concerns in the plan, and the next cycle reads them agai
 
 The instances that interruption warnings named are checked against what the cycle read: a
 message is no fact, and only a Spot instance of a managed group can be interrupted
-(``judge_warnings``). The verdicts ride on the ``CycleResult`` for the loop to report.
+(``judge_warnings``). The verdicts ride on the ``CycleResult`` for the loop to report, with what
+the runtime read found of the running HAProxy (``CycleResult.haproxy``).
 """
 
 from __future__ import annotations
@@ -108,8 +109,10 @@ def run_cycle(
     observed, maker = _observe(settings, ports, interrupted)
     decided = plan.compute(settings, observed)
     verdicts = judge_warnings(observed)
-    unread = observed.runtime.errors if observed.runtime is not None else {}
+    running = observed.runtime
+    unread = running.errors if running is not None else {}
+    features = running.features if running is not None else None
     if dry_run:
-        return CycleResult(decided, None, verdicts, unread)
+        return CycleResult(decided, None, verdicts, unread, features)
     outcome = apply.execute(decided, maker, ports.store, ports.runtime, ports.lifecycle)
-    return CycleResult(decided, outcome, verdicts, unread)
+    return CycleResult(decided, outcome, verdicts, unread, features)

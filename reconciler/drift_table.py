@@ -10,6 +10,9 @@ report reads the same without colour. Whether escape codes are written at all is
 decision (none when the output is not a terminal); ``color_system`` adds ``NO_COLOR``, which on a
 terminal would otherwise still get bold and dim.
 
+Above the tables, one line says which HAProxy the report compared with and what its runtime API
+offers the controller (``haproxy_line``); ``--json`` has it all in its ``haproxy`` object.
+
 ``to_json`` follows ``JSON_SCHEMA``; ``SCHEMA_VERSION`` changes whenever a field is removed or
 changes meaning, never when one is added.
 """
@@ -30,6 +33,7 @@ from rich.style import Style
 from rich.text import Text
 
 from reconciler.core.drift import (
+    NEWER_COMMANDS,
     BackendDrift,
     CheckResult,
     DriftReport,
@@ -37,7 +41,9 @@ from reconciler.core.drift import (
     RuntimeState,
     Status,
     Verdict,
+    capabilities,
 )
+from reconciler.core.model import HAProxyFeatures
 from reconciler.logs import escaped
 
 
@@ -108,8 +114,13 @@ def exit_code(report: DriftReport) -> int:
 
 
 def tables(report: DriftReport) -> RenderableType:
-    """Per backend a title, a table and its summary line; then the overall summary."""
+    """
+    The HAProxy compared with (when a socket is configured); per backend a title, a table and its
+    summary line; then the overall summary.
+    """
     parts: list[RenderableType] = []
+    if report.runtime:
+        parts.extend((haproxy_line(report.haproxy), Text()))
     for backend in report.backends:
         parts.append(Text(escaped(f"backend {backend.backend} ← {backend.asg}"), style="bold"))
         if backend.rows:
@@ -131,6 +142,35 @@ def overall(report: DriftReport) -> Text:
     ]
     shown = [Text(f"{n} {what}", style=style) for n, what, style in tally if n]
     return Text.assemble("overall: ", Text(", ").join(shown), f" (of {_backends(total)})")
+
+
+def haproxy_line(features: HAProxyFeatures | None) -> Text:
+    """
+    "HAProxy 3.0.11-9e587df — runtime API: add/del server, wait; add server keywords: not listed
+    by this version": the version; ``add server`` and ``del server`` and the newer commands, as
+    ``help`` lists them (``capabilities``); the commands the controller sends that it does not
+    list; a socket level too low to change servers; the ``add server`` keywords.
+    """
+    if features is None:
+        return Text("HAProxy: runtime API not read (see the backends below)", style="bold red")
+    listed = capabilities(features)
+    adds = [c for c in ("add server", "del server") if c in listed]
+    offered = ["add/del server"] if len(adds) == 2 else adds
+    offered += [c for c in listed if c in NEWER_COMMANDS]
+    parts = [f"runtime API: {', '.join(offered)}"] if offered else []
+    if features.missing_commands:
+        parts.append(f"lacks {', '.join(features.missing_commands)}")
+    if features.below_admin:
+        parts.append(f"socket level {features.level} (changing servers needs admin)")
+    keywords = features.server_keywords
+    parts.append(
+        "add server keywords: "
+        + ("not listed by this version" if keywords is None else f"{len(keywords)} listed")
+    )
+    style = "bold" if features.can_change_servers else "bold red"
+    return Text.assemble(
+        (escaped(f"HAProxy {features.version}"), style), escaped(" — " + "; ".join(parts))
+    )
 
 
 def _backends(count: int) -> str:
@@ -285,12 +325,26 @@ def to_json(report: DriftReport) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "in_sync": report.in_sync,
         "runtime": report.runtime,
+        "haproxy": _haproxy_json(report.haproxy),
         "summary": {
             "backends": len(report.backends),
             **{status.value: n for status, n in by_status.items()},
             "drift_rows": sum(len(b.drifted) for b in report.backends),
         },
         "backends": [_backend_json(b) for b in report.backends],
+    }
+
+
+def _haproxy_json(features: HAProxyFeatures | None) -> dict[str, Any] | None:
+    if features is None:
+        return None
+    keywords = features.server_keywords
+    return {
+        "version": features.version,
+        "commands": sorted(features.commands),
+        "missing_commands": list(features.missing_commands),
+        "server_keywords": None if keywords is None else sorted(keywords),
+        "level": features.level,
     }
 
 
@@ -346,6 +400,7 @@ def _object(properties: Mapping[str, Any]) -> dict[str, Any]:
 
 _TEXT_OR_NULL = {"type": ["string", "null"]}
 _COUNT = {"type": "integer", "minimum": 0}
+_TEXTS = {"type": "array", "items": {"type": "string"}}
 
 #: The JSON Schema (2020-12) of ``to_json``'s output. Every key is always present.
 JSON_SCHEMA: dict[str, Any] = {
@@ -356,6 +411,19 @@ JSON_SCHEMA: dict[str, Any] = {
             "schema_version": {"const": SCHEMA_VERSION},
             "in_sync": {"type": "boolean"},
             "runtime": {"type": "boolean"},
+            # ``null`` when the runtime was not read (no socket, or the read failed).
+            "haproxy": {
+                **_object(
+                    {
+                        "version": {"type": "string"},
+                        "commands": _TEXTS,
+                        "missing_commands": _TEXTS,
+                        "server_keywords": {**_TEXTS, "type": ["array", "null"]},
+                        "level": _TEXT_OR_NULL,
+                    }
+                ),
+                "type": ["object", "null"],
+            },
             "summary": _object(
                 {"backends": _COUNT, **{s.value: _COUNT for s in Status}, "drift_rows": _COUNT}
             ),

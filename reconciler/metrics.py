@@ -12,6 +12,12 @@ progress); *desired* servers are
 the group's serving instances; *actual* ones are the managed servers HAProxy has once the cycle is
 applied (draining ones included); *drift* counts the rows that were not unchanged when the cycle
 looked. A backend the cycle could not read keeps its last gauges.
+
+``reconciler_haproxy_info`` follows the Prometheus convention for an info metric: a gauge that is
+always 1, whose labels are the facts: the running HAProxy's version and the runtime commands that
+matter to the controller among those its ``help`` lists (``core.drift.capabilities``). It has one
+series at a time, replaced when a cycle reads another version or other commands (after an upgrade),
+and none until a cycle has read the runtime; a cycle that could not read it leaves the last one.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler.core.model import Change, CycleResult
+from reconciler.core.drift import capabilities
+from reconciler.core.model import Change, CycleResult, HAProxyFeatures
 from reconciler.core.results import changed_rows
 
 
@@ -154,6 +161,15 @@ class Metrics:
             "Unix time of the last successful cycle.",
             registry=r,
         )
+        self.haproxy_info = Gauge(
+            "reconciler_haproxy_info",
+            "The running HAProxy, always 1: its version and, comma-separated, the runtime "
+            "commands its help lists among those the controller sends or can use.",
+            ["version", "commands"],
+            registry=r,
+        )
+        #: The labels of ``haproxy_info``'s one series, ``None`` before the runtime was read.
+        self._haproxy_labels: tuple[str, str] | None = None
         if api_calls is not None:
             r.register(_ApiCallCollector(api_calls))
 
@@ -197,6 +213,8 @@ class Metrics:
             stale = result.outcome.stale_reads
         for backend_name in {*result.runtime_read_errors, *stale}:
             self.runtime_read_errors.labels(backend_name).inc()
+        if result.haproxy is not None:
+            self._haproxy_read(result.haproxy)
         for backend in result.plan.backends:
             if backend.rejected:
                 self.aws_values_rejected.labels(backend.backend).inc(len(backend.rejected))
@@ -212,6 +230,15 @@ class Metrics:
             self.drift.labels(backend.backend).set(
                 sum(r.change is not Change.UNCHANGED for r in rows)
             )
+
+    def _haproxy_read(self, features: HAProxyFeatures) -> None:
+        """Make *features* the one series of ``haproxy_info`` (unchanged: nothing to do)."""
+        labels = (features.version, ",".join(capabilities(features)))
+        if labels == self._haproxy_labels:
+            return
+        self.haproxy_info.clear()
+        self.haproxy_info.labels(*labels).set(1)
+        self._haproxy_labels = labels
 
     def health(self) -> tuple[bool, str]:
         """Whether the controller is healthy, and why."""

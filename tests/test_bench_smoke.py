@@ -14,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from harness.haproxy import haproxy_matrix
+
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The quick run takes well under a minute; this only stops a hung one (others' work on a
@@ -69,6 +71,7 @@ def test_quick_run_succeeds_and_prints_every_table(
     assert results is not None, done.stdout[-2000:]
     for title in ("Convergence latency", "Bursts", "Scale", "CPU only", "Traffic during change"):
         assert title in done.stdout
+    assert ("differs from" in done.stdout) == (len(haproxy_matrix()) > 1)
 
 
 def test_results_record_the_machine(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
@@ -82,22 +85,28 @@ def test_results_record_the_machine(run: tuple[subprocess.CompletedProcess[str],
 
 
 def test_convergence_and_traffic_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
-    """The floor and every mode: latency distributions of both directions, load counts."""
+    """
+    The floor, then every mode on each HAProxy version of the matrix: latency distributions of
+    both directions, load counts.
+    """
     results = run[1]
     events = results["profile"]["events"]
     convergence = results["convergence"]
     assert is_distribution(convergence["floor"], count=1)
-    assert set(convergence["modes"]) == {"event", "polling", "naive", "reload"}
-    for mode in convergence["modes"].values():
-        assert mode["events"] == 2 * events
-        for direction in ("scale_out", "scale_in"):
-            assert is_distribution(mode[direction], count=1), mode
-        assert isinstance(mode["reloads"], int)
-    paths = results["traffic"]["paths"]
-    assert set(paths) == set(convergence["modes"])
-    for path in paths.values():
-        assert path["requests"] > 0
-        assert isinstance(path["failed"], int)
+    labels = [binary.label for binary in haproxy_matrix()]
+    assert [version["label"] for version in convergence["versions"]] == labels
+    assert [version["label"] for version in results["traffic"]["versions"]] == labels
+    for version, view in zip(convergence["versions"], results["traffic"]["versions"], strict=True):
+        assert set(version["modes"]) == {"event", "polling", "naive", "reload"}
+        for mode in version["modes"].values():
+            assert mode["events"] == 2 * events
+            for direction in ("scale_out", "scale_in"):
+                assert is_distribution(mode[direction], count=1), mode
+            assert isinstance(mode["reloads"], int)
+        assert set(view["paths"]) == set(version["modes"])
+        for path in view["paths"].values():
+            assert path["requests"] > 0
+            assert isinstance(path["failed"], int)
 
 
 def test_burst_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:

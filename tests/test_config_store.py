@@ -28,9 +28,9 @@ NEW = config("i-1 127.0.0.1:8081", "i-2 127.0.0.1:8082")
 
 
 @pytest.fixture(name="check_command")
-def _check_command(haproxy_bin: str) -> str:
+def _check_command(haproxy_binary: str) -> str:
     """The real check, without ``-q``: HAProxy 2.6 prints nothing at all with it."""
-    return f"{shlex.quote(haproxy_bin)} -c -f {{path}}"
+    return f"{shlex.quote(haproxy_binary)} -c -f {{path}}"
 
 
 @pytest.fixture(name="cfg")
@@ -100,6 +100,7 @@ class TestReading:
 class TestWriting:
     """Successful writes."""
 
+    @pytest.mark.haproxy_versions
     def test_write_replaces_the_file_atomically(self, store: FileStore, cfg: Path) -> None:
         """The file holds the new bytes under a new inode, and no temp file is left."""
         before = cfg.stat().st_ino
@@ -137,6 +138,7 @@ class TestWriting:
 class TestRefusedWrites:
     """Writes that must leave the live file exactly as it was."""
 
+    @pytest.mark.haproxy_versions
     def test_check_failure_reports_haproxy_and_keeps_the_file(
         self, store: FileStore, cfg: Path
     ) -> None:
@@ -151,6 +153,7 @@ class TestRefusedWrites:
         assert cfg.read_bytes() == OLD
         assert entries(cfg.parent) == CLEAN
 
+    @pytest.mark.haproxy_versions
     def test_valid_config_that_will_not_start_is_refused(self, store: FileStore, cfg: Path) -> None:
         """``haproxy -c`` exit 2 (no listener) is a failure too."""
         listenerless = (
@@ -162,9 +165,11 @@ class TestRefusedWrites:
         assert cfg.read_bytes() == OLD
         assert entries(cfg.parent) == CLEAN
 
-    def test_quiet_check_explains_nothing_on_haproxy_2_6(self, cfg: Path, haproxy_bin: str) -> None:
+    def test_quiet_check_explains_nothing_on_haproxy_2_6(
+        self, cfg: Path, haproxy_binary: str
+    ) -> None:
         """With ``-q`` HAProxy 2.6 prints nothing, so only the exit status is reported."""
-        store = FileStore(cfg, f"{shlex.quote(haproxy_bin)} -c -q -f {{path}}", None)
+        store = FileStore(cfg, f"{shlex.quote(haproxy_binary)} -c -q -f {{path}}", None)
         with pytest.raises(PermanentError, match=r"\(exit 1\), .*: \(no output\)$"):
             store.write(OLD, NEW + b"    bogus-keyword\n")
         assert cfg.read_bytes() == OLD
@@ -237,6 +242,7 @@ class TestReloading:
             "set it or reload HAProxy yourself"
         )
 
+    @pytest.mark.haproxy_versions
     def test_written_file_is_served_after_the_reload(
         self,
         haproxy_factory: HAProxyFactory,

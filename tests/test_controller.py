@@ -18,12 +18,22 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness.fakes import FakeInbox, FakeMembership, FakeStore, received
 from harness.messages import I1, I2, REBALANCE, SPOT, envelope, eventbridge, scaling
 from reconciler.adapters.status_server import StatusServer
 from reconciler.core.errors import PermanentError, TransientError
-from reconciler.core.model import BackendPlan, Change, CycleResult, Outcome, Plan, Row, Verdicts
+from reconciler.core.model import (
+    BackendPlan,
+    Change,
+    CycleResult,
+    HAProxyFeatures,
+    Outcome,
+    Plan,
+    Row,
+    Verdicts,
+)
 from reconciler.core.settings import (
     AwsSettings,
     Binding,
@@ -935,3 +945,36 @@ def test_stopped_receiver_ends_even_while_the_controller_runs(receiving: Receivi
     receiving.receiver._thread.join(10)
     assert not receiving.receiver._thread.is_alive()
     assert not receiving.wakeups.stopping
+
+
+def haproxy_info(metrics: Metrics) -> list[tuple[dict[str, str], float]]:
+    """The series of ``reconciler_haproxy_info``: labels and value."""
+    return [
+        (sample.labels, sample.value)
+        for family in text_string_to_metric_families(metrics.exposition().decode())
+        for sample in family.samples
+        if sample.name == "reconciler_haproxy_info"
+    ]
+
+
+def test_haproxy_info_is_one_series_naming_the_running_haproxy() -> None:
+    """
+    An info gauge: 1, labelled with the version and the commands that matter to the controller;
+    none before HAProxy was read, one series at a time, replaced after an upgrade and kept through
+    cycles that did not read HAProxy. The loop passes it on from each cycle's result.
+    """
+    required = ",".join(HAProxyFeatures.REQUIRED_COMMANDS)
+    older = HAProxyFeatures("2.6.12-1+deb12u4", frozenset({*required.split(","), "help"}))
+    newer = HAProxyFeatures("3.0.11-9e587df", frozenset({*older.commands, "wait"}))
+    metrics = Metrics(stale_after=10)
+    assert haproxy_info(metrics) == []
+    metrics.record_cycle(0.1, replace(ok(), haproxy=older), "")
+    assert haproxy_info(metrics) == [({"version": older.version, "commands": required}, 1.0)]
+    metrics.record_cycle(0.1, ok(), "")
+    metrics.record_cycle(0.1, None, "HAProxy unreachable")
+    assert haproxy_info(metrics) == [({"version": older.version, "commands": required}, 1.0)]
+    metrics.record_cycle(0.1, replace(ok(), haproxy=newer), "")
+    upgraded = {"version": newer.version, "commands": f"{required},wait"}
+    assert haproxy_info(metrics) == [(upgraded, 1.0)]
+    done = run(1, result=lambda _: replace(ok(), haproxy=newer))
+    assert haproxy_info(done.metrics) == [(upgraded, 1.0)]

@@ -45,6 +45,7 @@ def report(capsys: pytest.CaptureFixture[str], text: str) -> None:
         print(f"\n    {text}")
 
 
+@pytest.mark.haproxy_versions
 def test_scale_out_notification_is_served_within_a_second(
     stack: Stack, daemons: Daemons, queue: Notifications, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -124,6 +125,7 @@ def test_resync_converges_without_any_notification(
     assert {c["trigger"] for c in daemon.cycles()} <= {"resync", "progress"}
 
 
+@pytest.mark.haproxy_versions
 def test_each_change_is_made_once_however_often_it_is_announced(
     stack: Stack, daemons: Daemons, queue: Notifications
 ) -> None:
@@ -344,6 +346,7 @@ def test_aws_outage_changes_nothing_and_recovery_converges(
     assert daemon.alive
 
 
+@pytest.mark.haproxy_versions
 def test_follow_up_catches_a_change_announced_before_aws_shows_it(
     stack: Stack, daemons: Daemons, queue: Notifications
 ) -> None:

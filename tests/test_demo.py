@@ -101,7 +101,7 @@ class DemoRun:
 
 
 @pytest.fixture(name="demo")
-def _demo(haproxy_bin: str) -> Iterator[DemoRun]:
+def _demo(haproxy_binary: str) -> Iterator[DemoRun]:
     """A demo run (HAProxy must be on PATH); stopped at teardown if still running."""
     run = DemoRun()
     try:

@@ -35,6 +35,7 @@ from reconciler.core.model import (
     ConfigBackend,
     ConfigServer,
     Group,
+    HAProxyFeatures,
     Instance,
     LifecycleHook,
     Observation,
@@ -806,3 +807,112 @@ class TestTables:
                 assert fact is None or fact in text
             assert " ".join(row.detail.split()[:2]) in text
         assert max(len(line) for line in text.splitlines()) <= width
+
+
+# -- the running HAProxy ---------------------------------------------------------------------------
+
+
+#: What HAProxy 3.0.11 says of itself (``help`` lists far more commands; these are enough).
+HAPROXY_30 = HAProxyFeatures(
+    "3.0.11-9e587df",
+    frozenset({*HAProxyFeatures.REQUIRED_COMMANDS, "wait", "help", "show version"}),
+    level="admin",
+)
+HAPROXY_26 = HAProxyFeatures(
+    "2.6.12-1+deb12u4", frozenset({*HAProxyFeatures.REQUIRED_COMMANDS, "help"}), level="admin"
+)
+
+
+def with_haproxy(world: World, features: HAProxyFeatures) -> DriftReport:
+    """The report of *world* as read from a HAProxy that says *features* of itself."""
+    observed = observe(world.settings, world.ports)[0]
+    assert observed.runtime is not None
+    running = replace(observed.runtime, features=features)
+    return drift.assess(world.settings, replace(observed, runtime=running))
+
+
+class TestHAProxy:
+    """Which HAProxy the report compared with, and what its runtime API offers."""
+
+    @pytest.mark.parametrize(
+        ("features", "line"),
+        [
+            pytest.param(
+                HAPROXY_30,
+                "HAProxy 3.0.11-9e587df — runtime API: add/del server, wait; "
+                "add server keywords: not listed by this version",
+                id="3.0",
+            ),
+            pytest.param(
+                HAPROXY_26,
+                "HAProxy 2.6.12-1+deb12u4 — runtime API: add/del server; "
+                "add server keywords: not listed by this version",
+                id="2.6",
+            ),
+            pytest.param(
+                replace(HAPROXY_30, server_keywords=frozenset({"check", "weight", "init-state"})),
+                "HAProxy 3.0.11-9e587df — runtime API: add/del server, wait; "
+                "add server keywords: 3 listed",
+                id="keywords listed",
+            ),
+            pytest.param(
+                HAProxyFeatures(
+                    "2.4.22",
+                    frozenset(HAProxyFeatures.REQUIRED_COMMANDS) - {"add server", "del server"},
+                    level="operator",
+                ),
+                "HAProxy 2.4.22 — lacks add server, del server; socket level operator (changing "
+                "servers needs admin); add server keywords: not listed by this version",
+                id="unusable",
+            ),
+        ],
+    )
+    def test_version_and_capabilities_head_the_tables(
+        self, features: HAProxyFeatures, line: str
+    ) -> None:
+        """The first line names the version, the commands that matter, and the keywords."""
+        world = World(group(instance(4)))
+        world.converge()
+        text = render(with_haproxy(world, features), force_terminal=False)
+        assert text.splitlines()[0] == line
+        assert text.index("backend api ←") > len(line)
+
+    def test_version_is_shown_as_text(self) -> None:
+        """What HAProxy says of itself is escaped like any text from outside."""
+        world = World(group(instance(4)))
+        world.converge()
+        hostile = replace(HAPROXY_30, version="3.0\x1b[2J[bold]x")
+        first = render(with_haproxy(world, hostile), force_terminal=False).splitlines()[0]
+        assert "\x1b" not in first
+        assert first.startswith("HAProxy 3.0\\x1b[2J[bold]x — ")
+
+    def test_unread_runtime_says_so_and_file_mode_says_nothing(self) -> None:
+        """A socket that could not be read is named; without a socket no HAProxy line at all."""
+        unread = render(DriftReport((), runtime=True), force_terminal=False)
+        assert unread.splitlines()[0] == "HAProxy: runtime API not read (see the backends below)"
+        world = World(group(instance(4)), socket=False, content=config_with(file_line(4)))
+        assert "HAProxy" not in render(assess(world), force_terminal=False)
+
+    def test_json_has_every_fact_and_follows_the_schema(self) -> None:
+        """``haproxy``: the version, every command listed, what is missing, keywords, level."""
+        world = World(group(instance(4)))
+        world.converge()
+        features = replace(HAPROXY_26, server_keywords=frozenset({"weight", "check"}))
+        document = drift_table.to_json(with_haproxy(world, features))
+        validate(document, drift_table.JSON_SCHEMA)
+        assert document["haproxy"] == {
+            "version": "2.6.12-1+deb12u4",
+            "commands": sorted({*HAProxyFeatures.REQUIRED_COMMANDS, "help"}),
+            "missing_commands": [],
+            "server_keywords": ["check", "weight"],
+            "level": "admin",
+        }
+
+    def test_json_without_a_read_runtime_has_null_and_follows_the_schema(self) -> None:
+        """No socket, or the read failed: ``haproxy`` is ``null``, which the schema allows."""
+        world = World(group(instance(4)), socket=False, content=config_with(file_line(4)))
+        document = drift_table.to_json(assess(world))
+        assert document["haproxy"] is None
+        validate(document, drift_table.JSON_SCHEMA)
+        with pytest.raises(AssertionError):
+            validate({**document, "haproxy": {"version": "3.0"}}, drift_table.JSON_SCHEMA)

@@ -80,3 +80,24 @@ def test_unknown_backend_exits_2(cloud: Cloud, haproxy: HAProxyProcess, tmp_path
     code, output = run("drift", "--config", config, "--backend", "nope")
     assert code == 2
     assert "--backend nope" in output
+
+
+@pytest.mark.haproxy_versions
+def test_report_names_the_running_haproxy(
+    cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path
+) -> None:
+    """The version ``show info`` gives heads the tables and is ``haproxy.version`` in JSON."""
+    config = str(write_settings(tmp_path / "reconciler.toml", haproxy))
+    cloud.create_group(ASG, 1)
+    (version,) = [
+        row.removeprefix("Version: ")
+        for row in haproxy.command("show info").splitlines()
+        if row.startswith("Version: ")
+    ]
+    code, output = run("drift", "--config", config)
+    assert code == drift_table.EXIT_DRIFT, output
+    assert output.splitlines()[0].startswith(f"HAProxy {version} — runtime API: add/del server")
+    code, output = run("drift", "--config", config, "--json")
+    found = json.loads(output)["haproxy"]
+    assert (found["version"], found["missing_commands"], found["level"]) == (version, [], "admin")
+    assert {"add server", "del server", "show servers state"} <= set(found["commands"])

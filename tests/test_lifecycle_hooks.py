@@ -407,6 +407,7 @@ def scale_in_held_open(stack: Stack, slow: SlowRequests, *, heartbeat_timeout: i
     return leaving
 
 
+@pytest.mark.haproxy_versions
 def test_terminate_is_completed_once_and_only_after_the_drain(
     stack: Stack, slow: SlowRequests
 ) -> None:
@@ -513,6 +514,7 @@ def test_a_reload_during_the_drain_waits_for_the_old_worker(
 # -- end to end: launch hook -----------------------------------------------------------------------
 
 
+@pytest.mark.haproxy_versions
 def test_launch_is_completed_only_after_the_first_passing_check(stack: Stack) -> None:
     """Held in drain (no traffic, no file line) while failing; CONTINUE after a pass; serves."""
     assert stack.reconcile().returncode == 0

@@ -10,8 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from harness.haproxy import wait_for
 from harness.stack import GROUP, HAND_WRITTEN, Stack
+
+
+pytestmark = pytest.mark.haproxy_versions
 
 
 def test_converges_from_empty(stack: Stack) -> None:

@@ -13,8 +13,8 @@ import pytest
 
 from harness.fakes import FakeMembership, FakeStore
 from reconciler.core.errors import PermanentError, TransientError
-from reconciler.core.model import BackendPlan, Change, CycleResult, Outcome, Plan, Row
-from reconciler.core.results import RunReport, merge
+from reconciler.core.model import BackendPlan, Change, CycleResult, Deferral, Outcome, Plan, Row
+from reconciler.core.results import RunReport, changed_rows, merge
 from reconciler.core.settings import (
     AwsSettings,
     Binding,
@@ -197,3 +197,16 @@ def test_retrying_waits_through_the_backoff_it_is_given() -> None:
     tries = retrying("reading failed", backoff=Backoff(8, jitter=lambda: 0.5), sleep=slept.append)
     assert tries(flaky) == 7
     assert slept == [0.5]
+
+
+def test_a_deferred_delete_is_no_change() -> None:
+    """
+    A delete HAProxy postponed (idle connections, 2.6) changed nothing: its row is not counted as
+    a removal, however many cycles retry it; the delete that succeeds is.
+    """
+    row = Row("api-i-1", "i-1", "127.0.1.1", Change.REMOVE, "not in the group")
+    plan = Plan((BackendPlan("api", "asg", rows=(row,)),))
+    deferred = Outcome(deferred=(Deferral("api", "api-i-1", "still has connections"),))
+    assert list(changed_rows(CycleResult(plan, deferred))) == []
+    assert list(changed_rows(CycleResult(plan, Outcome()))) == [("api", row)]
+    assert str(deferred.deferred[0]) == "api/api-i-1: still has connections"

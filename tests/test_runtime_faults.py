@@ -312,7 +312,8 @@ class TestOnceWithFaults:
         stack.haproxy.command(f"set server {name} state maint")
         assert "Server deleted." in stack.haproxy.command(f"del server {name}")
         refusal = "'id' : custom id 1 already used at (null):0 ('server x')."
-        stack_proxy.inject(r"^add server", Refuse(refusal), times=1)
+        # The add of a server only, not `add server help` (read once per HAProxy process).
+        stack_proxy.inject(rf"^add server {BACKEND}/", Refuse(refusal), times=1)
         before_file = stack.haproxy.config_path.read_bytes()
 
         code, report = stack.reconcile_json()

@@ -167,7 +167,7 @@ def _node(
     return Node(cloud, haproxy, http_backends, copy)
 
 
-def test_shipped_template_passes_haproxy_check(haproxy_bin: str, tmp_path: Path) -> None:
+def test_shipped_template_passes_haproxy_check(haproxy_binary: str, tmp_path: Path) -> None:
     """Rendered with example settings and servers, ``haproxy -c`` accepts the shipped template."""
     settings = Settings(
         aws=AwsSettings(),
@@ -184,7 +184,7 @@ def test_shipped_template_passes_haproxy_check(haproxy_bin: str, tmp_path: Path)
     candidate = tmp_path / "haproxy.cfg"
     candidate.write_bytes(template.render(SHIPPED.read_text(), settings, {"api": servers}, {}))
     checked = subprocess.run(
-        [haproxy_bin, "-c", "-f", str(candidate)],
+        [haproxy_binary, "-c", "-f", str(candidate)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -106,6 +106,7 @@ def test_scale_in_of_several_instances_fails_no_request(stack: Stack) -> None:
     assert stack.converged()
 
 
+@pytest.mark.haproxy_versions
 def test_plain_scale_in_of_several_instances_fails_no_request(stack: Stack) -> None:
     """
     Three of five instances leave their group without a hook, terminated at once, while they
@@ -135,6 +136,7 @@ def test_plain_scale_in_of_several_instances_fails_no_request(stack: Stack) -> N
     assert stack.converged()
 
 
+@pytest.mark.haproxy_versions
 @pytest.mark.parametrize("launch_hook", [False, True], ids=["in-service", "launch-hook"])
 def test_scale_out_sends_nothing_to_a_server_before_its_first_passing_check(
     stack: Stack, launch_hook: bool

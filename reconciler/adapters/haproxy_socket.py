@@ -13,10 +13,30 @@ such a word could smuggle in a second command).
 
 Replies to changes are classified by their text, never by a severity level: the success of each
 command is one known sentence (or silence), and anything else is HAProxy refusing it, reported
-verbatim in a ``PermanentError``. Two refusals of ``add server`` are ``TransientError`` instead:
-the name, or the id, is taken, so the read that planned the add was out of date. Even silence
-comes with a newline, so a connection closed without any reply leaves the outcome unknown: a
-``TransientError``, like an unreachable or too slow socket.
+verbatim in a ``PermanentError``. ``set server … addr … port …`` answers one clause per part it
+was given, and the versions word them differently (2.6: ``no need to change the addr, port changed
+from …``; 3.0 leaves out what did not change, or says ``nothing changed``): every clause must be
+a success, so an error beside one (2.6's ``no need to change the addr, problem converting port``)
+is a refusal. Two refusals of ``add server`` are ``TransientError`` instead: the name, or the id,
+is taken, so the read that planned the add was out of date. An ``add server`` refused for one of
+the line's options (3.0 refuses ``enabled``) names the fix, and the option is remembered in the
+features of that HAProxy process, so the planner refuses the backend from then on rather than
+sending an add that cannot succeed. Even silence comes with a newline, so a connection closed
+without any reply leaves the outcome unknown: a ``TransientError``, like an unreachable or too
+slow socket.
+
+What the running HAProxy is and accepts is read, never guessed from its version number
+(``HAProxyFeatures``): ``show info`` (``Version``, ``Pid``, ``Uptime_sec``) every cycle, and once
+per HAProxy process ``help`` (the commands, by their leading words), ``show cli level`` (``help``
+lists the same commands at every level) and ``add server help`` (the keywords a server added at
+runtime takes; 3.2 and later, ``None`` before). Another process answers after a reload, a restart
+or an upgrade: a different ``Pid`` or ``Version``, or an uptime lower than last time (a restarted
+container often gives HAProxy its old ``Pid``); its features are read afresh, and kept only once a
+second ``show info`` shows the same process still answering. These replies are framed like the
+dumps; a cut or garbled one is read again, and after ``READ_ATTEMPTS`` the whole read fails. A
+``help`` that lacks a command the controller sends is read again before it is believed, and
+features that would refuse the backends are never kept: they are read again next cycle, so a
+damaged reply refuses nothing for longer than one cycle.
 
 Reads are complete or not used. A backend's servers come from two dumps, ``show stat`` (counters)
 and ``show servers state`` (states and ids); each must be framed as HAProxy 2.6 frames a whole
@@ -27,6 +47,12 @@ servers with the same ids. A pair that fails a check was cut (a worker stopping 
 closes the connection mid-dump), damaged, or changed while it was read (a server added or deleted
 between the two dumps): it is read again at once, and after ``READ_ATTEMPTS`` failures the backend
 is reported in ``RuntimeObservation.errors`` so the planner leaves it alone for the cycle.
+
+A draining server's time in state is timed from the start of its drain: HAProxy 2.6 restarts its
+clock (``srv_time_since_last_change``) on ``state drain``, 3.0 does not, and a drain timed from the
+last up/down change would be cut as soon as it began. The adapter notes when it set the drain, or
+first saw it (after a restart: the drain is timed afresh, later rather than early), and gives the
+smaller of that and HAProxy's own figure.
 
 The parsers are pure and parse by column name, so they can be tested on recorded replies and keep
 working when a later HAProxy appends columns.
@@ -45,7 +71,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from reconciler.core.errors import PermanentError, TransientError
-from reconciler.core.model import RuntimeObservation, RuntimeServer, ServerLine
+from reconciler.core.model import HAProxyFeatures, RuntimeObservation, RuntimeServer, ServerLine
 
 
 #: Seconds one command may take, from connecting to the end of its reply.
@@ -57,13 +83,34 @@ MIN_TIMEOUT = 1.0
 #: or a server added between the two dumps, comes out whole on the next read.
 READ_ATTEMPTS = 3
 
-# Success replies (HAProxy 2.6). A command not listed succeeds silently.
-_ADDED = ("New server registered.",)
-_DELETED = ("Server deleted.",)
-_ADDRESS_SET = ("IP changed from", "no need to change the addr")
-_SILENT: tuple[str, ...] = ()
+# Success replies, matched from the start of the reply (2.6 and 3.0 alike).
+_ADDED = re.compile(r"New server registered\.")
+_DELETED = re.compile(r"Server deleted\.")
+_SILENT = re.compile(r"\Z")
+# `set server … addr … port …`: a clause per part given, then who changed it (see the docstring).
+_ADDRESS_CLAUSE = (
+    r"(?:(?:IP|port) changed from '[^']*' to '[^']*'"
+    r"|no need to change the (?:addr|port)|nothing changed)"
+)
+_ADDRESS_SET = re.compile(rf"{_ADDRESS_CLAUSE}(?:, {_ADDRESS_CLAUSE})*(?: by '[^']*')?\Z")
 # `add server` refusals that mean the read was out of date: the name, or the explicit id, is taken.
 _TAKEN = re.compile(r"Already exists a server with the same name|'id' : custom id \d+ already used")
+# `add server` refusing a keyword: one dynamic servers do not take, or one the version lacks.
+_OPTION_REFUSED = re.compile(
+    r"'([^']+)' option is not accepted for dynamic server|unknown keyword '([^']+)'"
+)
+
+_INFO = ("show", "info")
+_HELP = ("help",)
+_LEVEL = ("show", "cli", "level")
+_KEYWORDS = ("add", "server", "help")
+_HELP_HEADER = "The following commands are valid at this level:"
+_KEYWORDS_HEADER = "List of keywords supported for dynamic server:"
+# `add server help` of a version that cannot list keywords (2.6 ends it with one newline only).
+_NO_KEYWORD_LIST = "Require 'backend/server'."
+_LEVELS = frozenset({"admin", "operator", "user"})
+# A command word of `help` (`add`, `server`, `severity-output`); arguments start otherwise.
+_COMMAND_WORD = re.compile(r"[a-z][a-z0-9-]*")
 
 _PERMISSION_DENIED = "Permission denied"
 # The whole replies of `show servers state <name>` and `show stat <name> 4 -1` for a name HAProxy
@@ -119,15 +166,36 @@ class ServerStats:
     check_status: str
 
 
+@dataclass(frozen=True)
+class ProcessInfo:
+    """What ``show info`` says of the HAProxy process that answered it."""
+
+    version: str
+    pid: int
+    #: ``Uptime_sec``: how long the answering worker has run.
+    uptime: float
+
+    def continues(self, earlier: ProcessInfo) -> bool:
+        """This reading is of the process *earlier* was read from, at the same time or later."""
+        return (self.pid, self.version) == (earlier.pid, earlier.version) and (
+            self.uptime >= earlier.uptime
+        )
+
+
 class RuntimeSocket:
     """
     ``reconciler.ports.RuntimeApi`` over the stats socket at *path* (``level admin``); each
-    command must be answered in full within *timeout* seconds.
+    command must be answered in full within *timeout* seconds. One cycle at a time: it keeps
+    what it read of the answering HAProxy process between cycles.
     """
 
     def __init__(self, path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
         self._path = path
         self._timeout = timeout
+        #: The process last read, and its features (kept only when they refuse nothing).
+        self._known: tuple[ProcessInfo, HAProxyFeatures] | None = None
+        #: When each draining server (backend, server) began to drain, as far as seen (monotonic).
+        self._drains: dict[tuple[str, str], float] = {}
 
     def read_servers(self, backends: Sequence[str]) -> RuntimeObservation:
         """
@@ -146,38 +214,81 @@ class RuntimeSocket:
                 errors[backend] = str(exc)
                 continue
             if servers is not None:
-                found[backend] = servers
+                found[backend] = self._timed_drains(backend, servers)
         # After the servers: a reload in between then shows as a young worker (the cautious
         # reading), never as an old worker's uptime beside the new worker's servers.
-        return RuntimeObservation(backends=found, errors=errors, worker_uptime=self._uptime())
+        process, features = self._process()
+        return RuntimeObservation(found, errors, worker_uptime=process.uptime, features=features)
+
+    def _timed_drains(
+        self, backend: str, servers: tuple[RuntimeServer, ...]
+    ) -> tuple[RuntimeServer, ...]:
+        """*servers*, each draining one's time in state counted from its drain at the most."""
+        now = time.monotonic()
+        draining = {(backend, s.name) for s in servers if s.draining}
+        for key in [k for k in self._drains if k[0] == backend and k not in draining]:
+            del self._drains[key]
+        return tuple(
+            dataclasses.replace(
+                server,
+                seconds_in_state=min(
+                    server.seconds_in_state,
+                    int(now - self._drains.setdefault((backend, server.name), now)),
+                ),
+            )
+            if server.draining
+            else server
+            for server in servers
+        )
 
     def _read_backend(self, backend: str) -> tuple[RuntimeServer, ...] | None:
         """Both dumps of *backend*, joined; read again while they are cut or disagree."""
-        for _ in range(READ_ATTEMPTS):
+
+        def both() -> tuple[RuntimeServer, ...] | None:
             stat = self._send(stat_command(backend))
-            state = self._send(state_command(backend))
-            try:
-                return backend_servers(backend, state, stat)
-            except DisabledBackendError:
-                raise
-            except IncompleteReadError as exc:
-                problem = str(exc)
+            return backend_servers(backend, self._send(state_command(backend)), stat)
+
+        return _again(both, "; nothing in this backend changes until a read is complete")
+
+    def _process(self) -> tuple[ProcessInfo, HAProxyFeatures]:
+        """
+        The answering process (``show info``; without its uptime a young worker could pass for
+        an old one, so a reply that never comes whole fails the read) and its features: those
+        kept for it, or read now and confirmed by a second ``show info``.
+        """
+        process = self._read(_INFO, parse_info)
+        if self._known is not None and process.continues(self._known[0]):
+            self._known = (process, self._known[1])
+            return self._known
+        self._known = None
+        for _ in range(READ_ATTEMPTS):
+            features = self._features(process.version)
+            confirmed = self._read(_INFO, parse_info)
+            if confirmed.continues(process):
+                if features.can_change_servers:
+                    self._known = (confirmed, features)
+                return confirmed, features
+            process = confirmed
         raise IncompleteReadError(
-            f"{problem} (read {READ_ATTEMPTS} times); nothing in this backend changes until a "
-            "read is complete"
+            f"another HAProxy process answered each time its features were read (read "
+            f"{READ_ATTEMPTS} times; reloads in a row?)"
         )
 
-    def _uptime(self) -> float:
-        """``Uptime_sec`` of ``show info``: how long the answering worker has run."""
+    def _features(self, version: str) -> HAProxyFeatures:
+        """What this HAProxy (of *version*) accepts; ``help`` lacking a command is read again."""
         for _ in range(READ_ATTEMPTS):
-            uptime = uptime_of(self._send(("show", "info")))
-            if uptime is not None:
-                return uptime
-        # Without it a young worker could pass for an old one: fail the whole read.
-        raise IncompleteReadError(
-            "HAProxy's reply to `show info` was cut or had no `Uptime_sec` line (read "
-            f"{READ_ATTEMPTS} times)"
-        )
+            commands = self._read(_HELP, parse_help)
+            if HAProxyFeatures(version, commands).can_change_servers:
+                break
+        level = self._read(_LEVEL, parse_level)
+        keywords = None
+        if level == "admin" and "add server" in commands:
+            keywords = self._read(_KEYWORDS, parse_server_keywords)
+        return HAProxyFeatures(version, commands, keywords, level=level)
+
+    def _read(self, command: Sequence[str], parse: Callable[[str], _T]) -> _T:
+        """*parse* of HAProxy's reply to *command*, read again while it is cut or damaged."""
+        return _again(lambda: _parsed(parse, self._send(command), " ".join(command)))
 
     def add_server(self, backend: str, line: ServerLine) -> None:
         """``add server <backend>/<name> <addr>:<port> [id <n>] <options>``."""
@@ -189,7 +300,23 @@ class RuntimeSocket:
                 f"{' '.join(command)} refused by HAProxy: {reply} (the servers read before were "
                 "out of date; the backend is read again before anything else changes)"
             )
+        refused = _OPTION_REFUSED.match(reply)
+        word = (refused[1] or refused[2]) if refused else None
+        if word in line.options:
+            self._remember_refused(word)
+            raise PermanentError(
+                f"{' '.join(command)} refused by HAProxy: {reply} (remove '{word}' from "
+                f"server_options of [[backend]] '{backend}': this HAProxy does not take it on "
+                "servers added at runtime)"
+            )
         self._check(command, reply, _ADDED)
+
+    def _remember_refused(self, word: str) -> None:
+        """Keep *word* among the options the known process refused in ``add server``."""
+        if self._known is not None:
+            process, features = self._known
+            refused = features.refused_options | {word}
+            self._known = (process, dataclasses.replace(features, refused_options=refused))
 
     def enable_health(self, backend: str, server: str) -> None:
         """``enable health <backend>/<server>``."""
@@ -198,6 +325,8 @@ class RuntimeSocket:
     def set_state(self, backend: str, server: str, state: str) -> None:
         """``set server <backend>/<server> state <state>``."""
         self._change(("set", "server", f"{backend}/{server}", "state", state), _SILENT)
+        if state == "drain":
+            self._drains[(backend, server)] = time.monotonic()
 
     def set_address(self, backend: str, server: str, address: str, port: int) -> None:
         """``set server <backend>/<server> addr <address> port <port>``."""
@@ -212,7 +341,7 @@ class RuntimeSocket:
         """``del server <backend>/<server>``."""
         self._change(("del", "server", f"{backend}/{server}"), _DELETED)
 
-    def _change(self, words: Sequence[str], success: tuple[str, ...]) -> None:
+    def _change(self, words: Sequence[str], success: re.Pattern[str]) -> None:
         self._check(words, self._answer(words), success)
 
     def _answer(self, words: Sequence[str]) -> str:
@@ -225,9 +354,8 @@ class RuntimeSocket:
             )
         return reply.strip()
 
-    def _check(self, words: Sequence[str], reply: str, success: tuple[str, ...]) -> None:
-        accepted = reply.startswith(success) if success else not reply
-        if accepted:
+    def _check(self, words: Sequence[str], reply: str, success: re.Pattern[str]) -> None:
+        if success.match(reply):
             return
         if reply.startswith(_PERMISSION_DENIED):
             reply += (
@@ -275,6 +403,21 @@ class RuntimeSocket:
         return b"".join(chunks).decode("utf-8", errors="replace")
 
 
+def _again(read: Callable[[], _T], then: str = "") -> _T:
+    """
+    *read* made up to ``READ_ATTEMPTS`` times while it raises ``IncompleteReadError``; the last
+    complaint (and *then*) after that. A disabled backend is no cut reply: it is not read again.
+    """
+    for _ in range(READ_ATTEMPTS):
+        try:
+            return read()
+        except DisabledBackendError:
+            raise
+        except IncompleteReadError as exc:
+            problem = str(exc)
+    raise IncompleteReadError(f"{problem} (read {READ_ATTEMPTS} times){then}")
+
+
 def timeout_within(seconds: float) -> float:
     """The timeout of each command of a run that should end after *seconds*."""
     return min(DEFAULT_TIMEOUT, max(MIN_TIMEOUT, seconds))
@@ -288,15 +431,64 @@ def _left(deadline: float) -> float:
     return left
 
 
-def uptime_of(reply: str) -> float | None:
-    """``Uptime_sec`` of a whole ``show info`` reply, ``None`` when it is cut or lacks the line."""
-    if not reply.endswith(_END):
-        return None
-    for row in reply.splitlines():
+def parse_info(text: str) -> ProcessInfo:
+    """
+    ``Version``, ``Pid`` and ``Uptime_sec`` of a whole ``show info`` reply (``Name: value``
+    lines, then an empty line); ``IncompleteReadError`` when it is cut or lacks one of them.
+    """
+    fields = {}
+    for row in _body(text):
         name, _, value = row.partition(":")
-        if name == "Uptime_sec" and value.strip().isdigit():
-            return float(value)
-    return None
+        fields[name] = value.strip()
+    version = fields.get("Version", "")
+    pid, uptime = fields.get("Pid", ""), fields.get("Uptime_sec", "")
+    if not (version and pid.isdigit() and uptime.isdigit()):
+        raise IncompleteReadError("has no `Version`, `Pid` or `Uptime_sec` line")
+    return ProcessInfo(version, int(pid), float(uptime))
+
+
+def parse_help(text: str) -> frozenset[str]:
+    """
+    The commands of a whole ``help`` reply (its header line, then one indented line per command),
+    each by its leading words (``show servers state``, ``wait``); ``IncompleteReadError`` when it
+    is cut or a line does not start with a command.
+    """
+    lines = _body(text)
+    if lines[0] != _HELP_HEADER:
+        raise IncompleteReadError(f"does not start with `{_HELP_HEADER}`")
+    commands = set()
+    for line in lines[1:]:
+        words = []
+        for word in line.removeprefix("  ").split(" ") if line.startswith("  ") else ():
+            if not _COMMAND_WORD.fullmatch(word):
+                break
+            words.append(word)
+        if not words:
+            raise IncompleteReadError(f"has a line that names no command: {_clip(line)}")
+        commands.add(" ".join(words))
+    return frozenset(commands)
+
+
+def parse_level(text: str) -> str:
+    """The level of a whole ``show cli level`` reply; ``IncompleteReadError`` otherwise."""
+    lines = _body(text)
+    if len(lines) != 1 or lines[0] not in _LEVELS:
+        raise IncompleteReadError(f"is no level ({', '.join(sorted(_LEVELS))})")
+    return lines[0]
+
+
+def parse_server_keywords(text: str) -> frozenset[str] | None:
+    """
+    The keywords of a whole ``add server help`` reply (3.2 and later: a header, one keyword a
+    line), ``None`` for the sentence of versions that cannot list them; ``IncompleteReadError``
+    for anything else.
+    """
+    if text in (f"{_NO_KEYWORD_LIST}\n", f"{_NO_KEYWORD_LIST}{_END}"):
+        return None
+    lines = _body(text)
+    if lines[0] != _KEYWORDS_HEADER or not all(map(_COMMAND_WORD.fullmatch, lines[1:])):
+        raise IncompleteReadError(f"is neither `{_NO_KEYWORD_LIST}` nor a list of keywords")
+    return frozenset(lines[1:])
 
 
 def state_command(backend: str) -> tuple[str, ...]:

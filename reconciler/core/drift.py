@@ -47,6 +47,10 @@ A transitional server (warming, draining) is drift: it does not yet serve, or st
 unlike what the group says. A backend the planner refuses (failed read, missing group,
 unmanageable section) has no rows, only the planner's reason.
 
+The report also carries what the running HAProxy said of itself (``HAProxyFeatures``: its version,
+the runtime commands its ``help`` lists, the ``add server`` keywords it lists, if any), so a report
+shows which HAProxy it was compared with and what that one can do (``capabilities``).
+
 Pure: no I/O, no clock. Linear in the number of instances and servers.
 """
 
@@ -64,6 +68,7 @@ from reconciler.core.model import (
     Change,
     ConfigServer,
     Group,
+    HAProxyFeatures,
     Instance,
     Observation,
     RuntimeServer,
@@ -106,6 +111,9 @@ _LEAVING = frozenset({Change.REMOVE, Change.DRAINING, Change.HELD})
 #: The detail of a server the planner brings up behind a launch hook.
 _LAUNCHING = "launching: warmed up in drain, kept out of the file until InService"
 _NOT_DRIFT = frozenset({Verdict.DOWN, Verdict.OK, Verdict.EXCLUDED, Verdict.UNMANAGED})
+#: Runtime commands newer HAProxy versions add, named when ``help`` lists them (3.0: ``wait <ms>
+#: srv-removable <backend>/<server>``, which waits until a server can be deleted).
+NEWER_COMMANDS = ("wait",)
 _SEVERITY = {verdict: index for index, verdict in enumerate(Verdict)}
 
 
@@ -215,6 +223,8 @@ class DriftReport:
     backends: tuple[BackendDrift, ...]
     #: A runtime socket is configured, so the running HAProxy was compared too.
     runtime: bool
+    #: What the running HAProxy said of itself; ``None`` when its runtime was not read.
+    haproxy: HAProxyFeatures | None = None
 
     @property
     def refused(self) -> tuple[BackendDrift, ...]:
@@ -263,7 +273,17 @@ def assess(
     return DriftReport(
         tuple(_assess_backend(narrowed.binding(p.backend), p, observed) for p in decided.backends),
         runtime=settings.haproxy.socket is not None,
+        haproxy=None if observed.runtime is None else observed.runtime.features,
     )
+
+
+def capabilities(features: HAProxyFeatures) -> tuple[str, ...]:
+    """
+    The runtime commands of *features* that matter to the controller, among those ``help`` lists:
+    the ones it sends, then the newer ones it can use (``NEWER_COMMANDS``), in that order.
+    """
+    wanted = (*HAProxyFeatures.REQUIRED_COMMANDS, *NEWER_COMMANDS)
+    return tuple(command for command in wanted if command in features.commands)
 
 
 def _assess_backend(binding: Binding, decided: BackendPlan, observed: Observation) -> BackendDrift:

@@ -16,6 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 
 # -- AWS -------------------------------------------------------------------------------------------
@@ -299,8 +300,60 @@ class RuntimeServer:
 
     @property
     def idle(self) -> bool:
-        """No session, queued request or idle connection: ``del server`` will succeed."""
+        """
+        No session, queued request or idle connection: what 2.6's ``del server`` asks for (3.0
+        closes idle connections itself).
+        """
         return self.sessions == 0 and self.queued == 0 and self.idle_connections == 0
+
+
+@dataclass(frozen=True)
+class HAProxyFeatures:
+    """
+    What the running HAProxy is and what its runtime API accepts, as it says itself: the
+    ``Version`` line of ``show info``, the commands ``help`` lists, and the keywords ``add server
+    help`` lists where the version has that command. Read, never guessed from the version number.
+    """
+
+    #: The runtime commands the controller sends, as ``help`` names them. ``add server`` and
+    #: ``del server`` are listed from 2.6 (2.4 and 2.5 hide them as experimental commands).
+    REQUIRED_COMMANDS: ClassVar[tuple[str, ...]] = (
+        "add server",
+        "del server",
+        "set server",
+        "enable health",
+        "shutdown sessions server",
+        "show servers state",
+        "show stat",
+        "show info",
+    )
+
+    version: str
+    #: The runtime commands ``help`` lists, by their leading words (``add server``, ``wait``...).
+    commands: frozenset[str]
+    #: The keywords ``add server`` accepts, ``None`` when this version cannot list them.
+    server_keywords: frozenset[str] | None = None
+    #: The stats socket's level (``show cli level``: ``admin``, ``operator``, ``user``), ``None``
+    #: when not read. ``help`` lists the same commands at every level; only ``admin`` may add.
+    level: str | None = None
+    #: Words of ``server_options`` this HAProxy process refused in an ``add server``, by its own
+    #: reply (3.0 refuses ``enabled``): no add with them can succeed on it.
+    refused_options: frozenset[str] = frozenset()
+
+    @property
+    def missing_commands(self) -> tuple[str, ...]:
+        """The commands the controller sends that ``help`` does not list."""
+        return tuple(c for c in self.REQUIRED_COMMANDS if c not in self.commands)
+
+    @property
+    def below_admin(self) -> bool:
+        """The socket's level is known and is not ``admin``."""
+        return self.level not in (None, "admin")
+
+    @property
+    def can_change_servers(self) -> bool:
+        """Every command the controller sends is there, at a level that may send them."""
+        return not self.missing_commands and not self.below_admin
 
 
 @dataclass(frozen=True)
@@ -315,6 +368,8 @@ class RuntimeObservation:
     #: unknown. A worker younger than a drain may have an older one beside it, started before a
     #: reload and still finishing requests on servers this one does not have.
     worker_uptime: float | None = None
+    #: What the answering HAProxy is and accepts; ``None`` when not read.
+    features: HAProxyFeatures | None = None
 
 
 # -- plan ------------------------------------------------------------------------------------------
@@ -487,6 +542,19 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Deferral:
+    """A delete HAProxy postponed (a connection still attached): a later cycle tries again."""
+
+    backend: str
+    server: str
+    #: HAProxy's refusal.
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.backend}/{self.server}: {self.reason}"
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What applying a plan did."""
 
@@ -497,7 +565,7 @@ class Outcome:
     file_written: bool = False
     reloaded: bool = False
     #: Deletions HAProxy postponed (a connection arrived meanwhile); the next cycle retries.
-    deferred: tuple[str, ...] = ()
+    deferred: tuple[Deferral, ...] = ()
     #: Lifecycle API calls made (completions and heartbeats).
     lifecycle_calls: int = 0
     #: Backends whose plan proved to come from an out-of-date read; their file sections stayed.
@@ -530,6 +598,8 @@ class CycleResult:
     interruptions: Verdicts = field(default_factory=Verdicts)
     #: Backends whose servers the runtime API did not give completely, with the reason.
     runtime_read_errors: Mapping[str, str] = field(default_factory=dict)
+    #: What the running HAProxy is and accepts, when the cycle read its runtime.
+    haproxy: HAProxyFeatures | None = None
 
     @property
     def errors(self) -> tuple[str, ...]:

@@ -24,8 +24,10 @@ reads are read again soon (the backend is pending); malformed values are errors 
 So only values with their documented shape ever reach a runtime command or a file line.
 
 Only servers named ``<prefix><instance-id>`` are managed; every other server is never planned.
-Safety: a backend whose reads failed, whose group is missing, or whose section cannot be managed is
-refused as a whole; a backend is never emptied while its group's desired capacity is above zero.
+Safety: a backend whose reads failed, whose group is missing, whose section cannot be managed, or
+whose HAProxy's runtime API cannot make its changes (``HAProxyFeatures``: a command missing from
+``help``, a socket below ``level admin``, an option HAProxy refused in ``add server``) is refused
+as a whole; a backend is never emptied while its group's desired capacity is above zero.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from reconciler.core.model import (
     BackendPlan,
     ConfigBackend,
     Group,
+    HAProxyFeatures,
     Instance,
     LifecycleAction,
     Observation,
@@ -119,12 +122,43 @@ def _refusal(
         return None
     if observed.runtime is None:
         return observed.runtime_error or "the HAProxy runtime API could not be read"
+    if observed.runtime.features is not None:
+        unusable = _unusable_runtime_api(binding, observed.runtime.features)
+        if unusable is not None:
+            return unusable
     if binding.name in observed.runtime.errors:
         return observed.runtime.errors[binding.name]
     if binding.name not in observed.runtime.backends:
         return (
             f"the running HAProxy has no backend '{binding.name}'; "
             "reload HAProxy once so it loads the section"
+        )
+    return None
+
+
+def _unusable_runtime_api(binding: Binding, features: HAProxyFeatures) -> str | None:
+    """Why the running HAProxy's runtime API cannot make this backend's changes, or ``None``."""
+    without_socket = "or remove [haproxy] socket (file edits and reloads only)"
+    if features.missing_commands:
+        missing = "/".join(f"'{command}'" for command in features.missing_commands)
+        return (
+            f"HAProxy {features.version}'s runtime API has no {missing} (`help` does not list "
+            "it; adding and deleting servers at runtime needs HAProxy 2.6 or later): upgrade "
+            f"HAProxy, {without_socket}"
+        )
+    if features.below_admin:
+        return (
+            f"the HAProxy stats socket is at level {features.level}, which may not add or delete "
+            f"servers: give its `stats socket` line `level admin` and reload HAProxy, "
+            f"{without_socket}"
+        )
+    refused = sorted(features.refused_options.intersection(binding.server_options))
+    if refused:
+        words = ", ".join(f"'{word}'" for word in refused)
+        return (
+            f"HAProxy {features.version} refused {words} of server_options in `add server` (not "
+            f"taken on servers added at runtime): remove it from [[backend]] '{binding.name}', "
+            f"{without_socket}"
         )
     return None
 

@@ -22,15 +22,17 @@ CHANGES = frozenset({Change.ADD, Change.REMOVE, Change.ADDRESS, Change.OPTIONS})
 def changed_rows(result: CycleResult) -> Iterator[tuple[str, Row]]:
     """
     The report rows of the servers a cycle changed (or tried to: a failed cycle's attempts are
-    included), each with its backend. A dry run changes nothing.
+    included), each with its backend. A dry run changes nothing, and neither does a delete HAProxy
+    postponed: a server kept for its connections is counted once, when it goes.
     """
     if result.outcome is None:
         return
+    postponed = {(d.backend, d.server) for d in result.outcome.deferred}
     for backend in result.plan.backends:
         if backend.refused or backend.held:
             continue
         for row in backend.rows:
-            if row.change in CHANGES:
+            if row.change in CHANGES and (backend.backend, row.server) not in postponed:
                 yield backend.backend, row
 
 

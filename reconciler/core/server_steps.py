@@ -15,9 +15,9 @@ serving, draining, check passed         READY
 launching (behind a launch hook)        as serving, but never READY: the launch is
                                         completed once the check passes
 leaving, ready                          DRAIN (MAINT when its instance is gone)
-leaving, draining, idle or timed out    MAINT (+ KILL_SESSIONS when timed out)
+leaving, draining, unused or timed out  MAINT (+ KILL_SESSIONS when timed out)
 leaving, in maintenance, timed out      KILL_SESSIONS
-leaving, in maintenance, idle           DELETE
+leaving, in maintenance, unused         DELETE
 doubtful                                nothing: kept exactly as it is
 ======================================  ==========================================
 
@@ -25,6 +25,13 @@ An instance is *gone* when EC2 says it is shutting down or terminated, or it lef
 server goes straight to maintenance, which takes no new request, but the requests in flight may
 finish within the drain timeout (an instance may answer while it shuts down); only then are they
 cut. A drain timeout of 0 cuts at once.
+
+A server is *unused* when it has no session and no queued request. Its idle connections (kept
+open for reuse) do not hold the delete back: HAProxy's answer decides. 3.0 closes them itself and
+deletes the server; 2.6 refuses while it has any (``Server still has connections attached to
+it``), which apply takes as a deferral retried next cycle, no error. What the planner reads could
+not decide it anyway: ``show stat`` ``idle_conn_cur`` leaves out the idle connections of the
+"safe" list, which 2.6's ``del server`` counts too.
 """
 
 from __future__ import annotations
@@ -213,9 +220,9 @@ class _Removal:
     timeout: float
 
     def in_maintenance(self) -> Move:
-        """Deleted once nothing is attached; sessions that outlived the drain are cut."""
+        """Deleted once unused; sessions that outlived the drain are cut."""
         running = self.running
-        if running.idle:
+        if _unattached(running):
             return Move(self.step(StepKind.DELETE), self._row_removed(self.reason), False)
         if running.sessions and running.seconds_in_state >= self.timeout:
             cut = self.row(Change.DRAINING, "sessions outlived the drain; cutting them")
@@ -256,15 +263,18 @@ class _Removal:
         return Move(self.step(StepKind.DRAIN), draining, True)
 
     def _finish(self, why: str, *, drain: bool = False) -> Move:
-        """An idle leaving server goes through drain and maintenance, then is deleted at once."""
+        """An unused leaving server goes through drain and maintenance, then is deleted at once."""
         kinds = (StepKind.DRAIN, StepKind.MAINT) if drain else (StepKind.MAINT,)
-        if self.running.idle_connections == 0:
-            return Move(self.step(*kinds, StepKind.DELETE), self._row_removed(why), False)
-        waiting = self.row(Change.DRAINING, f"{why}; waiting for idle connections")
-        return Move(self.step(*kinds), waiting, True)
+        return Move(self.step(*kinds, StepKind.DELETE), self._row_removed(why), False)
 
     def _row_removed(self, why: str) -> Row:
-        return self.row(Change.REMOVE, f"{why}; deleted")
+        """Deleted; idle connections are named, as HAProxy may keep the server while they last."""
+        idle = self.running.idle_connections
+        if idle == 0:
+            return self.row(Change.REMOVE, f"{why}; deleted")
+        return self.row(
+            Change.REMOVE, f"{why}; deleted, or kept while idle connections last ({idle})"
+        )
 
     def _row_draining(self) -> Row:
         status = f"{attached(self.running)}, {self.running.seconds_in_state}s of {self.timeout:g}s"
@@ -280,5 +290,5 @@ def _as_in_file(current: ConfigServer | None, line: ServerLine, row: RowMaker) -
 
 
 def _unattached(running: RuntimeServer) -> bool:
-    """No session and no queued request (idle connections aside)."""
+    """Unused: no session and no queued request (idle connections aside: HAProxy decides)."""
     return running.sessions == 0 and running.queued == 0

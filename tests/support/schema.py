@@ -32,6 +32,8 @@ def validate(document: Any, schema: Mapping[str, Any], where: str = "$") -> None
         assert document in schema["enum"], f"{where}: {document!r} not in {schema['enum']}"
     if "minimum" in schema:
         assert document >= schema["minimum"], f"{where}: {document!r} below the minimum"
+    if not isinstance(document, dict | list):
+        return  # as in JSON Schema, the object and array keywords hold for those only
     for key in schema.get("required", ()):
         assert key in document, f"{where}: no {key!r}"
     properties = schema.get("properties", {})
