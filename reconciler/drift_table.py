@@ -33,7 +33,6 @@ from rich.style import Style
 from rich.text import Text
 
 from reconciler.core.drift import (
-    NEWER_COMMANDS,
     BackendDrift,
     CheckResult,
     DriftReport,
@@ -41,7 +40,6 @@ from reconciler.core.drift import (
     RuntimeState,
     Status,
     Verdict,
-    capabilities,
 )
 from reconciler.core.model import HAProxyFeatures
 from reconciler.logs import escaped
@@ -148,15 +146,15 @@ def haproxy_line(features: HAProxyFeatures | None) -> Text:
     """
     "HAProxy 3.0.11-9e587df — runtime API: add/del server, wait; add server keywords: not listed
     by this version": the version; ``add server`` and ``del server`` and the newer commands, as
-    ``help`` lists them (``capabilities``); the commands the controller sends that it does not
-    list; a socket level too low to change servers; the ``add server`` keywords.
+    ``help`` lists them (``HAProxyFeatures.capabilities``); the commands the controller sends
+    that it does not list; a socket level too low to change servers; the ``add server`` keywords.
     """
     if features is None:
         return Text("HAProxy: runtime API not read (see the backends below)", style="bold red")
-    listed = capabilities(features)
+    listed = features.capabilities
     adds = [c for c in ("add server", "del server") if c in listed]
     offered = ["add/del server"] if len(adds) == 2 else adds
-    offered += [c for c in listed if c in NEWER_COMMANDS]
+    offered += [c for c in listed if c in features.NEWER_COMMANDS]
     parts = [f"runtime API: {', '.join(offered)}"] if offered else []
     if features.missing_commands:
         parts.append(f"lacks {', '.join(features.missing_commands)}")

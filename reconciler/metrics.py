@@ -15,9 +15,10 @@ looked. A backend the cycle could not read keeps its last gauges.
 
 ``reconciler_haproxy_info`` follows the Prometheus convention for an info metric: a gauge that is
 always 1, whose labels are the facts: the running HAProxy's version and the runtime commands that
-matter to the controller among those its ``help`` lists (``core.drift.capabilities``). It has one
-series at a time, replaced when a cycle reads another version or other commands (after an upgrade),
-and none until a cycle has read the runtime; a cycle that could not read it leaves the last one.
+matter to the controller among those its ``help`` lists (``HAProxyFeatures.capabilities``). It
+has one series at a time, replaced when a cycle reads another version or other commands (after an
+upgrade), and none until a cycle has read the runtime; a cycle that could not read it leaves the
+last one.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler.core.drift import capabilities
 from reconciler.core.model import Change, CycleResult, HAProxyFeatures
 from reconciler.core.results import changed_rows
 
@@ -233,7 +233,7 @@ class Metrics:
 
     def _haproxy_read(self, features: HAProxyFeatures) -> None:
         """Make *features* the one series of ``haproxy_info`` (unchanged: nothing to do)."""
-        labels = (features.version, ",".join(capabilities(features)))
+        labels = (features.version, ",".join(features.capabilities))
         if labels == self._haproxy_labels:
             return
         self.haproxy_info.clear()

@@ -283,6 +283,23 @@ class TestRemovingAServer:
         assert draining.draining
         assert draining.seconds_in_state <= 1
 
+    def test_a_restarted_controller_times_an_ongoing_drain_afresh(
+        self, haproxy: HAProxyProcess, runtime: RuntimeSocket, http_backends: HTTPBackends
+    ) -> None:
+        """
+        Another adapter (a restarted controller) that finds a server already draining cannot
+        know when the drain began: it times it from now, later rather than early.
+        """
+        serve(runtime, server_line("i-1", http_backends.start("127.0.1.4"), 11))
+        await_server(
+            runtime, "i-1", lambda server: server.seconds_in_state >= 3, "3 s in the same state"
+        )
+        runtime.set_state("api", "i-1", "drain")
+        restarted = find(RuntimeSocket(haproxy.socket_path), "i-1")
+        assert restarted is not None
+        assert restarted.draining
+        assert restarted.seconds_in_state <= 1
+
     def test_shutdown_sessions_cuts_what_is_in_flight(
         self, haproxy: HAProxyProcess, runtime: RuntimeSocket, http_backends: HTTPBackends
     ) -> None:

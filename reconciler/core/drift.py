@@ -49,7 +49,8 @@ unmanageable section) has no rows, only the planner's reason.
 
 The report also carries what the running HAProxy said of itself (``HAProxyFeatures``: its version,
 the runtime commands its ``help`` lists, the ``add server`` keywords it lists, if any), so a report
-shows which HAProxy it was compared with and what that one can do (``capabilities``).
+shows which HAProxy it was compared with and what that one can do
+(``HAProxyFeatures.capabilities``).
 
 Pure: no I/O, no clock. Linear in the number of instances and servers.
 """
@@ -111,9 +112,6 @@ _LEAVING = frozenset({Change.REMOVE, Change.DRAINING, Change.HELD})
 #: The detail of a server the planner brings up behind a launch hook.
 _LAUNCHING = "launching: warmed up in drain, kept out of the file until InService"
 _NOT_DRIFT = frozenset({Verdict.DOWN, Verdict.OK, Verdict.EXCLUDED, Verdict.UNMANAGED})
-#: Runtime commands newer HAProxy versions add, named when ``help`` lists them (3.0: ``wait <ms>
-#: srv-removable <backend>/<server>``, which waits until a server can be deleted).
-NEWER_COMMANDS = ("wait",)
 _SEVERITY = {verdict: index for index, verdict in enumerate(Verdict)}
 
 
@@ -275,15 +273,6 @@ def assess(
         runtime=settings.haproxy.socket is not None,
         haproxy=None if observed.runtime is None else observed.runtime.features,
     )
-
-
-def capabilities(features: HAProxyFeatures) -> tuple[str, ...]:
-    """
-    The runtime commands of *features* that matter to the controller, among those ``help`` lists:
-    the ones it sends, then the newer ones it can use (``NEWER_COMMANDS``), in that order.
-    """
-    wanted = (*HAProxyFeatures.REQUIRED_COMMANDS, *NEWER_COMMANDS)
-    return tuple(command for command in wanted if command in features.commands)
 
 
 def _assess_backend(binding: Binding, decided: BackendPlan, observed: Observation) -> BackendDrift:

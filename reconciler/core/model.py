@@ -327,6 +327,9 @@ class HAProxyFeatures:
         "show stat",
         "show info",
     )
+    #: Runtime commands newer versions add, named when ``help`` lists them (3.0: ``wait <ms>
+    #: srv-removable <backend>/<server>``, which waits until a server can be deleted).
+    NEWER_COMMANDS: ClassVar[tuple[str, ...]] = ("wait",)
 
     version: str
     #: The runtime commands ``help`` lists, by their leading words (``add server``, ``wait``...).
@@ -344,6 +347,15 @@ class HAProxyFeatures:
     def missing_commands(self) -> tuple[str, ...]:
         """The commands the controller sends that ``help`` does not list."""
         return tuple(c for c in self.REQUIRED_COMMANDS if c not in self.commands)
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        """
+        The runtime commands that matter to the controller, among those ``help`` lists: the ones
+        it sends, then the newer ones it can use (``NEWER_COMMANDS``), in that order.
+        """
+        wanted = (*self.REQUIRED_COMMANDS, *self.NEWER_COMMANDS)
+        return tuple(command for command in wanted if command in self.commands)
 
     @property
     def below_admin(self) -> bool:
