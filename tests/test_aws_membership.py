@@ -9,7 +9,7 @@ from botocore.retries.standard import ExponentialBackoff
 
 from harness.moto import UNIMPLEMENTED, Cloud
 from reconciler.adapters.aws.clients import AwsClients, CallCounts
-from reconciler.adapters.aws.membership import AwsMembership
+from reconciler.adapters.aws.membership import INSTANCE_IDS_PER_CALL, AwsMembership
 from reconciler.core.errors import ConfigError
 from reconciler.core.model import Instance
 
@@ -36,9 +36,11 @@ def retrying_clients(cloud: Cloud, monkeypatch: pytest.MonkeyPatch) -> AwsClient
     return AwsClients()
 
 
-def membership(clients: AwsClients, **options: int) -> AwsMembership:
-    """The adapter with *options*."""
-    return AwsMembership(clients, **options)
+def membership(
+    clients: AwsClients, *, instance_ids_per_call: int = INSTANCE_IDS_PER_CALL
+) -> AwsMembership:
+    """The adapter, describing at most *instance_ids_per_call* ids per call."""
+    return AwsMembership(clients, instance_ids_per_call=instance_ids_per_call)
 
 
 def counts(clients: AwsClients, action: str) -> CallCounts:
@@ -246,6 +248,52 @@ def test_malformed_address_comes_through_as_returned(cloud: Cloud, clients: AwsC
     )
     assert not by_id[odd].serving
     assert by_id[fine].serving
+
+
+def test_reads_what_botocore_itself_makes_of_the_same_answers(
+    cloud: Cloud, clients: AwsClients
+) -> None:
+    """
+    The adapter reads both answers straight from their XML; what it keeps is what botocore's
+    own parse (a plain boto3 client's) says, field for field, whatever the states.
+    """
+    ids = cloud.create_group("web", 4)
+    spot = cloud.attach_spot_instance("web")
+    cloud.set_lifecycle_state("web", ids[0], "Pending:Wait")
+    cloud.set_health(ids[1], "Unhealthy")
+    cloud.set_ec2_state(ids[2], "stopped")
+
+    seen = membership(clients).read_groups(["web"])
+
+    (group,) = cloud.autoscaling.describe_auto_scaling_groups(AutoScalingGroupNames=["web"])[
+        "AutoScalingGroups"
+    ]
+    answer = cloud.ec2.describe_instances(InstanceIds=[*ids, spot])
+    ec2 = {i["InstanceId"]: i for r in answer["Reservations"] for i in r["Instances"]}
+    expected = [
+        Instance(
+            m["InstanceId"],
+            m["LifecycleState"],
+            m["HealthStatus"],
+            ec2_state=ec2[m["InstanceId"]]["State"]["Name"],
+            private_ip=ec2[m["InstanceId"]]["PrivateIpAddress"],
+            spot=ec2[m["InstanceId"]].get("InstanceLifecycle") == "spot",
+        )
+        for m in group["Instances"]
+    ]
+    assert seen.groups["web"].desired_capacity == group["DesiredCapacity"] == 5
+    assert list(seen.groups["web"].instances) == sorted(expected, key=lambda i: i.instance_id)
+    assert {i.spot for i in expected} == {True, False}
+
+
+def test_adapters_sharing_clients_each_read_everything(cloud: Cloud, clients: AwsClients) -> None:
+    """Two adapters on the same clients (one reduction each call, not two) both read it all."""
+    cloud.create_group("web", 3)
+    first, second = membership(clients), membership(clients)
+
+    for adapter in (first, second, first):
+        instances = adapter.read_groups(["web"]).groups["web"].instances
+        assert {i.instance_id: i.private_ip for i in instances} == cloud.serving("web")
 
 
 def test_filter_fallback_sends_at_most_200_ids_per_call(cloud: Cloud, clients: AwsClients) -> None:

@@ -1,1 +1,1 @@
-"""Adapters that talk to AWS: the only modules that import boto3."""
+"""Adapters that talk to AWS: the only modules that import botocore."""

@@ -5,8 +5,16 @@ Two read calls make an observation. DescribeAutoScalingGroups (at most 50 names 
 by ``NextToken``) lists each group's instances with their lifecycle and health states;
 DescribeInstances (at most 1000 ids per call, paged) adds the EC2 state and the primary private
 IPv4 address. Every instance of a group is returned, whatever its state: deciding who serves is
-the model's job. For the groups whose lifecycle actions the controller completes, a third call,
+the model's job. Both answers are read for the few fields the controller uses, page by page
+(``reconciler.adapters.aws.answers``): botocore's full parse of 5,000 instances cost seconds of CPU.
+
+For the groups whose lifecycle actions the controller completes, a third call,
 DescribeLifecycleHooks (one per group: it takes one group name and has no paging), adds the hooks.
+Hooks change rarely and only matter to instances in a wait state, so the adapter keeps its copy
+of a group's hooks and reads them again only when the copy is older than ``hooks_max_age`` (the
+resync interval), when the group shows an instance in a wait state (``Pending:Wait``,
+``Terminating:Wait``) that was not there at the last read (a hook may have been added since),
+or when the last read failed.
 
 Failures never raise. botocore's standard retry mode retries each call a bounded number of times
 (the call level of the two retry levels, see ``reconciler.retry``); what still fails is reported
@@ -18,13 +26,16 @@ by the daemon's backoff, which re-reads every group.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import TYPE_CHECKING, TypedDict, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
+from reconciler.adapters.aws.answers import groups_answer, instances_answer, reduce_answers
 from reconciler.adapters.aws.classify import error_codes, explain
 from reconciler.core.model import AwsObservation, Group, Instance, LifecycleHook
 
@@ -58,6 +69,8 @@ DESCRIBE_HOOKS = "autoscaling:DescribeLifecycleHooks"
 DEFAULT_HEARTBEAT_TIMEOUT = 3600
 
 UNKNOWN_INSTANCE_CODE = "InvalidInstanceID.NotFound"
+#: The lifecycle states an instance is held in while a hook waits for its action.
+WAIT_STATES = frozenset({"Pending:Wait", "Terminating:Wait"})
 
 #: Everything a read call may raise that is about AWS rather than about our code.
 _READ_FAILURES = (ClientError, BotoCoreError, ResponseParserError)
@@ -78,16 +91,40 @@ class _NextPage(TypedDict, total=False):
     NextToken: str
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """A group's hooks as last read, and what the group looked like then."""
+
+    hooks: tuple[LifecycleHook, ...]
+    #: Clock time of the read.
+    read_at: float
+    #: The group's instances in a wait state at the time of the read.
+    waiting: frozenset[str]
+
+
 class AwsMembership:
-    """Reads Auto Scaling groups and their instances through boto3 clients."""
+    """Reads Auto Scaling groups and their instances through botocore clients."""
 
     def __init__(
-        self, clients: AwsClients, *, instance_ids_per_call: int = INSTANCE_IDS_PER_CALL
+        self,
+        clients: AwsClients,
+        *,
+        instance_ids_per_call: int = INSTANCE_IDS_PER_CALL,
+        hooks_max_age: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """Read through *clients*, describing at most *instance_ids_per_call* ids per call."""
+        """
+        Read through *clients*, describing at most *instance_ids_per_call* ids per call; keep a
+        group's hooks for up to *hooks_max_age* seconds of *clock* (0: read them every time).
+        """
         self._autoscaling = clients.client("autoscaling")
         self._ec2 = clients.client("ec2")
+        reduce_answers(self._autoscaling, "DescribeAutoScalingGroups", groups_answer)
+        reduce_answers(self._ec2, "DescribeInstances", instances_answer)
         self._ids_per_call = instance_ids_per_call
+        self._hooks_max_age = hooks_max_age
+        self._clock = clock
+        self._hooks: dict[str, _Hooks] = {}
 
     def read_groups(
         self, names: Sequence[str], *, with_hooks: Collection[str] = ()
@@ -100,7 +137,9 @@ class AwsMembership:
         errors: dict[str, str] = {}
         found = self._read_groups(wanted, errors)
         # Before the instances, so a group whose hooks cannot be read costs no DescribeInstances.
-        hooks = self._read_hooks([n for n in wanted if n in found and n in with_hooks], errors)
+        hooks = self._hooks_of(
+            {n: found[n] for n in wanted if n in found and n in with_hooks}, errors
+        )
         readable = [name for name in wanted if name in found and name not in errors]
         described = self._read_instances({name: found[name] for name in readable}, errors)
         groups = {
@@ -122,17 +161,30 @@ class AwsMembership:
                 errors.update(dict.fromkeys(chunk, _explain(DESCRIBE_GROUPS, exc)))
         return found
 
-    def _read_hooks(
-        self, names: Sequence[str], errors: dict[str, str]
+    def _hooks_of(
+        self, groups: Mapping[str, AutoScalingGroupTypeDef], errors: dict[str, str]
     ) -> dict[str, tuple[LifecycleHook, ...]]:
-        """The hooks of each group of *names*; a group whose read failed goes into *errors*."""
-        hooks: dict[str, tuple[LifecycleHook, ...]] = {}
-        for name in names:
-            try:
-                hooks[name] = self._describe_hooks(name)
-            except _READ_FAILURES as exc:
-                errors[name] = _explain(DESCRIBE_HOOKS, exc)
-        return hooks
+        """
+        The hooks of each of *groups*, from the copy while it holds (see the module's
+        docstring), else read; a group whose read failed goes into *errors*.
+        """
+        now = self._clock()
+        kept, self._hooks = self._hooks, {}
+        for name, group in groups.items():
+            waiting = frozenset(
+                m["InstanceId"]
+                for m in group.get("Instances", [])
+                if m["LifecycleState"] in WAIT_STATES
+            )
+            copy = kept.get(name)
+            if copy is None or now - copy.read_at >= self._hooks_max_age or waiting - copy.waiting:
+                try:
+                    copy = _Hooks(self._describe_hooks(name), now, waiting)
+                except _READ_FAILURES as exc:
+                    errors[name] = _explain(DESCRIBE_HOOKS, exc)
+                    continue
+            self._hooks[name] = copy
+        return {name: copy.hooks for name, copy in self._hooks.items()}
 
     def _read_instances(
         self, groups: Mapping[str, AutoScalingGroupTypeDef], errors: dict[str, str]
