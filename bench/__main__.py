@@ -33,7 +33,11 @@ from bench.world import MotoServer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: 2: convergence and traffic hold one run per HAProxy version (``versions``), not one ``modes``.
-SCHEMA_VERSION = 2
+#: 3: convergence adds the world of single events (``spread``); modes add ``served`` latencies,
+#: ``cycle_cpu_ms``, and read pairs and CPU to their work. 4: scale measures the controller
+#: process alone (``once_initial``, ``once_no_change``, ``daemon_cycle``). ``bench.report`` still
+#: shows the earlier versions.
+SCHEMA_VERSION = 4
 #: Columns of the tables when stdout is not a terminal.
 PIPED_WIDTH = 110
 #: In the order they run: the CPU-only one first, the ones that need moto after.
@@ -74,14 +78,19 @@ def traffic(section: dict[str, Any], profile: Profile) -> dict[str, Any]:
     return {"load_rate_per_second": profile.load_rate, "versions": versions}
 
 
-def run(profile: Profile, sections: Sequence[str], err: Console) -> dict[str, Any]:
-    """Run *sections* at *profile*'s sizes; the results document."""
+def run(
+    profile: Profile, sections: Sequence[str], err: Console, results: dict[str, Any]
+) -> dict[str, Any]:
+    """
+    Run *sections* at *profile*'s sizes; the results document, *results*, filled section by
+    section (so that a run that fails half-way still has what it measured).
+    """
     started = time.monotonic()
 
     def log(message: str) -> None:
         err.print(f"[dim]{time.monotonic() - started:6.1f}s[/] {message}", highlight=False)
 
-    results: dict[str, Any] = {
+    results |= {
         "schema_version": SCHEMA_VERSION,
         "profile": profile.to_json(),
         "machine": machine(),
@@ -128,9 +137,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     profile = QUICK if args.quick else FULL
     sections = [s for s in SECTIONS if not args.only or s in args.only]
-    results = run(profile, sections, Console(stderr=True))
-    out.print(report.tables(results))
+    err = Console(stderr=True)
+    results: dict[str, Any] = {}
+    try:
+        run(profile, sections, err, results)
+    except BaseException:
+        # Minutes of measurements are not thrown away with the section that failed.
+        if results:
+            partial = save(results | {"incomplete": True}, args.out)
+            err.print(f"the run failed; what it measured: {partial}", highlight=False)
+        raise
+    # Saved before the tables are built, so that a table that fails loses nothing.
     path = save(results, args.out)
+    out.print(report.tables(results))
     out.print(f"results: {path} ({results['duration_seconds']} s)", highlight=False)
     return 0
 

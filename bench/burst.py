@@ -6,14 +6,15 @@ as an instance refresh does), then the 200 notifications are published to SNS, t
 ``PublishBatch`` call. moto spends about 5 ms of CPU on each, so on a small machine they take a
 little over a second (the time is in the results), longer while the handler reads the queue.
 Measured, for the controller (queue + runtime API) and for the naive script, each in a fresh
-world: cycles run (messages handled, for the script), AWS read calls, queue calls, HAProxy
-reloads (counted from HAProxy's own log), runtime commands, and the time from the first
-publication until HAProxy serves exactly the new instances. The servers have no health check
+world: cycles run (messages handled, for the script), AWS read calls and read pairs (see
+``bench.handlers``), queue calls, HAProxy reloads (counted from HAProxy's own log), runtime
+commands, the handler's CPU time, and the time from the first publication until HAProxy serves
+exactly the new instances. The servers have no health check
 (``server_options = ""``), so the time measures the handling, not checks; the instances need no
 HTTP server.
 
-Counting stops once the handler is idle again: the queue is empty and (for the controller) no
-cycle ran for ``QUIET`` seconds, the follow-up cycle included.
+Counting stops once the handler is idle again (``handlers.wait_idle``): the queue is empty and
+(for the controller) no cycle ran for the profile's ``quiet`` seconds, follow-up cycles included.
 """
 
 from __future__ import annotations
@@ -44,9 +45,6 @@ PUBLISHERS = 2
 SUBJECTS = {"LAUNCH": "launch", "TERMINATE": "termination"}
 #: Entries per ``PublishBatch`` call (SNS's limit).
 BATCH = 10
-#: Seconds without a new cycle after which the controller counts as idle: longer than the
-#: follow-up delay (3 s by default).
-QUIET = 4.5
 #: Seconds a handler may take to converge after the burst before it counts as not converged. The
 #: naive script takes about 20 s when it converges at all: a SIGUSR2 that reaches HAProxy's
 #: master while it is still reloading is lost (2.6.12), so after its last reload HAProxy may go
@@ -114,22 +112,6 @@ def converged(stack: Stack, wanted: set[str]) -> bool:
     return wrong_servers(stack, wanted) == 0
 
 
-def wait_idle(
-    mode: handlers.Mode, counts: handlers.Counts, queue: Notifications, total: int
-) -> None:
-    """Wait until the handler has handled the burst and is idle again."""
-    wait_for(lambda: queue.depth() == 0, "the queue to empty", CONVERGE_TIMEOUT)
-    if mode.naive:
-        wait_for(lambda: counts.snapshot()["messages"] >= total, "every message", CONVERGE_TIMEOUT)
-        return
-    last, since = counts.snapshot()["cycles"], time.monotonic()
-    while time.monotonic() - since < QUIET:
-        time.sleep(0.25)
-        now = counts.snapshot()["cycles"]
-        if now != last:
-            last, since = now, time.monotonic()
-
-
 def run_once(cloud: Cloud, mode: handlers.Mode, profile: Profile) -> dict[str, Any]:
     """One burst handled by *mode*'s handler, in a world of its own."""
     size = profile.burst_instances
@@ -149,7 +131,7 @@ def run_once(cloud: Cloud, mode: handlers.Mode, profile: Profile) -> dict[str, A
             time.sleep(POLL)
         ok = converged(stack, wanted)
         seconds = time.monotonic() - started
-        wait_idle(mode, counts, queue, len(launched) + len(gone))
+        handlers.wait_idle(mode, counts, queue, len(launched) + len(gone), profile.quiet)
         return {
             "converged": ok,
             # Once idle: a handler that stopped short of the truth stays there.

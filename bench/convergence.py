@@ -1,5 +1,6 @@
 """
-Convergence latency (issue 7, part 1) and traffic during change (part 4), measured in the same runs.
+Convergence latency (issue 7, part 1) and traffic during change (part 4), measured in the same runs;
+and the work each event costs (issue 12).
 
 Each compared mode gets a fresh world (moto account, HAProxy, HTTP servers on the instances'
 addresses) and the same workload: scale-out and scale-in events in turn, at the same random
@@ -19,10 +20,10 @@ HAProxy's log (a terminate lifecycle hook makes the controller drain instead).
 Modes:
 
 - ``event``: the controller woken by the queue, changes through the runtime API (the default);
-- ``polling``: the same controller without a queue, every cycle on a 5 s timer (``resync_interval``
-  and ``poll_interval`` = 5 s): a polling sync tool. A new server with a health check needs two
-  looks (added and warmed up, then made ready), so scale-out takes one interval more than
-  scale-in's "out of rotation", which shows the polling delay alone;
+- ``polling``: the same controller without a queue, reading AWS on a 5 s timer only
+  (``resync_interval`` and ``poll_interval`` = 5 s): a polling sync tool. A new server with a
+  health check is added by the timer's cycle, then made ready by looks at HAProxy alone (a
+  quarter of the check interval apart), so both directions show the polling delay;
 - ``naive``: ``bench/naive.py``, one DescribeInstances, file rewrite and reload per message;
 - ``reload``: the controller woken by the queue but without a runtime socket, so every change is a
   file edit plus ``reload_command`` (part 4's reload path).
@@ -32,7 +33,18 @@ with nothing else running: no controller can converge faster than it reads.
 
 Every mode runs on each HAProxy version of ``harness.haproxy.haproxy_matrix`` in turn (the system's
 first; ``make bench`` sets ``HAPROXY_MATRIX``), with the same schedule, so the versions' figures
-stand side by side.
+stand side by side. The servers are checked every 100 ms (``DENSE_OPTIONS``) and the events come
+0.3-0.7 s apart, so that one event's cycles often meet the next one's.
+
+A second world (``spread``), on the first version only, compares the controller (``event``) with
+the naive script on single events: the servers checked every 250 ms as in many real setups, the
+events 3.5-4.5 s apart in ``make bench``, so that each is handled, and paid for, alone. There an
+event is *served* when HAProxy routes as it says: a scale-out's server takes requests (``UP``), a
+scale-in's takes no new ones. Its figures are the issue's headline comparison, and its work (AWS
+read pairs per event, CPU) is what a spread single event costs.
+
+After the last event every handler is waited for until idle (``handlers.wait_idle``), so that the
+work counted includes the follow-up cycles of the last events.
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import handlers
+from bench.handlers import cycle_cpu
 from bench.load import PacedLoad
 from bench.profile import Profile
 from bench.stats import distribution
@@ -75,7 +88,41 @@ SCALE_OUT = "scale_out"
 SCALE_IN = "scale_in"
 #: Seconds the first convergence of a mode may take.
 FIRST_CONVERGENCE = 60.0
-MODES = (handlers.EVENT, handlers.POLLING, handlers.NAIVE, handlers.RELOAD)
+#: The managed servers' options in the first world, for the controller and the script alike.
+DENSE_OPTIONS = "check inter 100ms fall 2 rise 1"
+MODES = (
+    handlers.EVENT,
+    handlers.FIRST_CHECK,
+    handlers.POLLING,
+    handlers.NAIVE,
+    handlers.RELOAD,
+)
+#: The same in the world of single events.
+SPREAD_OPTIONS = "check inter 250ms fall 2 rise 1"
+SPREAD_MODES = (handlers.EVENT, handlers.FIRST_CHECK, handlers.NAIVE)
+
+
+@dataclass(frozen=True)
+class World:
+    """What the compared modes of one world share."""
+
+    #: The managed servers' options (``server_options``), for every mode.
+    server_options: str
+    #: Scale-outs, and as many scale-ins, per mode.
+    events: int
+    #: Seconds between two events, drawn uniformly in this range (the same draws in every mode).
+    gap: tuple[float, float]
+    modes: tuple[handlers.Mode, ...]
+
+
+def dense(profile: Profile) -> World:
+    """The first world: every mode, checks every 100 ms, events 0.3-0.7 s apart (full size)."""
+    return World(DENSE_OPTIONS, profile.events, profile.event_gap, MODES)
+
+
+def spread(profile: Profile) -> World:
+    """The world of single events: the controller and the script, checks every 250 ms."""
+    return World(SPREAD_OPTIONS, profile.spread_events, profile.spread_gap, SPREAD_MODES)
 
 
 @dataclass
@@ -199,37 +246,56 @@ class Scaler:
         return candidates[0] if len(candidates) > MIN_SERVING else None
 
 
-def run_mode(cloud: Cloud, mode: handlers.Mode, profile: Profile, binary: str) -> dict[str, Any]:
+def run_mode(
+    cloud: Cloud, mode: handlers.Mode, world: World, profile: Profile, binary: str
+) -> dict[str, Any]:
     """One mode's latencies, failed requests, reloads and work, in a world of its own."""
     rng = random.Random(SEED)
     with Lab(cloud, binary) as lab:
-        stack = build_stack(cloud, lab.haproxies, lab.backends, lab.directory, profile.base_size)
+        stack = build_stack(
+            cloud,
+            lab.haproxies,
+            lab.backends,
+            lab.directory,
+            profile.base_size,
+            global_lines=mode.haproxy_global,
+        )
         wait_master(stack.haproxy)
         queue = Notifications(cloud)
-        counts = handlers.start(mode, lab, stack, queue, polling_interval=profile.polling_interval)
+        counts = handlers.start(
+            mode,
+            lab,
+            stack,
+            queue,
+            backend={"server_options": world.server_options},
+            polling_interval=profile.polling_interval,
+        )
         wait_for(stack.converged, f"{mode.key}: the first convergence", FIRST_CONVERGENCE)
         servers = InstanceServers(stack)
         before, reloads_before = counts.snapshot(), reloads(stack.haproxy)
+        cycles_before = len(counts.cycles())
         cut_before = sessions_at_maintenance(stack.haproxy)
         events: list[Event] = []
         started = time.monotonic()
         with Watcher(stack.haproxy) as watcher, PacedLoad(stack.haproxy, profile.load_rate) as load:
             scaler = Scaler(stack, queue, servers, watcher)
             due = time.monotonic()
-            for n in range(2 * profile.events):
-                due += rng.uniform(*profile.event_gap)
+            for n in range(2 * world.events):
+                due += rng.uniform(*world.gap)
                 sleep_until(due)
                 event = scaler.scale_out() if n % 2 == 0 else scaler.scale_in(profile.settle)
                 watcher.track(event)
                 events.append(event)
             watcher.wait_all(profile.settle)
         seconds = time.monotonic() - started
+        handlers.wait_idle(mode, counts, queue, len(events), profile.quiet)
         return {
             "label": mode.label,
             **latencies(events),
             "reloads": reloads(stack.haproxy) - reloads_before,
             "sessions_at_maintenance": sessions_at_maintenance(stack.haproxy) - cut_before,
             "work": counts.since(before),
+            "cycle_cpu_ms": cycle_cpu(counts.cycles()[cycles_before:]),
             "load": load.count.to_json(),
             "seconds": round(seconds, 2),
         }
@@ -245,10 +311,17 @@ def latencies(events: list[Event]) -> dict[str, Any]:
             if e.kind == kind and (value := stamp(e)) is not None
         ]
 
+    out, gone, left = (
+        of(SCALE_OUT, lambda e: e.done),
+        of(SCALE_IN, lambda e: e.done),
+        of(SCALE_IN, lambda e: e.left),
+    )
     return {
-        SCALE_OUT: distribution(of(SCALE_OUT, lambda e: e.done)),
-        SCALE_IN: distribution(of(SCALE_IN, lambda e: e.done)),
-        "scale_in_out_of_rotation": distribution(of(SCALE_IN, lambda e: e.left)),
+        SCALE_OUT: distribution(out),
+        SCALE_IN: distribution(gone),
+        "scale_in_out_of_rotation": distribution(left),
+        # Every event until HAProxy routes as it says: the new server serves, the old one not.
+        "served": distribution(out + left),
         "events": len(events),
         "unfinished": sum(1 for e in events if e.done is None),
     }
@@ -273,23 +346,43 @@ def floor(cloud: Cloud, profile: Profile) -> dict[str, Any]:
 
 
 def run(cloud: Cloud, profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
-    """The floor, then every mode on each HAProxy version; the JSON of ``convergence``."""
+    """
+    The floor, every mode on each HAProxy version, then the world of single events on the first
+    version; the JSON of ``convergence``.
+    """
     binaries = haproxy_matrix()
     if not binaries:
         raise RuntimeError("haproxy is not on PATH: `make bench` installs it")
     log("convergence: the floor (two Describe calls)")
-    results: dict[str, Any] = {"floor": floor(cloud, profile), "versions": []}
+    results: dict[str, Any] = {
+        "floor": floor(cloud, profile),
+        "server_options": DENSE_OPTIONS,
+        "versions": [],
+    }
     for binary in binaries:
-        results["versions"].append(run_version(cloud, profile, binary, log))
+        results["versions"].append(run_version(cloud, dense(profile), profile, binary, log))
+    single = spread(profile)
+    results["spread"] = {
+        "server_options": single.server_options,
+        "event_gap": list(single.gap),
+        **run_version(cloud, single, profile, binaries[0], log),
+    }
     return results
 
 
 def run_version(
-    cloud: Cloud, profile: Profile, binary: HAProxyBinary, log: Callable[[str], None]
+    cloud: Cloud,
+    world: World,
+    profile: Profile,
+    binary: HAProxyBinary,
+    log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Every mode on *binary*: its version, its label and the modes' figures."""
+    """Every mode of *world* on *binary*: its version, its label and the modes' figures."""
     modes = {}
-    for mode in MODES:
-        log(f"convergence: {mode.key} on {binary.label} ({2 * profile.events} events)")
-        modes[mode.key] = run_mode(cloud, mode, profile, binary.path)
+    for mode in world.modes:
+        log(
+            f"convergence: {mode.key} on {binary.label}, {world.server_options!r} "
+            f"({2 * world.events} events)"
+        )
+        modes[mode.key] = run_mode(cloud, mode, world, profile, binary.path)
     return {"haproxy": binary.version, "label": binary.label, "modes": modes}

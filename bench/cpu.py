@@ -1,16 +1,22 @@
 """
-The CPU-only micro-benchmark (issue 7, part 3): parse + plan + render for one backend of 10,000
-servers, no I/O.
+The CPU-only micro-benchmark (issue 7, part 3; issue 12, item 3): parse + plan + render for one
+backend of 1,000 and of 10,000 servers (``Profile.cpu_sizes``), no I/O.
 
-The world is in memory: a config file of 10,000 managed servers (written by the controller's own
+The world is in memory: a config file of that many managed servers (written by the controller's own
 editor), the running HAProxy holding the same servers (all up, check passed), and a group in which
 1 % of them were replaced since. The three stages are timed as a cycle runs them, through the
 in-memory fakes of the ports the tests of the core use too (``harness.fakes``):
 
-- parse: ``reconcile.observe`` (the file parsed, the managed backend extracted; the fakes' reads
-  cost nothing);
+- parse: the file read and parsed into its configured sections, as a cycle's observation does
+  (``next_config.for_cycle``, then its ``config``; the fakes' reads cost nothing);
 - plan: ``plan.compute``;
-- render: the in-place editor making the next file from the plan's lines.
+- render: that same cycle's maker making the next file from the plan's lines, in the parse the
+  plan was made from (a cycle parses the file once).
+
+The three stages run in turn ``Profile.cpu_repeats`` times, each timed in CPU time
+(``cpu_seconds``); a figure is the median of its runs, the total's the median of the rounds' sums.
+The garbage collector is tuned first, as the controller tunes it at start-up
+(``reconciler.collector``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import Any
 from bench.profile import Profile
 from bench.stats import figure
 from harness.fakes import FakeMembership, FakeRuntime, FakeStore
+from reconciler import collector
 from reconciler.core import next_config, plan
 from reconciler.core.model import (
     CHECK_CONFIGURED,
@@ -111,34 +118,58 @@ def world(servers: int) -> tuple[Settings, Ports]:
     return settings, ports
 
 
-def timed(repeats: int, work: Callable[[], object]) -> list[float]:
-    """The seconds each of *repeats* runs of *work* took."""
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        work()
-        runs.append(time.perf_counter() - started)
-    return runs
+def parsed(settings: Settings, ports: Ports) -> next_config.NextFileMaker:
+    """What a cycle's observation parses: the file read and its configured sections parsed."""
+    maker = next_config.for_cycle(settings, ports.store.read())
+    maker.config  # noqa: B018 - parsed on first use
+    return maker
+
+
+def cpu_seconds(work: Callable[[], object]) -> float:
+    """
+    The CPU seconds one run of *work* took: this thread's CPU time, so the other processes of a
+    busy machine do not count, and the garbage collector's pauses do.
+    """
+    started = time.thread_time()
+    work()
+    return time.thread_time() - started
 
 
 def run(profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
-    """Time each stage *repeats* times; the JSON of ``cpu``."""
-    log(f"cpu: parse + plan + render of {profile.cpu_servers} servers")
-    settings, ports = world(profile.cpu_servers)
+    """Each size of ``profile.cpu_sizes`` measured in turn; the JSON of ``cpu``."""
+    # The garbage collector as the controller runs it (``reconciler.collector``).
+    collector.tune()
+    sizes = {
+        str(servers): measure(servers, profile.cpu_repeats, log) for servers in profile.cpu_sizes
+    }
+    # The largest size also at the top level, where result files before the sizes have it.
+    return {**sizes[str(max(profile.cpu_sizes))], "sizes": sizes}
+
+
+def measure(servers: int, repeats: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Each stage for a backend of *servers* servers, *repeats* times."""
+    log(f"cpu: parse + plan + render of {servers} servers")
+    settings, ports = world(servers)
     observed, data = observe(settings, ports)
     decided = plan.compute(settings, observed)
     lines = {b.backend: list(b.lines or ()) for b in decided.backends}
-    renderer = next_config.EditInPlace(settings, data)
+    # A new maker each round, as every cycle makes its own: the file it parses to plan is the
+    # one it edits.
+    makers: list[next_config.NextFileMaker] = []
     stages = {
-        "parse": lambda: observe(settings, ports),
+        "parse": lambda: makers.append(parsed(settings, ports)),
         "plan": lambda: plan.compute(settings, observed),
-        "render": lambda: renderer.next_file(lines),
+        "render": lambda: makers.pop().next_file(lines),
     }
-    runs = {name: timed(profile.cpu_repeats, work) for name, work in stages.items()}
+    runs: dict[str, list[float]] = {name: [] for name in stages}
+    # The stages in turn, as a cycle runs them: a total is one cycle's.
+    for _ in range(repeats):
+        for name, work in stages.items():
+            runs[name].append(cpu_seconds(work))
     totals = [sum(parts) for parts in zip(*runs.values(), strict=True)]
     backend = decided.backends[0]
     return {
-        "servers": profile.cpu_servers,
+        "servers": servers,
         "file_bytes": len(data),
         "steps_planned": len(backend.steps),
         **{f"{name}_seconds": figure(values) for name, values in runs.items()},

@@ -32,16 +32,27 @@ class Profile:
     load_rate: float
     #: Seconds to wait, after the last event, for every event to show in HAProxy.
     settle: float
+    #: Scale-outs, and as many scale-ins, per mode in the world of single events (check
+    #: ``inter 250ms``, the controller against the naive script).
+    spread_events: int
+    #: Seconds between two single events: longer than any cycle an event causes (its follow-up
+    #: included), so that each one is handled, and paid for, alone.
+    spread_gap: tuple[float, float]
+    #: Seconds without a new cycle after which a controller counts as idle, its work done (the
+    #: convergence and burst benchmarks): longer than the gap between an event's cycle and its
+    #: follow-up (3 s before issue 12) in ``make bench``.
+    quiet: float
     # -- bursts --
     #: Instances launched, and as many terminated: twice this many notifications.
     burst_instances: int
     burst_repeats: int
     # -- scale --
-    #: Group sizes, each with how many change cycles (1 % of the group replaced before each) are
-    #: measured after the initial one. Every cycle at 5,000 waits about a minute for moto.
+    #: Group sizes, each with how many no-change cycles of the daemon are measured after its
+    #: first (and two ``--once`` runs). Every cycle at 5,000 waits about 30 s for moto.
     scale: tuple[tuple[int, int], ...]
     # -- CPU micro-benchmark --
-    cpu_servers: int
+    #: Servers in the backend, one run per size, reported side by side.
+    cpu_sizes: tuple[int, ...]
     cpu_repeats: int
 
     def to_json(self) -> dict[str, Any]:
@@ -58,11 +69,14 @@ FULL = Profile(
     floor_samples=100,
     load_rate=200.0,
     settle=30.0,
+    spread_events=15,
+    spread_gap=(3.5, 4.5),
+    quiet=4.5,
     burst_instances=100,
     burst_repeats=3,
-    scale=((1000, 3), (5000, 1)),
-    cpu_servers=10_000,
-    cpu_repeats=5,
+    scale=((1000, 3), (5000, 2)),
+    cpu_sizes=(1_000, 10_000),
+    cpu_repeats=9,
 )
 
 QUICK = Profile(
@@ -74,9 +88,12 @@ QUICK = Profile(
     floor_samples=10,
     load_rate=50.0,
     settle=15.0,
+    spread_events=2,
+    spread_gap=(0.6, 0.9),
+    quiet=1.0,
     burst_instances=5,
     burst_repeats=1,
     scale=((20, 1),),
-    cpu_servers=500,
+    cpu_sizes=(50, 500),
     cpu_repeats=2,
 )

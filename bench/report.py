@@ -4,7 +4,9 @@ file can be shown again with ``python -m bench --show FILE``).
 
 Times are in seconds unless a column says ms. A repeated figure shows as ``median (min-max)``.
 The convergence and traffic tables hold one set of rows per HAProxy version, and table 1c lists
-the figures in which a version differs from the first (the system's).
+the figures in which a version differs from the first (the system's). Tables 1d (single events,
+checks every 250 ms) and 1e (CPU) need a file of schema 3 or later; older ones show without them,
+and without the columns they did not record.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ def _tables(results: Mapping[str, Any]) -> Iterator[Table]:
         yield work(runs)
         if len(runs) > 1:
             yield differences(runs)
+        if "spread" in results["convergence"]:
+            yield single_events(results["convergence"]["spread"])
+        if any("cpu_ms" in mode["work"] for _, mode in modes(results["convergence"])):
+            yield handler_cpu(results["convergence"])
     if "burst" in results:
         yield burst(results["burst"])
     if "scale" in results:
@@ -106,16 +112,20 @@ def convergence(floor: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> 
 
 def work(runs: Sequence[Mapping[str, Any]]) -> Table:
     """Part 1's cost: what each mode did to handle the events, on each HAProxy version."""
-    table = Table(title="1b. Work done for those events")
+    table = Table(
+        title="1b. Work done for those events",
+        caption="AWS read pairs: in all (per event), as in table 1d",
+    )
     columns = (
         "mode",
         "HAProxy",
         "cycles",
         "messages",
-        "AWS read calls",
+        "AWS calls",
+        "read pairs",
         "queue calls",
-        "HAProxy reloads",
-        "runtime commands",
+        "reloads",
+        "runtime cmds",
     )
     for name in columns:
         table.add_column(name, justify="left" if name == "mode" else "right")
@@ -128,11 +138,111 @@ def work(runs: Sequence[Mapping[str, Any]]) -> Table:
                 release(run),
                 *(
                     str(done[key]) if key in done else "-"
-                    for key in ("cycles", "messages", "aws_read_calls", "queue_calls")
+                    for key in ("cycles", "messages", "aws_read_calls")
                 ),
+                per_event(mode, "aws_read_pairs"),
+                str(done["queue_calls"]) if "queue_calls" in done else "-",
                 str(mode["reloads"]),
                 str(done["runtime_commands"]) if "runtime_commands" in done else "-",
             )
+    return table
+
+
+def per_event(mode: Mapping[str, Any], key: str, fmt: str = "{:.2f}") -> str:
+    """A work count of *mode* with its share per event: ``108 (1.08)``; ``-`` when not counted."""
+    value = mode["work"].get(key)
+    if value is None:
+        return "-"
+    return f"{value} ({fmt.format(value / mode['events'])})" if mode["events"] else str(value)
+
+
+def modes(section: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every mode of a convergence section: the world it ran in, and its figures."""
+    options = section.get("server_options", "check inter 100ms")
+    for run in section.get("versions", []):
+        for mode in run["modes"].values():
+            yield f"{_check(options)}, {release(run)}", mode
+    if "spread" in section:
+        spread_run = section["spread"]
+        for mode in spread_run["modes"].values():
+            yield f"{_check(spread_run['server_options'])} single, {release(spread_run)}", mode
+
+
+def _check(options: str) -> str:
+    """The check interval of *options*: ``inter 250ms``."""
+    words = options.split()
+    if "inter" not in words:
+        return options
+    at = words.index("inter")
+    return " ".join(words[at : at + 2])
+
+
+def single_events(section: Mapping[str, Any]) -> Table:
+    """Issue 12's headline: single events, the controller and the naive script in one run."""
+    low, high = section["event_gap"]
+    table = Table(
+        title=f"1d. Single events ({low:g}-{high:g} s apart), servers checked "
+        f"{_check(section['server_options'])}, HAProxy {release(section)}: "
+        "ms p50 / p95 / p99",
+        caption="served: a scale-out's server UP, a scale-in's out of rotation; read pairs: "
+        "DescribeAutoScalingGroups + DescribeInstances (the script's one DescribeInstances), "
+        "in all (per event); failed: requests through HAProxy meanwhile",
+    )
+    columns = (
+        "mode",
+        "event → served",
+        "out → UP",
+        "in → out of rotation",
+        "AWS read pairs",
+        "reloads",
+        "failed",
+        "events",
+    )
+    for name in columns:
+        table.add_column(name, justify="left" if name == "mode" else "right")
+    for mode in section["modes"].values():
+        table.add_row(
+            mode["label"],
+            latency(mode["served"]),
+            latency(mode["scale_out"]),
+            latency(mode["scale_in_out_of_rotation"]),
+            per_event(mode, "aws_read_pairs"),
+            str(mode["reloads"]),
+            str(mode["load"]["failed"]),
+            f"{mode['events'] - mode['unfinished']}/{mode['events']}",
+        )
+    return table
+
+
+def handler_cpu(section: Mapping[str, Any]) -> Table:
+    """The CPU each mode's handler used for its events, and per controller cycle."""
+    table = Table(
+        title="1e. CPU of the handlers during the events, ms",
+        caption="process: user + system of the handler and the children it waited for "
+        "(haproxy -c, reloads), in all (per event); cycle: cpu_ms of the controller's log lines",
+    )
+    columns = (
+        "mode",
+        "world",
+        "process CPU",
+        "cycles",
+        "reading AWS",
+        "cycle p50 / p95 / max",
+        "cycles' total",
+    )
+    for name in columns:
+        table.add_column(name, justify="left" if name in ("mode", "world") else "right")
+    for world, mode in modes(section):
+        cycles = mode.get("cycle_cpu_ms")
+        table.add_row(
+            mode["label"],
+            world,
+            per_event(mode, "cpu_ms", "{:.0f}"),
+            str(mode["work"].get("cycles", "-")),
+            str(mode["work"].get("cycles_reading_aws", "-")),
+            "-" if not cycles else " / ".join(f"{cycles[k]:.1f}" for k in ("p50", "p95", "max")),
+            "-" if not cycles else f"{cycles['total']:.0f}",
+        )
     return table
 
 
@@ -159,6 +269,7 @@ DIFFERENCES: tuple[tuple[str, Callable[[Mapping[str, Any]], float | None], float
     ("HAProxy reloads", lambda mode: mode["reloads"], 2, 0.1),
     ("runtime commands", lambda mode: mode["work"].get("runtime_commands"), 2, 0.1),
     ("cycles", lambda mode: mode["work"].get("cycles"), 2, 0.1),
+    ("AWS read pairs", lambda mode: mode["work"].get("aws_read_pairs"), 2, 0.1),
 )
 
 
@@ -232,9 +343,11 @@ BURST_ROWS = (
     ("cycles run", "cycles", "{:.0f}"),
     ("messages handled", "messages", "{:.0f}"),
     ("AWS read calls", "aws_read_calls", "{:.0f}"),
+    ("AWS read pairs", "aws_read_pairs", "{:.0f}"),
     ("queue calls (SQS)", "queue_calls", "{:.0f}"),
     ("HAProxy reloads", "reloads", "{:.0f}"),
     ("runtime commands", "runtime_commands", "{:.0f}"),
+    ("handler CPU, ms", "cpu_ms", "{:.0f}"),
     ("servers wrong when idle", "wrong_servers_when_idle", "{:.0f}"),
 )
 
@@ -256,54 +369,53 @@ def burst(section: Mapping[str, Any]) -> Table:
     return table
 
 
-#: The rows of the scale table: label, field, format.
+#: The rows of the scale table: label, run, field, format.
 SCALE_ROWS = (
-    ("wall", "wall_seconds", "{:.2f}"),
-    ("AWS reads", "aws_reads_seconds", "{:.2f}"),
-    ("  our CPU (botocore)", "aws_reads_our_cpu_seconds", "{:.2f}"),
-    ("  waiting (moto)", "aws_reads_waiting_seconds", "{:.2f}"),
-    ("HAProxy reads", "haproxy_reads_seconds", "{:.3f}"),
-    ("parse + plan + render", "planning_seconds", "{:.3f}"),
-    ("file (write, haproxy -c)", "file_seconds", "{:.3f}"),
-    ("runtime commands", "runtime_commands_seconds", "{:.3f}"),
-    ("  commands sent", "runtime_commands", "{:.0f}"),
-    ("AWS calls", "aws_calls", "{:.0f}"),
-    ("memory before (MiB)", "memory_before_mb", "{:.0f}"),
-    ("peak during the cycle", "peak_memory_mb", "{:.0f}"),
+    ("--once, every server added: wall", "once_initial", "wall_seconds", "{:.1f}"),
+    ("  CPU", "once_initial", "cpu_seconds", "{:.2f}"),
+    ("  peak RSS (MiB)", "once_initial", "peak_rss_mb", "{:.0f}"),
+    ("--once, no change: wall", "once_no_change", "wall_seconds", "{:.1f}"),
+    ("  CPU", "once_no_change", "cpu_seconds", "{:.2f}"),
+    ("  peak RSS (MiB)", "once_no_change", "peak_rss_mb", "{:.0f}"),
+    ("daemon, no-change cycle: wall", "daemon_cycle", "wall_seconds", "{:.1f}"),
+    ("  CPU", "daemon_cycle", "cpu_seconds", "{:.2f}"),
+    ("  RSS idle, after it (MiB)", "daemon_cycle", "idle_rss_mb", "{:.0f}"),
+    ("  RSS peak during it (MiB)", "daemon_cycle", "peak_rss_mb", "{:.0f}"),
+    ("  AWS calls", "daemon_cycle", "aws_calls", "{:.0f}"),
 )
 
 
 def scale(section: Mapping[str, Any]) -> Table:
-    """Part 3: one cycle at each size, split."""
+    """Part 3: the controller process alone at each size (older files, measured in-process: -)."""
+    sizes = section["sizes"]
     table = Table(
-        title="3. Scale: one cycle, split (seconds)",
-        caption=f"median (min-max); change: {section['churn_per_change_cycle']:.0%} of the group "
-        "replaced before the cycle",
+        title="3. Scale: the controller process alone (seconds, CPU = user + system)",
+        caption="median (min-max); wall time is mostly moto answering DescribeInstances",
     )
     table.add_column("")
-    cycles = [
-        (f"{size} {kind} x{cycle['runs']}", cycle)
-        for size, kinds in section["sizes"].items()
-        for kind, cycle in kinds.items()
-    ]
-    for title, _ in cycles:
-        table.add_column(title, justify="right")
-    for label, key, fmt in SCALE_ROWS:
-        table.add_row(label, *(spread(cycle[key], fmt) for _, cycle in cycles))
+    for size, kinds in sizes.items():
+        cycles = kinds.get("daemon_cycle", {}).get("cpu_seconds", {}).get("runs", [])
+        table.add_column(f"{size} instances ({len(cycles)} cycles)", justify="right")
+    for label, run, key, fmt in SCALE_ROWS:
+        table.add_row(label, *(spread(k.get(run, {}).get(key, {}), fmt) for k in sizes.values()))
     return table
 
 
 def cpu(section: Mapping[str, Any]) -> Table:
     """Part 3's micro-benchmark."""
+    # Result files from before the sizes hold one size, at the top level, timed in wall time.
+    sizes = section.get("sizes", {"": section})
     table = Table(
-        title=f"3b. CPU only: parse + plan + render, {section['servers']} servers (ms)",
-        caption="median (min-max)",
+        title="3b. CPU only: parse + plan + render of one backend (ms)",
+        caption=f"median (min-max); {'CPU' if 'sizes' in section else 'wall'} time",
     )
     stages = ("parse", "plan", "render", "total")
+    table.add_column("servers", justify="right")
     for name in stages:
         table.add_column(name, justify="right")
-    in_ms = [
-        {k: v * 1000 for k, v in section[f"{n}_seconds"].items() if k != "runs"} for n in stages
-    ]
-    table.add_row(*(spread(values, "{:.0f}") for values in in_ms))
+    for size in sizes.values():
+        in_ms = [
+            {k: v * 1000 for k, v in size[f"{n}_seconds"].items() if k != "runs"} for n in stages
+        ]
+        table.add_row(f"{size['servers']:,}", *(spread(values, "{:.1f}") for values in in_ms))
     return table

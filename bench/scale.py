@@ -1,108 +1,63 @@
 """
-Scale (issue 7, part 3): one cycle against a group of 1,000 and of 5,000 instances, the config
-file then holding as many managed servers.
+Scale (issue 12, item 4): the controller process alone, at 1,000 and at 5,000 instances.
 
-The cycle is the real one (``reconcile.run_cycle``) with the real adapters (``runner.build_ports``:
-boto3 against moto, the file store with ``haproxy -c``, the runtime socket), run in this process
-with each adapter wrapped by ``Timed``, which adds up the wall and CPU time of its calls. So one
-cycle's wall time splits into:
+moto runs in its own process (``bench.world.MotoServer``) and every measured controller is the
+real ``reconcile`` command in a process of its own; the benchmark reads that process's CPU time
+and memory from the kernel, so neither moto nor this process counts. One group of *size*
+instances, one backend, the runtime socket, no health checks:
 
-- AWS reads (``read_groups``), itself split into our CPU (botocore building requests and parsing
-  the answers) and waiting, which is almost all moto's time (moto runs in its own process and
-  needs ~4 s per DescribeInstances of 1,000 ids: the emulator's cost, not ours);
-- HAProxy reads (``show servers state`` + ``show stat``);
-- parse + plan + render: everything else, pure CPU in our process;
-- the file: read, then (when changed) lock, temp file, fsync, ``haproxy -c``, rename;
-- runtime commands (``add server``, ``set server state``, ``del server``...), one connection each.
+- ``once_initial``: ``reconcile --once`` on an empty HAProxy (every instance added); CPU (user +
+  system) and wall time of the whole run, imports included, and its peak resident memory
+  (``ru_maxrss`` from ``wait4``);
+- ``once_no_change``: ``reconcile --once`` again, the world converged: the same figures;
+- ``daemon_cycle``: the daemon (``resync_interval`` 1 s) on the converged world; for each
+  no-change cycle after its first, the CPU the process used between the end of the previous
+  cycle and the end of this one (``/proc/<pid>/stat``; the idle second in between adds nothing
+  measurable), ``VmRSS`` right after the cycle (idle), ``VmHWM`` over the cycle (reset through
+  ``/proc/<pid>/clear_refs`` at the end of the previous one; since the process start where the
+  kernel refuses), and the cycle's wall time, AWS calls and changes from its log line.
 
-Cycles measured per size: ``initial``, HAProxy empty → every instance added; then ``change``,
-repeated: 1 % of the group replaced (moto launches new ones and terminates others), then one cycle
-(it adds the new servers, puts the gone ones in maintenance, deletes the previous round's, and
-rewrites the file). Also recorded: AWS calls per cycle by operation, and the process's peak
-resident memory during the cycle (``VmHWM``, reset before each cycle through
-``/proc/self/clear_refs``; ``ru_maxrss`` since the start where that is not allowed).
+Most of a cycle's wall time is moto answering DescribeInstances (about 5 s per 1,000 ids): the
+emulator's time, not ours. Against AWS the answer comes much sooner and the CPU is what remains,
+paid at every resync: the figure the issue's targets are about.
 """
 
 from __future__ import annotations
 
-import resource
+import functools
+import os
+import subprocess
 import time
-from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from bench.profile import Profile
 from bench.stats import figure
 from bench.world import Lab
+from harness.haproxy import wait_for
 from harness.moto import Cloud
-from harness.stack import GROUP
-from reconciler.adapters import settings_file
-from reconciler.adapters.aws.clients import AwsClients
-from reconciler.core import settings
-from reconciler.cycle import config_problems, run_cycle
-from reconciler.ports import Ports
-from reconciler.runner import build_ports
+from harness.stack import GROUP, RECONCILE, Daemon, Stack
 
 
 #: Instances per /24 subnet: moto launches all of a group's instances in its first subnet, so
 #: the group is grown one subnet at a time.
 PER_SUBNET = 200
 FIRST_OCTET = 10
-#: Share of the group replaced before each change cycle.
-CHURN = 0.01
-AWS, HAPROXY_READS, FILE, COMMANDS = "aws_reads", "haproxy_reads", "file", "runtime_commands"
-#: The category of each timed adapter method.
-CATEGORIES = {
-    "read_groups": AWS,
-    "read_servers": HAPROXY_READS,
-    "read": FILE,
-    "write": FILE,
-    "reload": FILE,
-}
-
-
-class Ledger:
-    """Wall time, CPU time and calls per category."""
-
-    def __init__(self) -> None:
-        """Start empty."""
-        self.wall: defaultdict[str, float] = defaultdict(float)
-        self.cpu: defaultdict[str, float] = defaultdict(float)
-        self.calls: defaultdict[str, int] = defaultdict(int)
-
-
-class Timed:
-    """Wraps an adapter: every method call is timed into *ledger* under its category."""
-
-    def __init__(self, inner: object, ledger: Ledger) -> None:
-        """Time *inner*'s methods."""
-        self._inner = inner
-        self._ledger = ledger
-
-    def __getattr__(self, name: str) -> Any:
-        """The inner attribute; a method comes back timed."""
-        method = getattr(self._inner, name)
-        if not callable(method):
-            return method
-        category = CATEGORIES.get(name, COMMANDS)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            wall, cpu = time.perf_counter(), time.process_time()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                self._ledger.wall[category] += time.perf_counter() - wall
-                self._ledger.cpu[category] += time.process_time() - cpu
-                self._ledger.calls[category] += 1
-
-        return timed
+#: The daemon's resync interval: its cycles follow each other one second apart.
+RESYNC_SECONDS = 1
+#: Seconds a ``--once`` run or a daemon cycle may take per 1,000 instances (moto needs ~5),
+#: on top of ``BASE_DEADLINE``.
+DEADLINE_PER_THOUSAND = 30.0
+BASE_DEADLINE = 60.0
+#: How often the peak memory of a ``--once`` run is read while it runs.
+PEAK_POLL_SECONDS = 0.01
 
 
 def grow(cloud: Cloud, size: int) -> None:
     """
     Group ``api-asg`` with *size* instances, ``PER_SUBNET`` per subnet, then pointed at one more
-    (empty) subnet, where moto launches the replacements of the change rounds.
+    (empty) subnet.
     """
     vpc = None
     current = 0
@@ -128,120 +83,151 @@ def grow(cloud: Cloud, size: int) -> None:
         octet += 1
 
 
-def churn(cloud: Cloud, size: int) -> None:
-    """Replace ``CHURN`` of the group: launch that many, then scale back in (moto picks whom)."""
-    count = max(1, round(size * CHURN))
-    cloud.set_desired(GROUP, size + count)
-    cloud.set_desired(GROUP, size)
+def deadline(size: int) -> float:
+    """Seconds one ``--once`` run or one daemon cycle may take at *size* instances."""
+    return BASE_DEADLINE + DEADLINE_PER_THOUSAND * size / 1000
 
 
-def reset_peak_memory() -> bool:
-    """Reset this process's peak resident memory (Linux 4.0+); False where that is refused."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_memory_mb(reset: bool) -> float:
-    """The peak resident memory since the reset (*reset* True) or since the start, in MiB."""
-    peak = _status_mb("VmHWM:") if reset else None
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _status_mb(field: str) -> float | None:
-    """A memory *field* of ``/proc/self/status`` (``VmRSS:``...) in MiB; ``None`` if absent."""
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        if line.startswith(field):
-            return int(line.split()[1]) / 1024
-    return None
-
-
-def api_calls(clients: AwsClients) -> dict[str, int]:
-    """AWS calls made so far, by operation."""
-    return {operation: counts.calls for operation, counts in clients.calls.snapshot().items()}
-
-
-def measure(loaded: settings.Settings, ports: Ports, clients: AwsClients) -> dict[str, Any]:
-    """Run one cycle with every adapter timed; its split, calls and peak memory."""
-    ledger = Ledger()
-    timed = Ports(
-        membership=cast("Any", Timed(ports.membership, ledger)),
-        store=cast("Any", Timed(ports.store, ledger)),
-        runtime=cast("Any", Timed(ports.runtime, ledger)),
-    )
-    calls_before = api_calls(clients)
-    resident = _status_mb("VmRSS:")
-    reset = reset_peak_memory()
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = run_cycle(loaded, timed)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-    if not result.ok:
-        raise RuntimeError(f"the cycle failed: {result.errors}")
-    calls = {op: n - calls_before.get(op, 0) for op, n in api_calls(clients).items()}
-    assert result.outcome is not None
-    timed_wall = sum(ledger.wall.values())
+def run_once(stack: Stack, size: int, log_path: Path) -> dict[str, float]:
+    """
+    One ``reconcile --once`` (its log in *log_path*): its wall time, CPU time and peak resident
+    memory. The peak is ``VmHWM`` read until it exits: ``ru_maxrss`` would also count this
+    process's memory, which the child shares between the fork and its exec.
+    """
+    limit = deadline(size)
+    started = time.perf_counter()
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [*RECONCILE, "--once", "--timeout", str(limit), "--config", str(stack.settings)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            env=os.environ.copy(),
+        )
+    probe = Probe(process.pid)
+    peak = 0.0
+    while True:
+        pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+        if pid:
+            break
+        # Absent once it has exited, until reaped.
+        peak = max(peak, probe.memory_mb("VmHWM") or 0.0)
+        time.sleep(PEAK_POLL_SECONDS)
+    wall = time.perf_counter() - started
+    # wait4 reaped it: tell Popen, or it would wait for a pid that is gone.
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"reconcile --once exited {process.returncode}: see {log_path}")
     return {
         "wall_seconds": wall,
-        "aws_reads_seconds": ledger.wall[AWS],
-        "aws_reads_our_cpu_seconds": ledger.cpu[AWS],
-        "aws_reads_waiting_seconds": ledger.wall[AWS] - ledger.cpu[AWS],
-        "haproxy_reads_seconds": ledger.wall[HAPROXY_READS],
-        "planning_seconds": wall - timed_wall,
-        "file_seconds": ledger.wall[FILE],
-        "runtime_commands_seconds": ledger.wall[COMMANDS],
-        "our_cpu_seconds": cpu,
-        "runtime_commands": result.outcome.commands,
-        "file_written": int(result.outcome.file_written),
-        "reloads": int(result.outcome.reloaded),
-        "aws_calls": sum(n for n in calls.values() if n),
-        "aws_calls_by_operation": {op: n for op, n in calls.items() if n},
-        "memory_before_mb": resident,
-        "peak_memory_mb": peak_memory_mb(reset),
-        "peak_memory_since": "cycle start" if reset else "process start",
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": peak,
     }
 
 
-def summarize(cycles: list[dict[str, Any]]) -> dict[str, Any]:
-    """The numeric fields of *cycles* as medians with spreads; the rest from the last cycle."""
-    summary: dict[str, Any] = {"runs": len(cycles)}
-    for key, value in cycles[-1].items():
+class Probe:
+    """What the kernel says about one process: CPU time and memory."""
+
+    def __init__(self, pid: int) -> None:
+        """Watch process *pid*."""
+        self._proc = Path(f"/proc/{pid}")
+
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time used so far."""
+        fields = (self._proc / "stat").read_text().rpartition(")")[2].split()
+        # utime and stime are the 14th and 15th fields; two were before the ")" split.
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def memory_mb(self, field: str) -> float | None:
+        """A memory field of ``status`` (``VmRSS``, ``VmHWM``) in MiB; ``None`` if absent."""
+        try:
+            lines = (self._proc / "status").read_text().splitlines()
+        except OSError:
+            return None
+        for line in lines:
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+        return None
+
+    def reset_peak(self) -> bool:
+        """Restart ``VmHWM`` from the current ``VmRSS`` (Linux 4.0+); False where refused."""
+        try:
+            (self._proc / "clear_refs").write_text("5")
+        except OSError:
+            return False
+        return True
+
+
+def watch_daemon(lab: Lab, stack: Stack, size: int, cycles: int) -> list[dict[str, Any]]:
+    """The daemon on the converged world: *cycles* no-change cycles after its first, measured."""
+    stack.write_settings({"server_options": ""}, controller={"resync_interval": RESYNC_SECONDS})
+    daemon = Daemon(stack.settings, lab.directory / f"reconcile-{size}.log", "-")
+    lab.cleanups.append(daemon.kill)
+    probe = Probe(daemon.process.pid)
+    limit = deadline(size)
+    wait_for(functools.partial(_ended, daemon, 1), "the daemon's first cycle", limit)
+    measured = []
+    for done in range(1, cycles + 1):
+        reset = probe.reset_peak()
+        cpu = probe.cpu_seconds()
+        wait_for(functools.partial(_ended, daemon, done + 1), "a cycle", limit)
+        if not daemon.alive:
+            raise RuntimeError(f"the daemon exited: {daemon.log_path.read_text()[-2000:]}")
+        used = probe.cpu_seconds() - cpu
+        line = daemon.cycles()[done]
+        if line.get("result") != "ok":
+            raise RuntimeError(f"a daemon cycle failed: {line}")
+        measured.append(
+            {
+                "cpu_seconds": used,
+                "idle_rss_mb": probe.memory_mb("VmRSS") or 0.0,
+                "peak_rss_mb": probe.memory_mb("VmHWM") or 0.0,
+                "peak_rss_since": "cycle start" if reset else "process start",
+                "wall_seconds": line.get("duration_ms", 0) / 1000,
+                "aws_calls": line.get("api_calls", 0),
+                "changes": line.get("changes", 0),
+            }
+        )
+    return measured
+
+
+def _ended(daemon: Daemon, cycles: int) -> bool:
+    """*daemon* has ended *cycles* cycles, or exited."""
+    return len(daemon.cycles()) >= cycles or not daemon.alive
+
+
+def summarize(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The numeric fields of *runs* as medians with spreads; the rest from the last run."""
+    summary: dict[str, Any] = {}
+    for key, value in runs[-1].items():
         numeric = isinstance(value, int | float)
-        summary[key] = figure([c[key] for c in cycles]) if numeric else value
+        summary[key] = figure([r[key] for r in runs]) if numeric else value
     return summary
 
 
-def run_size(cloud: Cloud, size: int, rounds: int, log: Callable[[str], None]) -> dict[str, Any]:
-    """The initial cycle and *rounds* change cycles at *size* instances."""
+def run_size(cloud: Cloud, size: int, cycles: int, log: Callable[[str], None]) -> dict[str, Any]:
+    """Both ``--once`` runs and *cycles* daemon cycles at *size* instances."""
     with Lab(cloud) as lab:
         log(f"scale: {size} instances: building the group in moto")
         grow(cloud, size)
         stack = lab.haproxy_stack()
         stack.write_settings({"server_options": ""})
-        loaded = settings_file.load(stack.settings)
-        clients = AwsClients(loaded.aws.region)
-        ports = build_ports(loaded, clients)
-        problems = config_problems(loaded, ports.store.read())
-        if problems:
-            raise RuntimeError(f"the benchmark's HAProxy config is refused: {problems}")
-        log(f"scale: {size} instances: initial cycle")
-        initial = measure(loaded, ports, clients)
-        changes = []
-        for round_ in range(rounds):
-            log(f"scale: {size} instances: change cycle {round_ + 1} of {rounds}")
-            churn(cloud, size)
-            changes.append(measure(loaded, ports, clients))
-        return {"initial": summarize([initial]), "change": summarize(changes)}
+        log(f"scale: {size} instances: reconcile --once, every server added")
+        initial = run_once(stack, size, lab.directory / "once-initial.log")
+        log(f"scale: {size} instances: reconcile --once, no change")
+        no_change = run_once(stack, size, lab.directory / "once-no-change.log")
+        log(f"scale: {size} instances: the daemon, {cycles} no-change cycle(s) after its first")
+        daemon = watch_daemon(lab, stack, size, cycles)
+        return {
+            "once_initial": summarize([initial]),
+            "once_no_change": summarize([no_change]),
+            "daemon_cycle": summarize(daemon),
+        }
 
 
 def run(cloud: Cloud, profile: Profile, log: Callable[[str], None]) -> dict[str, Any]:
     """Every size; the JSON of ``scale``."""
     return {
-        "churn_per_change_cycle": CHURN,
-        "sizes": {str(size): run_size(cloud, size, rounds, log) for size, rounds in profile.scale},
+        "resync_interval_seconds": RESYNC_SECONDS,
+        "sizes": {str(size): run_size(cloud, size, cycles, log) for size, cycles in profile.scale},
     }

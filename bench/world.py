@@ -124,13 +124,19 @@ class Lab:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        """Stop controllers, then HAProxy, then the HTTP servers; remove the directory."""
+        """
+        Stop controllers, then HAProxy, then the HTTP servers; remove the directory, unless a
+        failure is on its way out: its logs (controllers, HAProxy, the naive script) tell why.
+        """
         while self.cleanups:
             self.cleanups.pop()()
         self.daemons.stop_all()
         self.haproxies.stop_all()
         self.backends.stop_all()
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if exc_info[0] is None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+        else:
+            print(f"bench: the logs of the failed scenario: {self.directory}", file=sys.stderr)
 
     def stack(self, size: int, *backend_lines: str, max_size: int | None = None) -> Stack:
         """
@@ -249,6 +255,17 @@ def environment(**values: str) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = old
+
+
+def process_cpu_ms(pid: int) -> int:
+    """
+    CPU milliseconds (user and system) process *pid* has used so far, with those of the children
+    it waited for: the naive script's ``haproxy -c`` and reload commands are its work too.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    # utime, stime, cutime and cstime are the 14th to 17th fields; two were before the ")".
+    ticks = sum(int(field) for field in fields[11:15])
+    return round(ticks * 1000 / os.sysconf("SC_CLK_TCK"))
 
 
 def sleep_until(deadline: float) -> None:

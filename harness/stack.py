@@ -25,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -210,11 +210,17 @@ def build_stack(
     http_backends: HTTPBackends,
     directory: Path,
     size: int = 2,
+    *,
+    global_lines: Sequence[str] = (),
 ) -> Stack:
-    """*size* InService instances serving, HAProxy with only a hand-written backup server."""
+    """
+    *size* InService instances serving, HAProxy (with *global_lines* in its ``global`` section)
+    with only a hand-written backup server.
+    """
     cloud.create_group(GROUP, size)
     haproxy = haproxy_factory(
         BackendSpec(BACKEND, lines=(HEALTH_CHECK, CHECK_TIMEOUT), servers=(HAND_WRITTEN,)),
+        global_lines=global_lines,
     )
     stack = Stack(cloud, haproxy, http_backends, directory / "reconciler.toml", free_port())
     stack.serve_instances()
@@ -347,9 +353,14 @@ class Daemon:
         return self.process.poll() is None
 
     def records(self) -> list[dict[str, Any]]:
-        """Every log line, each of which must be one JSON object."""
+        """
+        Every complete log line, each of which must be one JSON object. A last line without its
+        newline is still being written, and is left for the next call.
+        """
+        written = self.log_path.read_bytes()
+        complete = written[: written.rfind(b"\n") + 1]
         records = []
-        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+        for line in complete.decode("utf-8").splitlines():
             try:
                 record = json.loads(line)
             except ValueError:

@@ -4,52 +4,74 @@ The long-running controller: one loop that decides when to run a cycle, and noth
 A cycle runs when any of these comes due, whichever is first:
 
 - a wake-up (an SQS message) arrived: at once, but never sooner than ``min_gap`` after the end of
-  the previous cycle, so wake-ups during a cycle and just after it fold into one next cycle;
-- the follow-up of a cycle that handled new wake-ups (``follow_up_delay`` later; 0 turns it
-  off): AWS is eventually consistent, and a notification can arrive before the change it
-  announces is visible;
-- ``poll_interval`` after a cycle that left warm-ups or drains in progress;
-- ``resync_interval`` after the start of the last cycle, whatever happened: lost messages are
-  corrected here, and it bounds every other wait, the backoff included;
+  the previous cycle that read AWS, so wake-ups during a cycle and just after it fold into one
+  next cycle;
+- a follow-up, while a message says something that no cycle's read has shown yet (the launched
+  instance serving, the terminated one gone: ``core.claims``): AWS is eventually consistent, and
+  a notification can arrive before the change it announces is visible. The first comes
+  ``follow_up_delay`` after the cycle that did not see it, each next one twice as long after the
+  previous, until a read shows it or the message is ``resync_interval`` old (the resync covers it
+  then); ``follow_up_delay = 0`` turns them off. A message whose change the first cycle already
+  sees, or that says nothing such (test notifications, errors, Spot warnings), costs none;
+- a progress poll while warm-ups, drains or postponed deletions wait on HAProxy, and once after a
+  cycle that sent runtime commands: a quarter of the servers' check interval after the cycle
+  ended, or a quarter of the time the polls have found nothing to do, whichever is longer, at
+  most ``poll_interval`` (``core.progress``); and never sooner than the cycle's own CPU time
+  after it, so polling a large backend keeps the controller busy half the time at most;
+- ``poll_interval`` after a cycle whose AWS reads disagreed about an instance;
+- ``resync_interval`` after the start of the last cycle that read AWS, whatever happened: lost
+  messages are corrected here, and it bounds every other wait, the backoff included;
 - after a failed cycle, a retry after the cycle-level backoff of ``reconciler.retry``
   (exponential with jitter, at most ``max_backoff``).
+
+A progress poll reads HAProxy and the file only, and plans with the AWS observation of the last
+cycle that read AWS: what it waits for (a check to pass, sessions to end) only HAProxy can tell,
+and the AWS read already decided the step. Every other cycle reads AWS too, and so does a
+progress poll once that observation cannot be reused: it is as old as a resync, or a cycle since
+completed lifecycle actions (AWS changed by our hand: the cached ``Pending:Wait`` would complete
+the launch again and again). A read that failed for some groups is reused all the same: they
+stay refused until the retry reads them, whose backoff the polls must neither defeat nor
+stretch (a refusal a poll only inherited is no new failure). A progress poll neither takes the
+wake-ups waiting nor deletes messages: only a cycle that read AWS covers what a message may
+concern. A restarted controller starts with a full cycle and resumes from HAProxy's state.
 
 While backing off, a wake-up runs a cycle sooner only if it may concern a group that the failed
 cycle did succeed for (a message naming no group may concern any): one broken group (deleted, or
 denied to us) must not delay the others, while a flood of messages must not hammer an AWS that is
 throttling every call. A cycle that could plan no backend at all failed as a whole.
 
-What woke the cycle never changes what it does: every cycle reads everything again. The one thing
-no API can tell is remembered instead: the instances that a Spot interruption warning or a
-rebalance recommendation named in the last ``INTERRUPTION_MEMORY`` seconds are passed to every
-cycle, which drains them in the backends that ask for it if they are Spot instances of the group.
-A warning that is malformed, or that the first cycle able to judge it refutes (the instance is in
-no managed group, or is no Spot instance), is logged once as untrusted, counted, and forgotten.
+What woke the cycle never changes what it does: every cycle reads everything again (a progress
+poll: everything but AWS). The one thing no API can tell is remembered instead: the instances
+that a Spot interruption warning or a rebalance recommendation named in the last
+``INTERRUPTION_MEMORY`` seconds are passed to every cycle, which drains them in the backends that
+ask for it if they are Spot instances of the group. A warning that is malformed, or that the
+first cycle reading AWS refutes (the instance is in no managed group, or is no Spot instance), is
+logged once as untrusted, counted, and forgotten.
 
-A message is deleted once a cycle that started after it arrived has covered what it could
-concern: for a message naming a group, a cycle that succeeded for that group; for one naming no
-group (plain text, EC2 events, Spot warnings, unknown JSON), any cycle that did not fail as a
-whole. An EC2 event's instance may belong to a group that failed; the message is deleted all the
-same, because it carries nothing the retry needs: the failed group is retried by the backoff
+A message is deleted once a cycle that read AWS and started after it arrived has covered what it
+could concern: for a message naming a group, a cycle that succeeded for that group; for one
+naming no group (plain text, EC2 events, Spot warnings, unknown JSON), any cycle that did not fail
+as a whole. An EC2 event's instance may belong to a group that failed; the message is deleted all
+the same, because it carries nothing the retry needs: the failed group is retried by the backoff
 whatever the queue holds, and every retry reads every group. Keeping it would hold every such
 message for as long as one group is broken. Messages not covered reappear after their visibility
 timeout and wake the controller again.
 
-``Schedule`` is the pure part (when is the next cycle due, and why); ``Controller`` is the shell
-that waits, runs cycles, deletes messages, and reports.
+``Schedule`` is the pure part (when is the next cycle due, why, and whether it reads AWS);
+``Controller`` is the shell that waits, runs cycles, deletes messages, and reports.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
+from reconciler.core import claims, progress
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import CycleResult, Verdicts
+from reconciler.core.model import AwsObservation, CycleResult, Verdicts
 from reconciler.core.results import changed_rows
 from reconciler.core.settings import ControllerSettings, Settings
 from reconciler.cycle import run_cycle
@@ -83,9 +105,17 @@ class Cycle(Protocol):
     """What runs one cycle: ``run_cycle``, or a stand-in in tests."""
 
     def __call__(
-        self, settings: Settings, ports: Ports, *, interrupted: frozenset[str]
+        self,
+        settings: Settings,
+        ports: Ports,
+        *,
+        interrupted: frozenset[str],
+        aws: AwsObservation | None,
     ) -> CycleResult:
-        """Observe, plan and apply once, draining the *interrupted* instances where wanted."""
+        """
+        Observe, plan and apply once, draining the *interrupted* instances where wanted; read
+        AWS unless given *aws*.
+        """
         ...
 
 
@@ -137,30 +167,84 @@ def failing_groups(result: CycleResult | None) -> frozenset[str] | None:
 
 
 @dataclass(frozen=True)
+class Watch:
+    """A message's claim that no read has shown yet: followed up until one does."""
+
+    claim: claims.Claim
+    #: When its message arrived (monotonic).
+    since: float
+    #: Reads that did not show it so far.
+    misses: int = 0
+    #: When its next follow-up is due; ``None`` until a read of its group succeeds.
+    due: float | None = None
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What the loop tells the schedule about one cycle that ran."""
+
+    started: float
+    ended: float
+    #: The groups it failed for (``None``: it failed as a whole).
+    failing: frozenset[str] | None
+    #: It was to read AWS (not a progress poll that reused an earlier read).
+    read_aws: bool = True
+    #: The AWS observation it planned from; ``None`` when it raised.
+    aws: AwsObservation | None = None
+    #: Progress polls may reuse ``aws``: no lifecycle action was completed since it was read.
+    #: (A read with errors is reused too: its groups stay refused until the retry reads them,
+    #: while polls of the other backends must not read an AWS that is failing.)
+    reusable: bool = False
+    #: Seconds until HAProxy is looked at again; ``None`` when nothing waits on it.
+    progress: float | None = None
+    #: AWS's reads disagreed about an instance: read AWS again after ``poll_interval``.
+    reread: bool = False
+    #: The claims of the messages this cycle was the first to see.
+    claims: tuple[Watch, ...] = ()
+
+
+#: Follow-ups double their wait at most this many times (the resync bounds them long before).
+_MAX_DOUBLINGS = 32
+
+
+@dataclass(frozen=True)
 class Schedule:
-    """When cycles are due, as monotonic times (``None``: not scheduled). Pure."""
+    """When cycles are due (monotonic times; ``None``: not scheduled), and what they read. Pure."""
 
     resync: float
-    follow_up: float | None = None
+    #: The next progress poll: HAProxy only.
     poll: float | None = None
+    #: The next read of AWS for reads that disagreed.
+    reread: float | None = None
     #: Set while backing off after failed cycles.
     retry: float | None = None
     #: Consecutive failed cycles.
     failures: int = 0
     #: The groups the last cycle failed for (``None``: it failed as a whole).
     failing: frozenset[str] | None = frozenset()
-    last_end: float = -math.inf
+    #: When the last cycle that read AWS ended.
+    last_end: float = float("-inf")
+    #: The AWS observation progress polls may plan with; ``None``: the next cycle reads AWS.
+    aws: AwsObservation | None = None
+    #: The claims of messages not seen yet.
+    watches: tuple[Watch, ...] = ()
+
+    @property
+    def follow_up(self) -> float | None:
+        """When the next follow-up is due."""
+        return min((w.due for w in self.watches if w.due is not None), default=None)
 
     def next_cycle(self, waiting: Iterable[Wake], min_gap: float) -> tuple[float, str]:
         """
         When the next cycle is due and what triggers it, given the wake-ups that arrived since
-        the last cycle started.
+        the last cycle that read AWS started.
         """
         timers: list[tuple[float | None, str]] = []
         if any(succeeded_for(self.failing, wake.group) for wake in waiting):
             timers.append((self.last_end + min_gap, EVENT))
         timers += [
             (self.retry, RETRY),
+            (self.reread, PROGRESS),
             (self.poll, PROGRESS),
             (self.follow_up, FOLLOW_UP),
             (self.resync, RESYNC),
@@ -168,43 +252,64 @@ class Schedule:
         # On a tie the earlier entry wins: an event before any timer.
         return min(((t, name) for t, name in timers if t is not None), key=lambda due: due[0])
 
-    def after_cycle(
-        self,
-        config: ControllerSettings,
-        *,
-        started: float,
-        ended: float,
-        handled_wakeups: bool,
-        failing: frozenset[str] | None,
-        pending: bool,
-        jitter: float,
-    ) -> Schedule:
+    def reuse(self, trigger: str, now: float) -> AwsObservation | None:
         """
-        The schedule after a cycle that ran from *started* to *ended*. *handled_wakeups*: it was
-        the first to see some wake-ups and succeeded for their groups (when it failed for them,
-        the retry re-reads them anyway); *failing*: the groups it failed for (``None``: all);
-        *pending*: warm-ups or drains remain; *jitter* scales a backoff (0.5-1).
+        The AWS observation a cycle due to *trigger* and starting at *now* plans with instead of
+        reading AWS: only a progress poll's, while no cycle that must read AWS is due; else
+        ``None``.
         """
-        # Any cycle that starts once the follow-up is due is that follow-up.
-        follow_up = (
-            self.follow_up if self.follow_up is not None and started < self.follow_up else None
-        )
-        if handled_wakeups and config.follow_up_delay > 0:
-            follow_up = started + config.follow_up_delay
-        failures = 0 if failing == frozenset() else self.failures + 1
-        retry = None
-        if failures:
-            retry = ended + Backoff(config.max_backoff).seconds(failures, jitter)
+        if trigger != PROGRESS or self.aws is None:
+            return None
+        reading = (self.retry, self.reread, self.follow_up, self.resync)
+        if min(t for t in reading if t is not None) <= now:
+            return None
+        return self.aws
+
+    def after_cycle(self, config: ControllerSettings, ran: Ran, jitter: float) -> Schedule:
+        """The schedule after the cycle *ran*; *jitter* scales a backoff (0.5-1)."""
+        failures, retry, failing = self.failures, self.retry, self.failing
+        # A poll that reads no AWS and fails for nothing new says nothing of the groups.
+        if ran.read_aws or ran.failing != frozenset():
+            failures = 0 if ran.failing == frozenset() else self.failures + 1
+            retry = None
+            if failures:
+                retry = ran.ended + Backoff(config.max_backoff).seconds(failures, jitter)
+            failing = ran.failing
+        watches = (*self.watches, *ran.claims)
+        reread = self.reread
+        if ran.read_aws:
+            watches = _followed(watches, ran, config)
+            reread = ran.ended + config.poll_interval if ran.reread else None
         return replace(
             self,
-            resync=started + config.resync_interval,
-            follow_up=follow_up,
-            poll=ended + config.poll_interval if pending else None,
+            resync=ran.started + config.resync_interval if ran.read_aws else self.resync,
+            poll=None if ran.progress is None else ran.ended + ran.progress,
+            reread=reread,
             retry=retry,
             failures=failures,
             failing=failing,
-            last_end=ended,
+            last_end=ran.ended if ran.read_aws else self.last_end,
+            aws=ran.aws if ran.reusable else None,
+            watches=watches,
         )
+
+
+def _followed(watches: Iterable[Watch], ran: Ran, config: ControllerSettings) -> tuple[Watch, ...]:
+    """
+    The *watches* still unseen after a cycle that read AWS, each with its next follow-up; those
+    of groups it failed for wait for the retry, which reads them again.
+    """
+    kept = []
+    for watch in watches:
+        if ran.started - watch.since >= config.resync_interval or config.follow_up_delay == 0:
+            continue
+        if ran.aws is None or not succeeded_for(ran.failing, watch.claim.group):
+            kept.append(replace(watch, due=None))
+        elif not claims.seen(watch.claim, ran.aws):
+            misses = watch.misses + 1
+            wait = config.follow_up_delay * 2.0 ** min(misses - 1, _MAX_DOUBLINGS)
+            kept.append(replace(watch, misses=misses, due=ran.started + wait))
+    return tuple(kept)
 
 
 class Controller:
@@ -222,11 +327,15 @@ class Controller:
         cycle: Cycle = run_cycle,
         api_calls: Callable[[], Mapping[str, CallCount]] = dict,
         jitter: Callable[[], float] = random_factor,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         """
         *inbox* receives the deletions of messages whose cycle succeeded; *clock* must be the
-        clock that stamps the wake-ups; *api_calls* snapshots the AWS call counter, for the
-        per-cycle log line; *jitter* scales each backoff (a factor in 0.5-1).
+        clock that stamps the wake-ups; *api_calls* snapshots the AWS call counter and
+        *cpu_clock* this thread's CPU time, for the per-cycle log line; *jitter* scales each
+        backoff (a factor in 0.5-1).
+
+        Long because it declares the controller's whole state, one attribute each.
         """
         self._settings = settings
         self._ports = ports
@@ -237,7 +346,8 @@ class Controller:
         self._cycle = cycle
         self._api_calls = api_calls
         self._jitter = jitter
-        #: Wake-ups that arrived since the last cycle started.
+        self._cpu_clock = cpu_clock
+        #: Wake-ups that arrived since the last cycle that read AWS started.
         self._waiting: list[Wake] = []
         #: Messages not deleted yet, by message id: only the latest receipt is sure to delete.
         self._unacked: dict[str, Wake] = {}
@@ -245,6 +355,8 @@ class Controller:
         self._interrupted: dict[str, float] = {}
         #: The warnings about instances in ``_interrupted`` that no cycle has judged yet.
         self._unjudged: dict[str, list[Wake]] = {}
+        #: Since when the cycles waiting on HAProxy have found nothing to do (``None``: not so).
+        self._idle_since: float | None = None
         self.cycles = 0
 
     def run(self) -> None:
@@ -280,46 +392,95 @@ class Controller:
                 self._interrupted[instance] = until
 
     def _run_one(self, schedule: Schedule, trigger: str) -> Schedule:
-        """Run a cycle, delete what it covered, report it; return the next schedule."""
-        seen, self._waiting = self._waiting, []
+        """
+        Run a cycle; after one that read AWS, settle the warnings and delete the messages it
+        covered; report it; return the next schedule.
+        """
         started = self._clock()
+        reused = schedule.reuse(trigger, started)
+        seen: list[Wake] = []
+        if reused is None:  # only a cycle that reads AWS covers what the messages concern
+            seen, self._waiting = self._waiting, []
         self._interrupted = {i: t for i, t in self._interrupted.items() if t > started}
         self._unjudged = {i: w for i, w in self._unjudged.items() if i in self._interrupted}
-        calls_before = self._cycle_calls()
-        result, error = self._attempt()
-        ended = self._clock()
+        calls_before, cpu_before = self._cycle_calls(), self._cpu_clock()
+        result, error = self._attempt(reused)
+        ended, cpu = self._clock(), self._cpu_clock() - cpu_before
         self.cycles += 1
-        if result is not None:
-            self._judge(result.interruptions)
-        failing = failing_groups(result)
-        deleted = self._acknowledge(failing, started)
+        ran = self._ran(result, started, ended, reused is None, seen, cpu)
+        deleted = 0
+        if ran.read_aws:
+            if result is not None:
+                self._judge(result.interruptions)
+            deleted = self._acknowledge(ran.failing, started)
         self._metrics.record_cycle(ended - started, result, error)
-        self._log(
-            trigger,
-            result,
-            error,
-            {
-                "duration_ms": round((ended - started) * 1000),
-                "api_calls": self._cycle_calls() - calls_before,
-                "wakeups": len(seen),
-                "deleted": deleted,
-            },
-        )
-        return schedule.after_cycle(
-            self._settings.controller,
-            started=started,
-            ended=ended,
-            handled_wakeups=any(succeeded_for(failing, wake.group) for wake in seen),
-            failing=failing,
-            pending=result is not None and result.pending,
-            jitter=self._jitter(),
+        fields: dict[str, object] = {
+            "aws_read": ran.read_aws,
+            "duration_ms": round((ended - started) * 1000),
+            "cpu_ms": round(cpu * 1000, 1),
+            "api_calls": self._cycle_calls() - calls_before,
+            "wakeups": len(seen),
+            "deleted": deleted,
+        }
+        self._log(trigger, result, error, fields)
+        return schedule.after_cycle(self._settings.controller, ran, self._jitter())
+
+    def _ran(
+        self,
+        result: CycleResult | None,
+        started: float,
+        ended: float,
+        read_aws: bool,
+        seen: Sequence[Wake],
+        cpu: float,
+    ) -> Ran:
+        """What the schedule needs to know of a cycle that took *cpu* seconds of CPU."""
+        watches = tuple(Watch(w.claim, w.at) for w in seen if w.claim is not None)
+        if result is None:
+            return Ran(started, ended, None, read_aws, claims=watches)
+        delay = self._progress_delay(result, started, ended)
+        changed_aws = result.outcome is not None and result.outcome.lifecycle_calls > 0
+        failing = failing_groups(result)
+        if not read_aws and failing is not None:
+            failing -= result.aws.errors.keys()  # refused for the reused read: no new failure
+        return Ran(
+            started,
+            ended,
+            failing,
+            read_aws,
+            result.aws,
+            reusable=not changed_aws,
+            progress=None if delay is None else max(delay, cpu),
+            reread=any(b.rereads_aws for b in result.plan.backends if not b.refused),
+            claims=watches,
         )
 
-    def _attempt(self) -> tuple[CycleResult | None, str]:
-        """Run one cycle; its result (``None`` if it raised) and its errors as one line."""
+    def _progress_delay(self, result: CycleResult, started: float, ended: float) -> float | None:
+        """
+        Seconds until HAProxy is looked at again after a cycle that ran from *started* to
+        *ended*, ``None`` when nothing waits on it; the looks that found nothing to do since the
+        last one that did make it longer.
+        """
+        watched = progress.watched(result)
+        busy = result.outcome is not None and result.outcome.commands > 0
+        if not watched or busy:
+            self._idle_since = None
+        elif self._idle_since is None:
+            self._idle_since = started
+        if not watched:
+            return None
+        waited = 0.0 if self._idle_since is None else ended - self._idle_since
+        bindings = [b for b in self._settings.backends if b.name in watched]
+        return progress.delay(bindings, self._settings.controller, waited)
+
+    def _attempt(self, aws: AwsObservation | None) -> tuple[CycleResult | None, str]:
+        """
+        Run one cycle, reading AWS unless given *aws*; its result (``None`` if it raised) and its
+        errors as one line.
+        """
         try:
             result = self._cycle(
-                self._settings, self._ports, interrupted=frozenset(self._interrupted)
+                self._settings, self._ports, interrupted=frozenset(self._interrupted), aws=aws
             )
         except ReconcilerError as exc:
             return None, str(exc)

@@ -3,6 +3,7 @@ What ``reconcile`` runs, behind the CLI: the real adapters wired to the cycle, a
 to run it.
 
 - ``run_once``: cycles until nothing is pending (or a time limit); returns a ``RunReport``;
+  while only HAProxy is awaited, cycles reuse the run's last AWS read (``converge``);
 - ``run_daemon``: the controller with its status listener and SQS receiver, until SIGTERM or
   SIGINT;
 - ``read_drift``: one read of the selected backends, assessed.
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 
-from reconciler import retry
+from reconciler import collector, retry
 from reconciler.adapters import haproxy_socket
 from reconciler.adapters.aws.clients import AwsClients
 from reconciler.adapters.aws.inbox import SqsInbox
@@ -30,9 +31,9 @@ from reconciler.adapters.aws.lifecycle import AwsLifecycle
 from reconciler.adapters.aws.membership import AwsMembership
 from reconciler.adapters.config_store import FileStore
 from reconciler.adapters.status_server import StatusServer
-from reconciler.core import drift
+from reconciler.core import drift, progress
 from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError
-from reconciler.core.model import CycleResult
+from reconciler.core.model import AwsObservation, CycleResult
 from reconciler.core.results import RunReport
 from reconciler.core.settings import Settings
 from reconciler.cycle import config_problems, observe, run_cycle
@@ -58,7 +59,7 @@ def build_ports(
     aws = clients or AwsClients(loaded.aws.region)
     hooks = any(b.complete_lifecycle_actions for b in loaded.backends)
     return Ports(
-        membership=AwsMembership(aws),
+        membership=AwsMembership(aws, hooks_max_age=loaded.controller.resync_interval),
         store=FileStore(hap.config, hap.check_command, hap.reload_command, template=hap.template),
         runtime=haproxy_socket.RuntimeSocket(hap.socket, command_timeout) if hap.socket else None,
         lifecycle=AwsLifecycle(aws) if hooks else None,
@@ -97,6 +98,7 @@ def run_once(loaded: Settings, *, dry_run: bool, timeout: float | None) -> RunRe
     limit = once_limit(loaded, timeout)
     # A socket that trickles its replies must not keep the run going past its limit.
     ports = prepare(loaded, command_timeout=haproxy_socket.timeout_within(limit))
+    collector.tune()
     return converge(loaded, ports, dry_run=dry_run, limit=limit)
 
 
@@ -111,18 +113,24 @@ def converge(
     clock: Callable[[], float] = time.monotonic,
 ) -> RunReport:
     """
-    Run cycles (*cycle*, called like ``run_cycle``) every ``poll_interval`` until none leaves
-    work pending, or *limit* seconds passed; a dry run runs one. The report ends with the error
-    that ended the run, if any; *sleep* waits, *clock* is monotonic.
+    Run cycles (*cycle*, called like ``run_cycle``) until none leaves work pending, or *limit*
+    seconds passed; a dry run runs one. While warm-ups and drains wait on HAProxy alone, the
+    next cycle comes a quarter of a check interval later and reuses the AWS read (as the
+    controller's progress polls do); otherwise after ``poll_interval``, reading AWS again. The
+    report ends with the error that ended the run, if any; *sleep* waits, *clock* is monotonic.
     """
     started = clock()
     report = RunReport()
     tries = retry.retrying("cycle failed", sleep=sleep)
+    aws: AwsObservation | None = None
+    read_at = started
     while True:
+        before = clock()
         try:
-            result = tries(cycle, loaded, ports, dry_run=dry_run)
+            result = tries(cycle, loaded, ports, dry_run=dry_run, aws=aws)
         except ReconcilerError as exc:
             return report.failed(str(exc))
+        read_at = before if aws is None else read_at
         report = report.add(result)
         if dry_run or not result.pending:
             return report
@@ -131,7 +139,27 @@ def converge(
                 f"not converged after {limit:g}s: warm-ups, drains or disagreeing AWS reads still "
                 "in progress; run again later or raise --timeout"
             )
-        sleep(loaded.controller.poll_interval)
+        wait, aws = _next_look(loaded, result, clock() - read_at)
+        sleep(wait)
+
+
+def _next_look(
+    loaded: Settings, result: CycleResult, age: float
+) -> tuple[float, AwsObservation | None]:
+    """
+    How long to wait before the next cycle of a ``--once`` run, and the AWS read (*age* seconds
+    old) it may reuse (``None``: it reads AWS): only while nothing but HAProxy is awaited, the
+    read had no error, no lifecycle action changed AWS since, and it will not be as old as a
+    resync.
+    """
+    config = loaded.controller
+    watched = progress.watched(result)
+    rereads = any(b.rereads_aws for b in result.plan.backends)
+    changed_aws = result.outcome is not None and result.outcome.lifecycle_calls > 0
+    if not watched or rereads or changed_aws or result.aws.errors:
+        return config.poll_interval, None
+    wait = progress.delay([b for b in loaded.backends if b.name in watched], config)
+    return wait, (result.aws if age + wait < config.resync_interval else None)
 
 
 # -- drift -----------------------------------------------------------------------------------------
@@ -175,6 +203,7 @@ def run_daemon(loaded: Settings) -> None:
     controller = Controller(
         loaded, ports, wakeups, metrics, inbox=inbox, api_calls=clients.calls.snapshot
     )
+    collector.tune()
     with _serving(status, stopper.receiver):
         log.info(
             "controller started",

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.core import messages
+from reconciler.core import claims, messages
 from reconciler.core.errors import ReconcilerError
 from reconciler.ports import Inbox
 from reconciler.retry import RECEIVE_MAX_WAIT, Backoff, random_factor
@@ -51,6 +51,9 @@ class Wake:
     untrusted: str | None = None
     #: The instance the message names, if any; for the log.
     instance: str | None = None
+    #: What the message says has changed (``claims.of``): while the cycles' reads do not show
+    #: it yet, follow-up cycles look again.
+    claim: claims.Claim | None = None
 
 
 def wake_of(message: messages.Received) -> Wake:
@@ -65,6 +68,7 @@ def wake_of(message: messages.Received) -> Wake:
         interrupted=trigger.interrupted,
         untrusted=trigger.untrusted,
         instance=trigger.instance_id,
+        claim=claims.of(trigger),
     )
 
 

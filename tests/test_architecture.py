@@ -49,8 +49,8 @@ BREACHES = {
     "boto3 in the core": Breach(
         "core/model.py", "import boto3", "core-libraries", "reconciler.core.model -> boto3"
     ),
-    "boto3 outside the AWS adapter": Breach(
-        "cycle.py", "import boto3", "aws-sdk", "reconciler.cycle -> boto3"
+    "botocore outside the AWS adapter": Breach(
+        "cycle.py", "import botocore", "aws-sdk", "reconciler.cycle -> botocore"
     ),
     "os in the core": Breach(
         "core/template.py", "import os", "core-no-io", "reconciler.core.template -> os"

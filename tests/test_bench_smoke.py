@@ -69,7 +69,16 @@ def test_quick_run_succeeds_and_prints_every_table(
     done, results = run
     assert done.returncode == 0, done.stderr[-3000:]
     assert results is not None, done.stdout[-2000:]
-    for title in ("Convergence latency", "Bursts", "Scale", "CPU only", "Traffic during change"):
+    titles = (
+        "Convergence latency",
+        "Single events",
+        "CPU of the handlers",
+        "Bursts",
+        "Scale",
+        "CPU only",
+        "Traffic during change",
+    )
+    for title in titles:
         assert title in done.stdout
     assert ("differs from" in done.stdout) == (len(haproxy_matrix()) > 1)
 
@@ -97,7 +106,7 @@ def test_convergence_and_traffic_shape(run: tuple[subprocess.CompletedProcess[st
     assert [version["label"] for version in convergence["versions"]] == labels
     assert [version["label"] for version in results["traffic"]["versions"]] == labels
     for version, view in zip(convergence["versions"], results["traffic"]["versions"], strict=True):
-        assert set(version["modes"]) == {"event", "polling", "naive", "reload"}
+        assert set(version["modes"]) == {"event", "event_first_check", "polling", "naive", "reload"}
         for mode in version["modes"].values():
             assert mode["events"] == 2 * events
             for direction in ("scale_out", "scale_in"):
@@ -109,13 +118,74 @@ def test_convergence_and_traffic_shape(run: tuple[subprocess.CompletedProcess[st
             assert isinstance(path["failed"], int)
 
 
+def has_work_counts(mode: Mapping[str, Any], *, controller: bool) -> bool:
+    """Read pairs and process CPU counted; a controller's cycles' CPU from its log lines."""
+    work = mode["work"]
+    if not all(isinstance(work[key], int) for key in ("aws_read_pairs", "cpu_ms")):
+        return False
+    if not controller:
+        return mode["cycle_cpu_ms"] is None
+    cycles = mode["cycle_cpu_ms"]
+    per_cycle = {key: value for key, value in cycles.items() if key != "total"}
+    return is_distribution(per_cycle, count=1) and isinstance(cycles["total"], float | int)
+
+
+def test_single_events_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
+    """
+    The world of single events, checks every 250 ms, on the first HAProxy: the controller and
+    the naive script, each event's time until served, and what each event cost.
+    """
+    results = run[1]
+    spread = results["convergence"]["spread"]
+    assert "inter 250ms" in spread["server_options"]
+    assert spread["label"] == haproxy_matrix()[0].label
+    assert set(spread["modes"]) == {"event", "event_first_check", "naive"}
+    for key, mode in spread["modes"].items():
+        assert mode["events"] == 2 * results["profile"]["spread_events"]
+        for latency in ("served", "scale_out", "scale_in_out_of_rotation"):
+            assert is_distribution(mode[latency], count=1), (latency, mode)
+        assert has_work_counts(mode, controller=key != "naive"), mode
+    for version in results["convergence"]["versions"]:
+        for key, mode in version["modes"].items():
+            assert has_work_counts(mode, controller=key != "naive"), mode
+
+
+@pytest.mark.parametrize(
+    "saved", sorted((ROOT / "bench" / "results").glob("*.json")), ids=lambda path: path.name
+)
+def test_show_reads_every_saved_results_file(saved: Path) -> None:
+    """
+    ``--show`` prints the tables of every results file in ``bench/results``, older schemas (the
+    README quoted a schema 1 file) without the figures they did not record.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--show", str(saved)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    convergence = json.loads(saved.read_text()).get("convergence", {})
+    assert ("Convergence latency" in done.stdout) == bool(convergence)
+    assert ("Single events" in done.stdout) == ("spread" in convergence)
+
+
 def test_burst_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
     """Both handlers: publication, convergence, reloads and AWS calls as repeated figures."""
     burst = run[1]["burst"]
     assert burst["notifications"] == 2 * run[1]["profile"]["burst_instances"]
     assert set(burst["handlers"]) == {"event", "naive"}
     for handler in burst["handlers"].values():
-        for key in ("published_seconds", "reloads", "aws_read_calls", "queue_calls"):
+        for key in (
+            "published_seconds",
+            "reloads",
+            "aws_read_calls",
+            "aws_read_pairs",
+            "queue_calls",
+            "cpu_ms",
+        ):
             assert is_figure(handler[key]), (key, handler)
     assert is_figure(burst["handlers"]["event"]["cycles"])
     assert is_figure(burst["handlers"]["naive"]["messages"])
@@ -126,20 +196,13 @@ def test_scale_and_cpu_shape(run: tuple[subprocess.CompletedProcess[str], Any]) 
     results = run[1]
     sizes = results["scale"]["sizes"]
     assert set(sizes) == {str(size) for size, _ in results["profile"]["scale"]}
-    parts = (
-        "wall_seconds",
-        "aws_reads_seconds",
-        "aws_reads_our_cpu_seconds",
-        "planning_seconds",
-        "file_seconds",
-        "runtime_commands_seconds",
-        "aws_calls",
-        "peak_memory_mb",
-    )
-    for cycles in sizes.values():
-        assert set(cycles) == {"initial", "change"}
-        for cycle in cycles.values():
-            for part in parts:
-                assert is_figure(cycle[part]), (part, cycle)
+    runs_measured = ("once_initial", "once_no_change", "daemon_cycle")
+    for runs in sizes.values():
+        assert set(runs) == set(runs_measured)
+        for measured in runs_measured:
+            for part in ("wall_seconds", "cpu_seconds", "peak_rss_mb"):
+                assert is_figure(runs[measured][part]), (measured, part, runs[measured])
+        assert is_figure(runs["daemon_cycle"]["idle_rss_mb"])
+        assert is_figure(runs["daemon_cycle"]["aws_calls"])
     for stage in ("parse_seconds", "plan_seconds", "render_seconds", "total_seconds"):
         assert is_figure(results["cpu"][stage])

@@ -3,19 +3,23 @@ Editing the managed server lines of one backend: what changes, where new lines g
 every other byte of the file stays as it was.
 
 Hand-built cases pin each placement and formatting rule; hypothesis then checks the editor's
-properties on generated files (exact result, untouched unmanaged lines, idempotence).
+properties on generated files (exact result, untouched unmanaged lines, idempotence), and that
+a cycle's editor, which edits every backend in the one parse of the file it planned from, writes
+the bytes of editing them one after the other.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from reconciler.core import config_edit
+from reconciler.core import config_edit, next_config
 from reconciler.core.model import ServerLine
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 from tests.support.configs import (
     DESIRED_LINES,
     NAMES,
@@ -290,3 +294,30 @@ def test_edit_properties_on_generated_files(
     _, servers = managed_servers(text, "b1", managed)
     current = [as_line(server) for server in servers]
     check_edit(text, "b1", managed, data.draw(desired_for(existing, current)))
+
+
+#: Two backends whose managed servers follow the ownership rule of these tests (``managed``).
+TWO_BACKENDS = Settings(
+    AwsSettings("eu-west-1"),
+    HAProxySettings(config=Path("haproxy.cfg"), socket=None),
+    (Binding("b1", "b1-asg", 80, "app-"), Binding("b2", "b2-asg", 80, "app-")),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(config_files(), st.data())
+def test_one_parse_edits_every_backend_as_one_edit_after_another(
+    config: tuple[bytes, list[str]], data: st.DataObject
+) -> None:
+    """
+    A cycle edits every backend in the one parse of the file it planned from: the same bytes
+    as editing the backends one after the other, in either order.
+    """
+    text, existing = config
+    backends = data.draw(st.permutations(["b1", "b2"]))
+    wanted = {backend: data.draw(desired_for(existing, [])) for backend in backends}
+    one_after_another = text
+    for backend, lines in wanted.items():
+        one_after_another = config_edit.edit(one_after_another, backend, managed, lines)
+    edited = next_config.EditInPlace(TWO_BACKENDS, text).next_file(wanted)
+    assert edited.content == one_after_another

@@ -433,3 +433,117 @@ backend b1
     found = only_backend(text)
     assert found.problems == ()
     assert [s.name for s in found.servers] == ["s1"]
+
+
+# -- reading in bulk -------------------------------------------------------------------------------
+# Parsing tokenizes only the lines that may shape sections, and reads a section's lines in one go
+# (``Document.statements``); each shortcut must give what a line-by-line reading gives.
+
+# Bytes of every kind the shortcuts treat apart: blanks that only ``str.split`` splits on (ASCII
+# 0x1c-0x1f, NBSP and U+3000 in UTF-8), quotes, escapes, comments, CR, headers and directives.
+SHORTCUT_BYTES = st.lists(
+    st.sampled_from(
+        [
+            *(b" ", b"\t", b"\n", b"\r\n", b"\r", b"\x1c", b"\x1f", b"\xc2\xa0", b"\xe3\x80\x80"),
+            *(b"#", b"'", b'"', b"\\", b"\xff", b"x", b"server", b"backend b", b"defaults"),
+            *(b".if", b".elif", b".else", b".endif", b"balance", b"hash-type", b"\x0b"),
+        ]
+    ),
+    max_size=80,
+).map(b"".join)
+
+
+# Whole lines, so that conditional headers and the statements after them meet often.
+SHORTCUT_LINES = st.lists(
+    st.sampled_from(
+        [
+            *(b"backend b", b"  defaults", b'"listen" l', b".if x", b"  .elif y", b".else"),
+            *(b".endif", b"  server s 127.0.0.1:1", b"", b"# c", b"balance first", b"\t\x1c x"),
+            b".if x\n  backend c\n.endif",
+        ]
+    ),
+    max_size=14,
+).map(b"\n".join)
+
+
+def reference_depths(doc: config_parse.Document) -> list[int]:
+    """The ``.if`` depth of every line, reading every line in turn."""
+    depths, depth = [], 0
+    for line in doc.lines:
+        if line.keyword == ".endif":
+            depth = max(depth - 1, 0)
+        depths.append(depth)
+        if line.keyword == ".if":
+            depth += 1
+    return depths
+
+
+def reference_contested(lines: tuple[config_parse.Line, ...]) -> dict[int, int]:
+    """``Section.contested_by`` of each section number, reading every line in turn."""
+    contested: dict[int, int] = {}
+    owner = contestable = None
+    branches: list[int] = []
+    headers = 0
+    for index, line in enumerate(lines):
+        if line.keyword in config_parse.SECTION_KEYWORDS:
+            if line.conditional:
+                branches.append(line.depth)
+                contestable = owner
+            else:
+                owner, contestable = headers, None
+            headers += 1
+        elif line.keyword in (".elif", ".else", ".endif"):
+            closed = line.depth + 1 if line.keyword == ".endif" else line.depth
+            branches = [depth for depth in branches if depth < closed]
+        elif contestable is not None and not branches and line.words and line.keyword[0] != ".":
+            contested.setdefault(contestable, index)
+    return contested
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=200) | SHORTCUT_BYTES | SHORTCUT_LINES)
+def test_bulk_reading_matches_line_by_line_reading(data: bytes) -> None:
+    """Sections, depths and each section's statements are what tokenizing every line gives."""
+    doc = config_parse.parse(data)
+    lines = doc.lines
+    headers = [i for i, line in enumerate(lines) if line.keyword in config_parse.SECTION_KEYWORDS]
+    assert [s.start for s in doc.sections] == headers
+    assert [line.depth for line in lines] == reference_depths(doc)
+    contested = reference_contested(lines)
+    assert [s.contested_by for s in doc.sections] == [
+        contested.get(number) for number in range(len(doc.sections))
+    ]
+    for section in doc.sections:
+        body = range(section.start + 1, section.end)
+        assert doc.statements(section) == [(i, lines[i].words) for i in body if lines[i].words]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120) | SHORTCUT_BYTES)
+def test_unquoted_shortcut_splits_like_haproxy(data: bytes) -> None:
+    """Without quotes or backslashes, the quick split gives the full tokenizer's words and end."""
+    content = data.replace(b"\n", b" ")
+    if config_parse._QUOTING.search(content) is None:
+        assert config_parse._tokenize(content) == config_parse._tokenize_quoted(content)
+
+
+def test_text_only_blanks_are_every_one() -> None:
+    """The blanks ``str.split`` splits on and ``bytes.split`` does not: the list is complete."""
+    c_blanks = set(" \t\n\r\v\f")
+    others = "".join(chr(c) for c in range(0x110000) if chr(c).isspace() and chr(c) not in c_blanks)
+    assert config_parse._TEXT_ONLY_BLANKS.findall(others) == list(others)
+    ascii_ones = {blank.decode() for blank in config_parse._ASCII_TEXT_ONLY_BLANKS}
+    assert ascii_ones == {c for c in others if c.isascii()}
+
+
+@settings(max_examples=200, deadline=None)
+@given(SHORTCUT_BYTES, st.data())
+def test_spliced_replaces_only_the_given_lines(data: bytes, draw: st.DataObject) -> None:
+    """``spliced`` gives the file's bytes with the given lines, and only those, replaced."""
+    doc = config_parse.parse(data)
+    indexes = st.integers(0, max(len(doc.raw) - 1, 0))
+    replacements = draw.draw(st.dictionaries(indexes, st.sampled_from([b"", b"x\n", b"y"])))
+    replacements = {i: text for i, text in replacements.items() if i < len(doc.raw)}
+    lines = [line.content + line.eol for line in doc.lines]
+    expected = b"".join(replacements.get(i, line) for i, line in enumerate(lines))
+    assert doc.spliced(replacements) == expected

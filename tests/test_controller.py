@@ -23,12 +23,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from harness.fakes import FakeInbox, FakeMembership, FakeStore, received
 from harness.messages import I1, I2, REBALANCE, SPOT, envelope, eventbridge, scaling
 from reconciler.adapters.status_server import StatusServer
+from reconciler.core.claims import Claim, Expect
 from reconciler.core.errors import PermanentError, TransientError
 from reconciler.core.model import (
+    AwsObservation,
     BackendPlan,
     Change,
     CycleResult,
+    Group,
     HAProxyFeatures,
+    Instance,
     Outcome,
     Plan,
     Row,
@@ -41,7 +45,7 @@ from reconciler.core.settings import (
     HAProxySettings,
     Settings,
 )
-from reconciler.loop import Controller, Schedule
+from reconciler.loop import Controller, Ran, Schedule, Watch
 from reconciler.metrics import Metrics
 from reconciler.ports import Ports
 from reconciler.retry import RECEIVE_MAX_WAIT, Backoff
@@ -112,9 +116,30 @@ def refused(*groups: str) -> CycleResult:
 
 
 def pending() -> CycleResult:
-    """A cycle that left a warm-up in progress."""
-    return CycleResult(Plan((BackendPlan("api", GROUP, pending=True),)), Outcome())
+    """A cycle that left a warm-up in progress (servers without a check option: ``inter 2s``)."""
+    warming = BackendPlan("api", GROUP, pending=True, awaits_haproxy=True)
+    return CycleResult(Plan((warming,)), Outcome())
 
+
+def serving(instance_id: str) -> Instance:
+    """An InService, Healthy, running instance of the group."""
+    return Instance(instance_id, "InService", "Healthy", "running", "127.0.1.4")
+
+
+def reading(*instances: Instance) -> CycleResult:
+    """A cycle that succeeded and changed nothing, whose AWS read found *instances* in the group."""
+    group = Group(GROUP, len(instances), instances)
+    return replace(ok(), aws=AwsObservation(groups={GROUP: group}))
+
+
+def launched(at: float) -> Wake:
+    """A launch notification for ``I1`` arriving at *at*."""
+    claim = Claim(Expect.SERVES, I1, GROUP)
+    return Wake(at=at, group=GROUP, handle=f"launch-{at}", kind="scaling", claim=claim)
+
+
+#: Server options with a check every 100 ms.
+FAST_CHECK = ("check", "inter", "100ms")
 
 Result = CycleResult | Exception
 
@@ -134,14 +159,22 @@ class Cycles:
     during: list[tuple[int, float, str]] = field(default_factory=list)
     #: The interrupted instances each cycle was given.
     interrupted: list[frozenset[str]] = field(default_factory=list)
+    #: Whether each cycle read AWS (was given no earlier observation).
+    read_aws: list[bool] = field(default_factory=list)
 
     def __call__(
-        self, settings: Settings, ports: Ports, *, interrupted: frozenset[str]
+        self,
+        settings: Settings,
+        ports: Ports,
+        *,
+        interrupted: frozenset[str],
+        aws: AwsObservation | None,
     ) -> CycleResult:
         """Run one stand-in cycle."""
         start = self.script.now
         self.starts.append(start)
         self.interrupted.append(interrupted)
+        self.read_aws.append(aws is None)
         for number, offset, handle in self.during:
             if number == len(self.starts):
                 self.script.arrive(start + offset, handle=handle)
@@ -153,12 +186,15 @@ class Cycles:
         return outcome
 
 
-def settings(config: ControllerSettings = CONFIG) -> Settings:
-    """Settings with one backend and the given controller timings."""
+def settings(config: ControllerSettings = CONFIG, options: tuple[str, ...] = ()) -> Settings:
+    """Settings with two backends with server *options*, and the given controller timings."""
     return Settings(
         aws=AwsSettings(),
         haproxy=HAProxySettings(),
-        backends=(Binding("api", GROUP, 80),),
+        backends=(
+            Binding("api", GROUP, 80, server_options=options),
+            Binding("web", OTHER, 80, server_options=options),
+        ),
         controller=config,
     )
 
@@ -185,6 +221,7 @@ def run(
     inbox: FakeInbox | None = None,
     api_calls: Callable[[], dict[str, object]] = dict,
     wakes: tuple[Wake, ...] = (),
+    options: tuple[str, ...] = (),
 ) -> Run:
     """
     Run a controller until virtual time *end*, with wake-ups (time, group, handle) and *wakes*
@@ -198,7 +235,7 @@ def run(
     inbox = inbox or FakeInbox()
     metrics = Metrics(stale_after=3 * config.resync_interval, clock=script.clock)
     controller = Controller(
-        settings(config),
+        settings(config, options),
         Ports(FakeMembership(), FakeStore(b""), None),
         script,
         metrics,
@@ -207,6 +244,7 @@ def run(
         cycle=cycles,
         api_calls=api_calls,  # type: ignore[arg-type]
         jitter=lambda: jitter,
+        cpu_clock=lambda: 0.0,
     )
     controller.run()
     assert script.waits <= 2 * (len(cycles.starts) + len(arrivals) + len(wakes) + len(during)) + 2
@@ -233,10 +271,34 @@ def test_idle_controller_runs_at_once_then_every_resync_interval() -> None:
     assert done.cycles.starts == [pytest.approx(60 * n) for n in range(10)]
 
 
-def test_wakeup_runs_a_cycle_at_once_and_one_follow_up() -> None:
-    """A message at t=10 runs a cycle right then, and a single follow-up three seconds later."""
-    done = run(30, arrivals=((10, GROUP, None),))
-    assert done.cycles.starts == [0, 10, pytest.approx(13)]
+def test_wakeup_runs_a_cycle_at_once_and_no_follow_up_when_it_saw_the_change() -> None:
+    """
+    A launch notification at t=10 runs a cycle right then; the read shows the instance serving,
+    so nothing is left to look for: no follow-up, the next cycle is the resync.
+    """
+    done = run(80, wakes=(launched(10),), result=lambda _: reading(serving(I1)))
+    assert done.cycles.starts == [0, 10, 70]
+
+
+def test_follow_ups_back_off_until_a_read_shows_the_change() -> None:
+    """
+    The launch is not visible yet (eventual consistency): follow-ups 3, 6 and 12 s after each
+    cycle that missed it (``follow_up_delay`` doubling), until one sees the instance serving.
+    """
+    done = run(
+        100,
+        wakes=(launched(10),),
+        result=lambda t: reading(serving(I1)) if t >= 30 else reading(),
+    )
+    assert done.cycles.starts == [0, 10, 13, 19, 31, 91]
+    assert all(done.cycles.read_aws)
+
+
+def test_follow_ups_stop_after_a_resync_interval() -> None:
+    """A change never seen: follow-ups until the message is ``resync_interval`` old, no more."""
+    config = replace(CONFIG, resync_interval=20)
+    done = run(60, wakes=(launched(10),), result=lambda _: reading(), config=config)
+    assert done.cycles.starts == [0, 10, 13, 19, 31, 51]
 
 
 def test_burst_folds_into_few_cycles_each_min_gap_apart() -> None:
@@ -260,28 +322,96 @@ def test_wakeups_during_a_cycle_fold_into_one_next_cycle() -> None:
     assert done.inbox.deleted == ["first", "a", "b", "c"]
 
 
-def test_any_cycle_after_the_follow_up_was_due_is_the_follow_up() -> None:
-    """A timer cycle that starts once the follow-up is due replaces it; an earlier one does not."""
-    waiting = Schedule(resync=100, follow_up=2)
-    assert after_progress_poll(waiting, 1.5).follow_up == 2
-    done = after_progress_poll(waiting, 2)
-    assert done.follow_up is None
-    due, trigger = done.next_cycle([], CONFIG.min_gap)
-    assert due == pytest.approx(2.6)
-    assert trigger == "progress"
+def test_progress_polls_read_haproxy_only_until_a_read_of_aws_is_due() -> None:
+    """
+    A warm-up in progress after the resync at t=0: progress polls reuse that cycle's AWS read;
+    the follow-up due meanwhile, and the resync, read AWS again.
+    """
+    watch = Watch(Claim(Expect.SERVES, I1, GROUP), since=0, misses=1, due=2)
+    schedule = Schedule(resync=60, poll=1.5, aws=AwsObservation(), watches=(watch,))
+    assert schedule.next_cycle([], CONFIG.min_gap) == (1.5, "progress")
+    assert schedule.reuse("progress", 1.5) == AwsObservation()
+    assert schedule.reuse("progress", 2) is None  # the follow-up is due: this cycle is it
+    assert schedule.reuse("follow-up", 2) is None
+    assert replace(schedule, aws=None).reuse("progress", 1.5) is None
+    polled = schedule.after_cycle(CONFIG, Ran(1.5, 1.6, frozenset(), read_aws=False), 1)
+    assert (polled.resync, polled.follow_up, polled.last_end) == (60, 2, -math.inf)
+    assert polled.aws is None  # a poll that raised, or changed AWS: the next cycle reads it
 
 
-def after_progress_poll(schedule: Schedule, started: float) -> Schedule:
-    """*schedule* after a successful 0.1 s cycle that saw no wake-up and left work pending."""
-    return schedule.after_cycle(
-        CONFIG,
-        started=started,
-        ended=started + 0.1,
-        handled_wakeups=False,
-        failing=frozenset(),
-        pending=True,
-        jitter=1,
-    )
+def test_progress_polls_come_a_quarter_check_interval_apart_and_read_no_aws() -> None:
+    """
+    Warm-ups of servers checked every 100 ms, each poll making a server ready: HAProxy is looked
+    at 25 ms after each cycle ends, with the AWS read of the first cycle, until nothing is
+    pending.
+    """
+    busy = replace(pending(), outcome=Outcome(commands=1))
+    done = run(30, result=lambda t: busy if t < 0.35 else ok(), options=FAST_CHECK)
+    assert gaps(done.cycles.starts)[:5] == [0.075] * 5
+    assert done.cycles.read_aws[:6] == [True, False, False, False, False, False]
+
+
+def test_progress_polls_get_rarer_while_they_find_nothing_to_do() -> None:
+    """
+    A check that never passes: the polls come a quarter of the time waited apart once that is
+    longer than a quarter check interval, up to ``poll_interval``; none reads AWS.
+    """
+    done = run(10, result=lambda _: pending(), options=FAST_CHECK)
+    waits = gaps(done.cycles.starts)
+    assert waits[0] == 0.075
+    assert waits == sorted(waits)
+    assert waits[-1] == CONFIG.poll_interval + CYCLE_SECONDS
+    assert done.cycles.read_aws == [True] + [False] * len(waits)
+
+
+def test_progress_polls_leave_messages_to_the_next_cycle_that_reads_aws() -> None:
+    """
+    A message arrives during warm-up polls: the polls neither take nor delete it; the event
+    cycle, ``min_gap`` after the last cycle that read AWS, reads AWS and deletes it.
+    """
+    inbox = FakeInbox()
+    deleted_before: list[list[str]] = []
+
+    def result(start: float) -> Result:
+        deleted_before.append(list(inbox.deleted))
+        return pending() if start < 0.5 else ok()
+
+    done = run(1, result=result, arrivals=((0.1, GROUP, "h"),), inbox=inbox, options=FAST_CHECK)
+    event = done.cycles.read_aws.index(True, 1)
+    assert event > 1
+    assert done.cycles.starts[event] >= 0.3  # min_gap after the first cycle ended
+    assert (deleted_before[event], deleted_before[event + 1]) == ([], ["h"])
+
+
+def test_progress_polls_neither_read_a_failing_aws_nor_stretch_its_backoff() -> None:
+    """
+    The read failed for one group while the other backend warms up: polls of HAProxy reuse the
+    read (the failed group stays refused) and leave the retry where the backoff put it.
+    """
+    errors = AwsObservation(errors={OTHER: "throttled"})
+    warming = BackendPlan("api", GROUP, pending=True, awaits_haproxy=True)
+    broken = BackendPlan("web", OTHER, refused="throttled")
+    outage = CycleResult(Plan((warming, broken)), Outcome(commands=1), aws=errors)
+    done = run(1.5, result=lambda t: outage if t < 1 else ok(), options=FAST_CHECK)
+    retry = done.cycles.read_aws.index(True, 1)
+    assert retry > 5
+    assert done.cycles.starts[retry] == pytest.approx(1.05)  # 1 s after the first cycle ended
+    assert done.metrics.cycles.labels("failed")._value.get() == retry
+
+
+def test_lifecycle_actions_completed_make_the_next_cycle_read_aws() -> None:
+    """A progress poll that completed a launch changed AWS: the next cycle reads it again."""
+    completed = replace(pending(), outcome=Outcome(lifecycle_calls=1))
+    done = run(1, result=lambda t: completed if 0.1 < t < 0.2 else pending(), options=FAST_CHECK)
+    assert done.cycles.read_aws[:4] == [True, False, False, True]
+
+
+def test_disagreeing_reads_are_read_again_after_poll_interval() -> None:
+    """An instance AWS's reads disagree about: AWS is read again every ``poll_interval``."""
+    doubt = BackendPlan("api", GROUP, pending=True, rereads_aws=True)
+    done = run(2, result=lambda t: CycleResult(Plan((doubt,)), Outcome()) if t < 1 else ok())
+    assert gaps(done.cycles.starts) == [0.55, 0.55]
+    assert all(done.cycles.read_aws)
 
 
 def test_failed_event_cycle_is_followed_by_its_retry_only() -> None:
@@ -360,9 +490,7 @@ def test_while_every_group_fails_no_wakeup_runs_a_cycle_early() -> None:
 
 def test_schedule_during_a_total_outage_ignores_every_wakeup() -> None:
     """After a cycle that failed as a whole, no wake-up brings the retry forward."""
-    failed = Schedule(resync=0).after_cycle(
-        CONFIG, started=0, ended=1, handled_wakeups=False, failing=None, pending=False, jitter=1
-    )
+    failed = Schedule(resync=0).after_cycle(CONFIG, Ran(0, 1, None), 1)
     waiting = [Wake(at=1.5, group=OTHER), Wake(at=1.6)]
     assert failed.next_cycle(waiting, CONFIG.min_gap) == (2, "retry")
 
@@ -461,9 +589,10 @@ def test_warning_the_cycle_refutes_is_logged_once_and_forgotten(
     )
     refuted = Verdicts(not_spot=frozenset({I2}), unmanaged=frozenset({I1}))
     done = run(
-        100, wakes=wakes, result=lambda t: ok() if t < 11 else replace(ok(), interruptions=refuted)
+        200, wakes=wakes, result=lambda t: ok() if t < 11 else replace(ok(), interruptions=refuted)
     )
-    assert done.cycles.starts[1:3] == [10, pytest.approx(13)]
+    # A warning claims nothing a read could show: no follow-up, the resync judges them.
+    assert done.cycles.starts[1:3] == [10, 70]
     assert done.cycles.interrupted[1:3] == [{I1, I2}] * 2
     assert len(done.cycles.starts) > 3
     assert not any(done.cycles.interrupted[3:])
@@ -652,7 +781,7 @@ def changed() -> CycleResult:
         Row("api-i-3", "i-3", "127.0.1.6:80", Change.DRAINING, "terminated; draining"),
         Row("api-i-4", "i-4", "127.0.1.7:80", Change.UNCHANGED, "InService"),
     )
-    plan = Plan((BackendPlan("api", GROUP, rows=rows, pending=True),))
+    plan = Plan((BackendPlan("api", GROUP, rows=rows, pending=True, awaits_haproxy=True),))
     return CycleResult(plan, Outcome(commands=5, file_written=True))
 
 
@@ -670,8 +799,8 @@ def _logged(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -
 @pytest.mark.usefixtures("logged")
 def test_one_summary_log_line_per_cycle(caplog: pytest.LogCaptureFixture) -> None:
     """
-    Each cycle logs one summary with its trigger, result, duration, changes and AWS calls (the
-    queue's own calls left out), and one line per changed server.
+    Each cycle logs one summary with its trigger, result, duration, CPU time, changes, whether it
+    read AWS and its AWS calls (the queue's own calls left out), and one line per changed server.
     """
     counts: dict[str, object] = {}
 
@@ -694,6 +823,8 @@ def test_one_summary_log_line_per_cycle(caplog: pytest.LogCaptureFixture) -> Non
     assert event["deleted"] == 1
     assert event["api_calls"] == 1
     assert event["duration_ms"] == round(CYCLE_SECONDS * 1000)
+    assert event["cpu_ms"] == 0
+    assert [fields(r)["aws_read"] for r in summaries] == [True, True, False]
     failed = fields(summaries[2])
     assert failed["result"] == "failed"
     assert failed["error"] == "api-asg: api-asg unreadable"

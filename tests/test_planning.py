@@ -28,6 +28,7 @@ from reconciler.core.model import (
     LifecycleResult,
     Observation,
     StepKind,
+    is_ipv4_address,
 )
 from reconciler.cycle import observe, run_cycle
 from tests.support.worlds import (
@@ -715,3 +716,36 @@ def test_no_malformed_value_ever_reaches_a_step_or_a_line(
             assert ipaddress.IPv4Address(line.address)
         world.runtime.tick()
     assert UNMANAGED_LINE in world.store.content
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.text("0123456789.", max_size=16)
+    | st.builds("{}.{}.{}.{}".format, *[st.integers(0, 300)] * 4)
+    | st.text(max_size=16)
+)
+def test_ipv4_check_accepts_what_ipaddress_accepts(text: str) -> None:
+    """The address check (a regular expression, for speed) agrees with ``ipaddress``."""
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        accepted = False
+    else:
+        accepted = True
+    assert is_ipv4_address(text) is accepted
+
+
+@given(
+    st.builds(
+        Instance,
+        instance_id=st.sampled_from(["i-0123456789abcdef0", "i-01234567", "i-XYZ", ""]),
+        lifecycle_state=st.sampled_from(["InService", "Pending:Wait", "Terminating"]),
+        health_status=st.sampled_from(["Healthy", "Unhealthy"]),
+        ec2_state=st.sampled_from(["running", "stopped", None]),
+        private_ip=st.sampled_from(["127.0.0.5", "127.0.0.500", "", None]),
+    )
+)
+def test_serving_is_exactly_no_reason_not_to(instance: Instance) -> None:
+    """``serving`` (its states checked first, for speed) agrees with ``not_serving_reason``."""
+    assert instance.serving is (instance.not_serving_reason is None)
+    assert instance.serving is (instance.in_service and instance.malformed is None)

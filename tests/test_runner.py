@@ -7,13 +7,23 @@ when it stops, what its report sums up, and how the cycle-level retry policy
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
 from harness.fakes import FakeMembership, FakeStore
 from reconciler.core.errors import PermanentError, TransientError
-from reconciler.core.model import BackendPlan, Change, CycleResult, Deferral, Outcome, Plan, Row
+from reconciler.core.model import (
+    AwsObservation,
+    BackendPlan,
+    Change,
+    CycleResult,
+    Deferral,
+    Group,
+    Outcome,
+    Plan,
+    Row,
+)
 from reconciler.core.results import RunReport, changed_rows, merge
 from reconciler.core.settings import (
     AwsSettings,
@@ -67,11 +77,16 @@ class Script:
 
     outcomes: list[CycleResult | Exception]
     calls: int = 0
+    #: The AWS read each cycle was given (``None``: it read AWS).
+    given: list[AwsObservation | None] = field(default_factory=list)
 
-    def __call__(self, settings: Settings, ports: Ports, *, dry_run: bool) -> CycleResult:
+    def __call__(
+        self, settings: Settings, ports: Ports, *, dry_run: bool, aws: AwsObservation | None
+    ) -> CycleResult:
         """Run one stand-in cycle."""
         outcome = self.outcomes[min(self.calls, len(self.outcomes) - 1)]
         self.calls += 1
+        self.given.append(aws)
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -108,6 +123,25 @@ def test_runs_until_nothing_is_pending_and_sums_the_cycles() -> None:
     assert report.plan is not None
     (backend,) = report.plan.backends
     assert backend.rows == (row("a", Change.ADD, "ready"),)
+
+
+def test_warm_ups_awaiting_haproxy_reuse_the_aws_read_a_quarter_check_apart() -> None:
+    """
+    Warm-ups that wait on HAProxy alone: the next cycles come a quarter of the check interval
+    (``inter 2s`` by default, bounded by poll_interval) apart and plan with the first cycle's AWS
+    read; a completed lifecycle action makes the next cycle read AWS again.
+    """
+    read = AwsObservation(groups={"api-asg": Group("api-asg", 0, ())})
+    plan = Plan((BackendPlan("api", "api-asg", pending=True, awaits_haproxy=True),))
+    warming = CycleResult(plan, Outcome(), aws=read)
+    completed = replace(warming, outcome=Outcome(lifecycle_calls=1))
+    ready = cycle_result()
+
+    report, clock, script = run(warming, completed, warming, ready)
+
+    assert script.given == [None, read, None, read]
+    assert clock.slept == [POLL, POLL, POLL]
+    assert report.cycles == 4
 
 
 def test_dry_run_runs_one_cycle_whatever_is_pending() -> None:

@@ -4,7 +4,7 @@ Read haproxy.cfg without losing a byte.
 ``parse`` turns the file's bytes into a ``Document``: every physical line with its own end of line,
 its words as HAProxy 2.6 would split them, where its statement ends (so a trailing comment can be
 kept), and whether it sits inside an ``.if`` block; plus the sections the lines fall into.
-``render`` turns a ``Document`` back into the very same bytes. ``backend`` answers what the
+``Document.lines`` gives back the very same bytes. ``backend`` answers what the
 controller needs to know about one ``backend`` or ``listen`` section as a ``ConfigBackend``,
 including every reason the section cannot be managed safely.
 
@@ -17,9 +17,10 @@ Pure: bytes in, values out.
 
 from __future__ import annotations
 
+import bisect
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from itertools import pairwise
 
 from reconciler.core.model import ConfigBackend, ConfigServer
@@ -59,6 +60,18 @@ DEFAULT_HASH_TYPE = "map-based"
 # Without quotes or backslashes, a line is its part before any ``#`` split on C ``isspace``
 # separators, which is what ``bytes.split()`` does.
 _QUOTING = re.compile(rb"[\"'\\]")
+_TEXT_QUOTING = re.compile(r"[\"'\\]")
+# The characters besides C's ``isspace`` ones that ``str.split()`` splits on, and the ASCII ones.
+_ASCII_TEXT_ONLY_BLANKS = (b"\x1c", b"\x1d", b"\x1e", b"\x1f")
+_TEXT_ONLY_BLANKS = re.compile(
+    "[\x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+)
+# The first byte of a line whose first word may be a section keyword or a directive (``.if``...):
+# a keyword's first letter, a dot, or a quote or backslash (the word is only known once unquoted).
+# Any other first byte stays the first character of the first word.
+_SHAPING_STARTS = frozenset(
+    {*(keyword.encode()[:1] for keyword in SECTION_KEYWORDS), b".", b'"', b"'", b"\\"}
+)
 _BLANKS = frozenset(b" \t\n\r\v\f")
 _ESCAPED_AS_IS = frozenset(b" \\\"'#$")
 _ESCAPED_CONTROL = {ord("r"): ord("\r"), ord("n"): ord("\n"), ord("t"): ord("\t")}
@@ -135,6 +148,10 @@ _ONE_ARGUMENT_KEYWORDS = frozenset(
 )
 
 
+#: The index and words of one line.
+Statement = tuple[int, tuple[str, ...]]
+
+
 @dataclass(frozen=True, slots=True)
 class Line:
     """One physical line of the file."""
@@ -187,26 +204,124 @@ class Section:
 
 @dataclass(frozen=True, slots=True)
 class Document:
-    """A parsed config file; ``render`` gives back its exact bytes."""
+    """
+    A parsed config file; ``lines`` gives back its exact bytes.
 
-    lines: tuple[Line, ...]
+    Parsing splits the file into lines once and tokenizes only the lines that may shape sections
+    (those whose first byte may start a header or an ``.if`` directive); any other line is
+    tokenized when asked for (``line``, ``words``, ``statements``). A backend of 10,000 servers
+    is read in one pass over its own lines, and no ``Line`` is made for lines nobody asks about.
+    """
+
+    #: The physical lines as split on LF: a CRLF line keeps its CR.
+    raw: tuple[bytes, ...]
+    #: The last line ends with LF (or there is no line).
+    terminated: bool
     #: Every section in file order (lines before the first header belong to none).
     sections: tuple[Section, ...]
+    #: The lines that open or close an ``.if`` block, in order, with the depth of each and the
+    #: depth of the lines after it; every other line has the depth of the last of these above it.
+    depth_marks: tuple[int, ...] = ()
+    depths: tuple[tuple[int, int], ...] = ()
+
+    @property
+    def lines(self) -> tuple[Line, ...]:
+        """Every physical line."""
+        return tuple(self.line(index) for index in range(len(self.raw)))
+
+    def line(self, index: int) -> Line:
+        """The physical line at *index* (0-based)."""
+        content, eol = self._content(index)
+        words, body_end = _tokenize(content)
+        return Line(content, eol, words, body_end, self.depth(index))
+
+    def words(self, index: int) -> tuple[str, ...]:
+        """The words of the line at *index*."""
+        return _tokenize(self._content(index)[0])[0]
+
+    def spliced(self, replacements: Mapping[int, bytes]) -> bytes:
+        """
+        The file's bytes, each line at an index of *replacements* replaced by the bytes given
+        for it (its end of line included); the other lines joined as they are.
+        """
+        pieces: list[bytes] = []
+        start = 0
+        for index in sorted(replacements):
+            pieces += (self._span(start, index), replacements[index])
+            start = index + 1
+        pieces.append(self._span(start, len(self.raw)))
+        return b"".join(pieces)
+
+    def statements(self, section: Section) -> list[Statement]:
+        """
+        The index and words of every line of *section* after its header that has words.
+
+        Read in one go, as a backend may have thousands of lines: the lines are decoded together
+        (see ``_tokenize``), and a line without quotes or backslashes is split as text, which
+        gives HAProxy's words when no line holds a character that only ``str.split`` takes for
+        a blank. Other lines are tokenized one by one.
+        """
+        start, stop = section.start + 1, section.end
+        block = b"\n".join(self.raw[start:stop])
+        text = block.decode("utf-8", "surrogateescape")
+        if not _splits_alike(block, text):
+            pieces = (self.words(index) for index in range(start, stop))
+            return [(index, words) for index, words in enumerate(pieces, start) if words]
+        quoting = any(quote in block for quote in (b'"', b"'", b"\\"))
+        comments = b"#" in block
+        found = []
+        for index, line in enumerate(text.split("\n"), start):
+            if quoting and _TEXT_QUOTING.search(line) is not None:
+                words = self.words(index)
+            else:
+                words = tuple((line.split("#", 1)[0] if comments else line).split())
+            if words:
+                found.append((index, words))
+        return found
+
+    def depth(self, index: int) -> int:
+        """How many ``.if`` blocks enclose the line at *index* (see ``Line.depth``)."""
+        if not self.depth_marks:
+            return 0
+        above = bisect.bisect_right(self.depth_marks, index) - 1
+        if above < 0:
+            return 0
+        own, after = self.depths[above]
+        return own if self.depth_marks[above] == index else after
+
+    def _span(self, start: int, stop: int) -> bytes:
+        """The bytes of the lines from *start* up to *stop*, ends of line included."""
+        if start >= stop:
+            return b""
+        text = b"\n".join(self.raw[start:stop])
+        return text if stop == len(self.raw) and not self.terminated else text + b"\n"
+
+    def _content(self, index: int) -> tuple[bytes, bytes]:
+        """The content and end of line of the line at *index*."""
+        piece = self.raw[index]
+        if not self.terminated and index == len(self.raw) - 1:
+            return piece, b""
+        if piece.endswith(b"\r"):
+            return piece[:-1], b"\r\n"
+        return piece, b"\n"
 
 
 def parse(data: bytes) -> Document:
     """Split *data* into lines and sections; never fails, whatever the bytes."""
-    lines: list[Line] = []
-    depth = 0
-    for content, eol in _physical_lines(data):
-        words, body_end = _tokenize(content)
-        directive = words[0] if words else ""
-        if directive == ".endif":
-            depth = max(depth - 1, 0)
-        lines.append(Line(content, eol, words, body_end, depth))
-        if directive == ".if":
-            depth += 1
-    return Document(tuple(lines), _sections(lines))
+    raw = data.split(b"\n")
+    terminated = not raw[-1]
+    if terminated:
+        raw.pop()
+    lines = Document(tuple(raw), terminated, ())
+    # Only these lines can open a section or an ``.if`` block; every other one is read on demand.
+    shaping = [
+        (index, lines.words(index))
+        for index, piece in enumerate(raw)
+        if piece.lstrip()[:1] in _SHAPING_STARTS
+    ]
+    marks, depths = _depth_marks(shaping)
+    doc = replace(lines, depth_marks=marks, depths=depths)
+    return replace(doc, sections=_sections(doc, shaping))
 
 
 def proxy_section(doc: Document, name: str) -> Section | None:
@@ -234,28 +349,40 @@ def backend(doc: Document, name: str) -> ConfigBackend | None:
             f"{where}: the name uses '$' (an environment variable); write the name literally"
         )
     problems.extend(_uncertainty(doc, section, where))
-    servers = _servers(doc, section, where, problems)
-    balance, hash_type = _algorithm(doc, section, where, problems)
-    return ConfigBackend(
-        name=name,
-        servers=servers,
-        balance=balance,
-        hash_type=hash_type,
-        problems=tuple(problems),
-    )
+    statements = doc.statements(section)
+    servers = _servers(doc, statements, where, problems)
+    balance, hash_type = _algorithm(doc, section, statements, where, problems)
+    return ConfigBackend(name, servers, balance, hash_type, tuple(problems))
 
 
 # -- lines -----------------------------------------------------------------------------------------
 
 
-def _physical_lines(data: bytes) -> list[tuple[bytes, bytes]]:
-    """Each line's content and end of line."""
-    pieces = data.split(b"\n")
-    last = pieces.pop()
-    split = [(p[:-1], b"\r\n") if p.endswith(b"\r") else (p, b"\n") for p in pieces]
-    if last:
-        split.append((last, b""))
-    return split
+def _depth_marks(
+    shaping: Sequence[Statement],
+) -> tuple[tuple[int, ...], tuple[tuple[int, int], ...]]:
+    """``Document.depth_marks`` and ``Document.depths``, from the lines that may shape sections."""
+    marks: list[int] = []
+    depths: list[tuple[int, int]] = []
+    depth = 0
+    for index, words in shaping:
+        directive = words[0] if words else ""
+        if directive == ".endif":
+            depth = max(depth - 1, 0)
+            marks.append(index)
+            depths.append((depth, depth))
+        elif directive == ".if":
+            marks.append(index)
+            depths.append((depth, depth + 1))
+            depth += 1
+    return tuple(marks), tuple(depths)
+
+
+def _splits_alike(data: bytes, text: str) -> bool:
+    """``str.split`` splits *text*, the decoded *data*, only where ``bytes.split`` splits *data*."""
+    if text.isascii():
+        return not any(blank in data for blank in _ASCII_TEXT_ONLY_BLANKS)
+    return _TEXT_ONLY_BLANKS.search(text) is None
 
 
 def _tokenize(content: bytes) -> tuple[tuple[str, ...], int]:
@@ -263,7 +390,12 @@ def _tokenize(content: bytes) -> tuple[tuple[str, ...], int]:
     if _QUOTING.search(content) is None:
         body = content.split(b"#", 1)[0]
         plain = body.split()
-        return _decode(plain), (len(body.rstrip()) if plain else 0)
+        if not plain:
+            return (), 0
+        # One decode for the whole line: a blank is ASCII, never part of a multi-byte sequence,
+        # so splitting the decoded text on the joining blanks gives each word's own decoding.
+        text = b" ".join(plain).decode("utf-8", "surrogateescape")
+        return tuple(text.split(" ")), len(body.rstrip())
     return _tokenize_quoted(content)
 
 
@@ -350,9 +482,9 @@ def _decode(words: Sequence[bytes]) -> tuple[str, ...]:
 # -- sections --------------------------------------------------------------------------------------
 
 
-def _sections(lines: Sequence[Line]) -> tuple[Section, ...]:
-    """The sections the header lines among *lines* start."""
-    headers: list[int] = []
+def _sections(doc: Document, shaping: Sequence[Statement]) -> tuple[Section, ...]:
+    """The sections the header lines among the *shaping* lines of *doc* start."""
+    headers: list[Statement] = []
     contested: dict[int, int] = {}
     # A header in a false branch is dropped, so the statements after its branch (until the next
     # header outside any block) belong to the last section whose header is outside any block.
@@ -361,23 +493,34 @@ def _sections(lines: Sequence[Line]) -> tuple[Section, ...]:
     contestable: int | None = None
     # Depths of the still open branches that hold a conditional header: their lines go with it.
     branches: list[int] = []
-    for index, line in enumerate(lines):
-        keyword = line.keyword
+    previous = -1
+    for index, words in [*shaping, (len(doc.raw), ())]:
+        # The lines in between shape nothing: the first statement among them may be contested.
+        if contestable is not None and not branches and contestable not in contested:
+            statement = next((i for i in range(previous + 1, index) if doc.words(i)), None)
+            if statement is not None:
+                contested[contestable] = statement
+        if index == len(doc.raw):
+            break
+        previous = index
+        keyword = words[0] if words else ""
         if keyword in SECTION_KEYWORDS:
-            if line.conditional:
-                branches.append(line.depth)
+            depth = doc.depth(index)
+            if depth > 0:
+                branches.append(depth)
                 contestable = owner
             else:
                 owner, contestable = len(headers), None
-            headers.append(index)
+            headers.append((index, words))
         elif keyword in (".elif", ".else", ".endif"):
-            closed = line.depth + 1 if keyword == ".endif" else line.depth
+            closed = doc.depth(index) + 1 if keyword == ".endif" else doc.depth(index)
             branches = [depth for depth in branches if depth < closed]
-        elif contestable is not None and not branches and line.words and keyword[0] != ".":
+        elif contestable is not None and not branches and words and keyword[0] != ".":
             contested.setdefault(contestable, index)
+    bounds = pairwise([*(start for start, _ in headers), len(doc.raw)])
     return tuple(
-        _section(lines[start].words, start, end, contested.get(number))
-        for number, (start, end) in enumerate(pairwise([*headers, len(lines)]))
+        _section(words, start, end, contested.get(number))
+        for number, ((_, words), (start, end)) in enumerate(zip(headers, bounds, strict=True))
     )
 
 
@@ -399,7 +542,7 @@ def _proxies(doc: Document, name: str) -> list[Section]:
 def _uncertainty(doc: Document, section: Section, where: str) -> list[str]:
     """Why the lines of *section* depend on an ``.if`` condition, if they do."""
     problems: list[str] = []
-    if doc.lines[section.start].conditional:
+    if doc.depth(section.start) > 0:
         problems.append(
             f"{where}: header line {section.start + 1} is inside an .if block; "
             "move it out or manage this backend by hand"
@@ -417,26 +560,28 @@ def _uncertainty(doc: Document, section: Section, where: str) -> list[str]:
 
 
 def _servers(
-    doc: Document, section: Section, where: str, problems: list[str]
+    doc: Document, statements: Sequence[Statement], where: str, problems: list[str]
 ) -> tuple[ConfigServer, ...]:
-    """The server lines of *section*; their problems are added to *problems*."""
+    """The server lines among a section's *statements*; their problems go to *problems*."""
     servers: list[ConfigServer] = []
-    for index in range(section.start + 1, section.end):
-        line = doc.lines[index]
-        if line.keyword != "server":
+    conditional = bool(doc.depth_marks)
+    for index, words in statements:
+        if words[0] != "server":
             continue
-        if line.conditional:
+        if conditional and doc.depth(index) > 0:
             problems.append(
                 f"{where}: server line {index + 1} is inside an .if block; "
                 "move it out or manage this backend by hand"
             )
-        if len(line.words) < 2:
+        if len(words) < 2:
             problems.append(f"{where}: server line {index + 1} has no name")
         else:
-            servers.append(_server(line.words, index))
+            servers.append(server(words, index))
+    if len({s.name for s in servers}) == len(servers):
+        return tuple(servers)
     places: dict[str, list[int]] = {}
-    for server in servers:
-        places.setdefault(server.name, []).append(server.line_index)
+    for found in servers:
+        places.setdefault(found.name, []).append(found.line_index)
     problems.extend(
         _declared(f"{where}: server '{name}'", indexes)
         for name, indexes in places.items()
@@ -445,54 +590,61 @@ def _servers(
     return tuple(servers)
 
 
-def _server(words: Sequence[str], index: int) -> ConfigServer:
-    """The server line at *index*, whose words are *words*."""
-    address, port = _split_address(words[2] if len(words) > 2 else "")
-    server_id, options = _split_id(words[3:])
-    return ConfigServer(
-        name=words[1],
-        address=address,
-        port=port,
-        server_id=server_id,
-        options=options,
-        line_index=index,
-    )
+def server(words: tuple[str, ...], index: int) -> ConfigServer:
+    """The server line at *index*, whose words are *words* (``server``, a name, ...)."""
+    address, port = split_address(words[2] if len(words) > 2 else "")
+    # The controller writes ``id <n>`` first: ``split_id``'s first step, without the call.
+    if len(words) > 4 and words[3] == "id" and words[4].isdigit() and words[4].isascii():
+        return ConfigServer(words[1], address, port, int(words[4]), words[5:], index)
+    server_id, options = split_id(words[3:])
+    return ConfigServer(words[1], address, port, server_id, options, index)
 
 
-def _split_address(word: str) -> tuple[str, int | None]:
+def split_address(word: str) -> tuple[str, int | None]:
     """The address as written without ``:port``, and the port when it is a plain number."""
     if word.startswith(_PORTLESS_PREFIXES):
         return word, None
     # Like str2sa_range(): the last colon is the port separator unless a ``]`` follows it.
-    colon = word.rfind(":")
-    if colon < 0 or word.rfind("]") > colon:
+    host, colon, port = word.rpartition(":")
+    if not colon or "]" in port:
         return word, None
-    port = word[colon + 1 :]
-    return word[:colon], int(port) if port.isascii() and port.isdigit() else None
+    return host, int(port) if port.isascii() and port.isdigit() else None
 
 
-def _split_id(options: Sequence[str]) -> tuple[int | None, tuple[str, ...]]:
+def split_id(options: tuple[str, ...]) -> tuple[int | None, tuple[str, ...]]:
     """The value of the ``id`` keyword, and every other option word in order."""
+    if "id" not in options:
+        return None, options
     i = 0
     while i < len(options):
         word = options[i]
         value = options[i + 1] if i + 1 < len(options) else ""
         if word == "id" and value.isascii() and value.isdigit():
-            return int(value), (*options[:i], *options[i + 2 :])
+            return int(value), options[:i] + options[i + 2 :]
         i += 2 if word in _ONE_ARGUMENT_KEYWORDS else 1
-    return None, tuple(options)
+    return None, options
 
 
 # -- balance algorithm -----------------------------------------------------------------------------
 
 
-def _algorithm(doc: Document, section: Section, where: str, problems: list[str]) -> tuple[str, str]:
-    """The effective ``balance`` algorithm and ``hash-type`` method, following defaults."""
+def _algorithm(
+    doc: Document,
+    section: Section,
+    statements: Sequence[Statement],
+    where: str,
+    problems: list[str],
+) -> tuple[str, str]:
+    """
+    The effective ``balance`` algorithm and ``hash-type`` method of *section*, whose
+    *statements* are read already, following defaults.
+    """
     balance: str | None = None
     hash_type: str | None = None
     current: Section | None = section
     while current is not None and (balance is None or hash_type is None):
-        own_balance, own_hash = _own_algorithm(doc, current, where, problems)
+        own = statements if current is section else doc.statements(current)
+        own_balance, own_hash = _own_algorithm(doc, own, where, problems)
         balance = balance or own_balance
         hash_type = hash_type or own_hash
         current = _inherited(doc, current, where, problems)
@@ -500,17 +652,20 @@ def _algorithm(doc: Document, section: Section, where: str, problems: list[str])
 
 
 def _own_algorithm(
-    doc: Document, section: Section, where: str, problems: list[str]
+    doc: Document,
+    statements: Sequence[Statement],
+    where: str,
+    problems: list[str],
 ) -> tuple[str | None, str | None]:
-    """The last ``balance`` and ``hash-type`` of *section* itself, if any."""
+    """The last ``balance`` and ``hash-type`` among a section's own *statements*, if any."""
     found: dict[str, str] = {}
-    for index in range(section.start + 1, section.end):
-        line = doc.lines[index]
-        if line.keyword in ("balance", "hash-type") and len(line.words) > 1:
-            found[line.keyword] = line.words[1]
-            if line.conditional:
+    for index, words in statements:
+        keyword = words[0]
+        if keyword in ("balance", "hash-type") and len(words) > 1:
+            found[keyword] = words[1]
+            if doc.depth(index) > 0:
                 problems.append(
-                    f"{where}: '{line.keyword}' at line {index + 1} is inside an .if block; "
+                    f"{where}: '{keyword}' at line {index + 1} is inside an .if block; "
                     "move it out or manage this backend by hand"
                 )
     return found.get("balance"), found.get("hash-type")

@@ -34,25 +34,23 @@ def desired(
     servers: ManagedServers, instances: Iterable[Instance], first_free: int
 ) -> tuple[ServerLine, ...]:
     """One line per instance: those already in the file first, in file order."""
-    binding = servers.binding
-    by_name = {binding.server_name(i.instance_id): i for i in instances}
-    in_file = [n for n in servers.file if n in by_name]
-    new = sorted(n for n in by_name if n not in servers.file)
+    binding, file = servers.binding, servers.file
+    server_name, port, options = binding.server_name, binding.port, binding.server_options
+    by_name = {server_name(i.instance_id): i for i in instances}
+    in_file = [n for n in file if n in by_name]
+    new = sorted(n for n in by_name if n not in file)
     fresh = itertools.count(first_free)
+    running = servers.runtime or {}
     lines = []
     for name in [*in_file, *new]:
         private_ip = by_name[name].private_ip
         assert private_ip is not None  # noqa: S101 - serving and launching imply an address
-        server_id = _kept_id(servers, name)
-        lines.append(
-            ServerLine(
-                name=name,
-                address=private_ip,
-                port=binding.port,
-                server_id=next(fresh) if server_id is None else server_id,
-                options=binding.server_options,
-            )
-        )
+        # The id it has: at runtime, else in the file.
+        kept = running.get(name) or file.get(name)
+        server_id = None if kept is None else kept.server_id
+        if server_id is None:
+            server_id = next(fresh)
+        lines.append(ServerLine(name, private_ip, port, server_id, options))
     return tuple(lines)
 
 
@@ -62,9 +60,10 @@ def written(
     kept: Mapping[str, ConfigServer | None],
 ) -> tuple[ServerLine, ...] | None:
     """
-    The managed lines the file must hold: *lines*, and the kept servers' lines unchanged,
-    in the file's order. ``None`` (the file is left alone this cycle) when a kept line cannot
-    be written back as it is, which only a hand-edited line can cause.
+    The managed lines the file must hold: *lines* (in the file's order, new ones last, as
+    ``desired`` gives them), and the kept servers' lines unchanged, in the file's order. ``None``
+    (the file is left alone this cycle) when a kept line cannot be written back as it is, which
+    only a hand-edited line can cause.
     """
     unchanged = []
     for current in (c for c in kept.values() if c is not None):
@@ -72,6 +71,8 @@ def written(
         if line is None:
             return None
         unchanged.append(line)
+    if not unchanged:
+        return tuple(lines)
     order = {name: index for index, name in enumerate(servers.file)}
     return tuple(sorted([*lines, *unchanged], key=lambda line: order.get(line.name, len(order))))
 
@@ -80,10 +81,8 @@ def needs_reload(servers: ManagedServers, lines: Iterable[ServerLine]) -> bool:
     """With a runtime socket, only new options on an existing server need a reload."""
     if servers.runtime is None:
         return False
-    return any(
-        line.name in servers.file and servers.file[line.name].options != line.options
-        for line in lines
-    )
+    file = servers.file
+    return any(line.options != file[line.name].options for line in lines if line.name in file)
 
 
 def change(current: ConfigServer | None, line: ServerLine) -> tuple[Change, str] | None:
@@ -97,15 +96,6 @@ def change(current: ConfigServer | None, line: ServerLine) -> tuple[Change, str]
     if current.server_id != line.server_id:
         return Change.OPTIONS, f"id {line.server_id} written to the file"
     return None
-
-
-def _kept_id(servers: ManagedServers, name: str) -> int | None:
-    """The id server *name* already has: at runtime, else in the file."""
-    running = servers.running(name)
-    if running is not None:
-        return running.server_id
-    current = servers.file.get(name)
-    return None if current is None else current.server_id
 
 
 def _as_written(server: ConfigServer) -> ServerLine | None:

@@ -116,6 +116,9 @@ def release_when_gone_everywhere(
     CONTINUE) only when no backend of the group still has its server. A refused backend, whose
     servers are unknown, keeps every instance of its group waiting.
     """
+    if not any(a.result is LifecycleResult.CONTINUE for p in plans for a in p.lifecycle):
+        # Nothing to release: the rows of every backend need not be looked at.
+        return tuple(plans)
     present = {(p.asg, row.instance_id) for p in plans for row in p.rows}
     unknown = {p.asg for p in plans if p.refused is not None}
 

@@ -31,13 +31,13 @@ class ManagedServers:
         runtime: Sequence[RuntimeServer] | None,
     ) -> ManagedServers:
         """The managed ones among a section's *file_servers* and the *runtime* servers."""
-        return cls(
-            binding,
-            {s.name: s for s in file_servers if binding.instance_of(s.name) is not None},
-            None
-            if runtime is None
-            else {s.name: s for s in runtime if binding.instance_of(s.name) is not None},
-        )
+        managed_name = binding.managed_name.fullmatch
+        file = {s.name: s for s in file_servers if managed_name(s.name)}
+        if runtime is None:
+            return cls(binding, file, None)
+        # Most servers run under a name already found managed in the file.
+        running = {s.name: s for s in runtime if s.name in file or managed_name(s.name)}
+        return cls(binding, file, running)
 
     @property
     def names(self) -> frozenset[str]:
@@ -92,4 +92,4 @@ def address(server: ConfigServer | RuntimeServer | ServerLine) -> str:
 
 def points_at(server: ConfigServer | RuntimeServer, line: ServerLine) -> bool:
     """*server* has *line*'s address and port."""
-    return (server.address, server.port) == (line.address, line.port)
+    return server.address == line.address and server.port == line.port

@@ -5,11 +5,12 @@ template.
 A cycle reads its inputs once, through the store: a ``StoredConfig`` holds the file as it is and,
 in template mode, the template's text with the environment it sees. ``for_cycle`` turns that read
 into the ``NextFileMaker`` the cycle consults twice: when observing, for the config whose sections
-the planner reads (``sections``), and when applying, for the file after the runtime steps
-(``next_file``). What depends on the read alone is decided once, in ``for_cycle``.
+the planner reads (``sections``, parsed once into ``config``), and when applying, for the file after
+the runtime steps (``next_file``). What depends on the read alone is decided once, in ``for_cycle``.
 
 - ``EditInPlace`` (no ``[haproxy] template``): ``config_edit`` rewrites the managed ``server``
-  lines and keeps every other byte; it never needs a reload by itself.
+  lines and keeps every other byte; it never needs a reload by itself. The file is parsed once a
+  cycle: the sections the planner read are the ones the editor edits.
 - ``FromTemplate``: the whole file is ``template.render``'s. Whether anything besides the servers
   changed is computed, not guessed: the template rendered with the servers the file has now is
   compared with the file. Equal means the template, the settings and the environment it uses are
@@ -27,11 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 from reconciler.core import config_edit, config_parse, template
 from reconciler.core.errors import ConfigError
-from reconciler.core.model import ServerLine
+from reconciler.core.model import ConfigBackend, ServerLine
 from reconciler.core.settings import Settings
 
 
@@ -78,6 +80,14 @@ class NextFileMaker(Protocol):
         ...
 
     @property
+    def config(self) -> Mapping[str, ConfigBackend]:
+        """
+        The configured backends' sections of ``sections``, parsed (a backend ``sections`` lacks
+        is absent): what the planner reads.
+        """
+        ...
+
+    @property
     def bootstrapping(self) -> bool:
         """
         True when no HAProxy can run from the file yet: in template mode, the file is missing
@@ -119,23 +129,34 @@ class EditInPlace:
         """The file itself."""
         return self.current
 
+    @cached_property
+    def document(self) -> config_parse.Document:
+        """The file, parsed: for the planner's sections and for the editor."""
+        return config_parse.parse(self.current)
+
+    @cached_property
+    def config(self) -> Mapping[str, ConfigBackend]:
+        """The configured backends' sections of the file."""
+        return configured_sections(self.settings, self.document)
+
     @property
     def bootstrapping(self) -> bool:
         """Never: the user's file exists before the controller starts."""
         return False
 
     def next_file(self, lines: Mapping[str, Sequence[ServerLine]]) -> NextFile:
-        """The file edited backend by backend; a server change never needs a reload by itself."""
-        content = self.current
+        """
+        The file with each backend's servers edited; a server change never needs a reload by
+        itself. Every backend is edited in the one parse of the file the planner read.
+        """
+        replaced: dict[int, bytes] = {}
         for backend, wanted in lines.items():
-            content = self._edit(content, backend, wanted)
-        return NextFile(content)
-
-    def _edit(self, content: bytes, backend: str, wanted: Sequence[ServerLine]) -> bytes:
-        binding = self.settings.binding(backend)
-        return config_edit.edit(
-            content, backend, lambda n: binding.instance_of(n) is not None, wanted
-        )
+            managed = self.settings.binding(backend).managed_name.fullmatch
+            found = self.config.get(backend)
+            replaced |= config_edit.replacements(self.document, backend, found, managed, wanted)
+        if not replaced:
+            return NextFile(self.current)
+        return NextFile(config_edit.spliced(self.document, replaced))
 
 
 @dataclass(frozen=True)
@@ -179,6 +200,11 @@ class FromTemplate:
         """
         return self.current if isinstance(self.now, ConfigError) else self.now
 
+    @cached_property
+    def config(self) -> Mapping[str, ConfigBackend]:
+        """The configured backends' sections of ``sections``."""
+        return configured_sections(self.settings, config_parse.parse(self.sections))
+
     @property
     def bootstrapping(self) -> bool:
         """The file is missing or empty."""
@@ -205,6 +231,17 @@ def _render(
     if isinstance(source, ConfigError):
         raise source
     return template.render(source.text, settings, servers, source.environ)
+
+
+def configured_sections(
+    settings: Settings, document: config_parse.Document
+) -> dict[str, ConfigBackend]:
+    """The section of every configured backend that *document* has, by name."""
+    found = (
+        (binding.name, config_parse.backend(document, binding.name))
+        for binding in settings.backends
+    )
+    return {name: section for name, section in found if section is not None}
 
 
 def current_lines(settings: Settings, data: bytes) -> dict[str, tuple[ServerLine, ...]]:

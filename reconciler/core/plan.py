@@ -46,6 +46,7 @@ from reconciler.core.model import (
     LifecycleAction,
     Observation,
     Plan,
+    Row,
     RuntimeServer,
     ServerLine,
 )
@@ -190,12 +191,13 @@ class _Backend:
         warned: frozenset[str],
     ) -> _Backend:
         """The backend of *binding*, from its *group*, file *section* and *runtime* servers."""
+        malformed = group.malformed
         return cls(
             servers=ManagedServers.of(binding, section.servers, runtime),
             group=group,
             instances={i.instance_id: i for i in group.instances},
-            doubts=group.doubts,
-            malformed=group.malformed,
+            doubts=group.doubts_besides(malformed),
+            malformed=malformed,
             warned=warned,
             first_free_id=file_lines.first_free_id(section.servers, runtime or ()),
         )
@@ -216,34 +218,42 @@ class _Backend:
         kept, kept_moves = server_steps.kept_as_is(self.servers, self.doubts)
         arriving = [*serving, *launching]
         lines = file_lines.desired(self.servers, arriving, self.first_free_id)
-        moves = [*kept_moves, *self._arriving(lines, arriving, held_back)]
+        arriving_rows, moving = self._arriving(lines, held_back)
+        rows, moves = [*(m.row for m in kept_moves), *arriving_rows], [*kept_moves, *moving]
         launches = self._launches(moves)
         present = self.servers.names - kept.keys()
         # Launches go on during a hold: completing them is what brings serving instances back.
         if not serving and self.group.desired_capacity > 0 and present - held_back:
             held = server_steps.held(self.servers, present - held_back)
-            return replace(self._taking([*moves, *held], launches), held=self._hold_reason())
+            taken = self._taking([*rows, *(m.row for m in held)], [*moves, *held], launches)
+            return replace(taken, held=self._hold_reason())
         wanted = {line.name for line in lines}
         leaving = [self._leaving(name) for name in sorted(present - wanted)]
         releases, draining = hook_actions.terminations(
             self.servers, self.group, self.doubts, worker_uptime
         )
-        planned = self._taking([*moves, *leaving], (*launches, *releases))
-        in_file = [line for line in lines if line.name not in held_back]
+        planned = self._taking(
+            [*rows, *(m.row for m in leaving)], [*moves, *leaving], (*launches, *releases)
+        )
+        in_file = [line for line in lines if line.name not in held_back] if held_back else lines
         return replace(
             planned,
             lines=file_lines.written(self.servers, in_file, kept),
             needs_reload=file_lines.needs_reload(self.servers, lines),
             pending=planned.pending or draining,
+            awaits_haproxy=planned.awaits_haproxy or draining,
         )
 
     def _serving(self) -> list[Instance]:
         """The instances whose servers serve: neither interrupted nor doubtful."""
         interrupted = self._interrupted()
+        # An instance with a malformed value is doubtful: the others need ``in_service`` alone.
         return [
             i
             for i in self.group.instances
-            if i.serving and i.instance_id not in interrupted and i.instance_id not in self.doubts
+            if i.instance_id not in self.doubts
+            and i.in_service
+            and i.instance_id not in interrupted
         ]
 
     def _interrupted(self) -> frozenset[str]:
@@ -257,16 +267,30 @@ class _Backend:
         return frozenset(i for i in self.warned if i in self.instances and self.instances[i].spot)
 
     def _arriving(
-        self, lines: Iterable[ServerLine], instances: Iterable[Instance], launching: set[str]
-    ) -> list[Move]:
-        """The moves of the desired *lines*: those in *launching* wait behind a launch hook."""
-        by_name = {self.binding.server_name(i.instance_id): i for i in instances}
-        return [
-            (server_steps.launching if line.name in launching else server_steps.serving)(
-                self.servers, line, by_name[line.name]
-            )
-            for line in lines
-        ]
+        self, lines: Iterable[ServerLine], launching: set[str]
+    ) -> tuple[list[Row], list[Move]]:
+        """
+        The row of every desired line, and the moves of those not in place (see
+        ``server_steps.in_place``), in line order: those in *launching* wait behind a launch hook.
+        """
+        servers, instances = self.servers, self.instances
+        # A line's name is its instance's ``server_name``: the prefix, then the instance id.
+        prefix = len(self.binding.server_prefix)
+        rows: list[Row] = []
+        moves: list[Move] = []
+        for line in lines:
+            instance = instances[line.name[prefix:]]
+            if line.name in launching:
+                move = server_steps.launching(servers, line, instance)
+            else:
+                row = server_steps.in_place(servers, line, instance)
+                if row is not None:
+                    rows.append(row)
+                    continue
+                move = server_steps.serving(servers, line, instance)
+            rows.append(move.row)
+            moves.append(move)
+        return rows, moves
 
     def _leaving(self, name: str) -> Move:
         """The next removal step of server *name*, whose instance does not serve."""
@@ -281,15 +305,24 @@ class _Backend:
             if move.launch is not None
         )
 
-    def _taking(self, moves: Sequence[Move], lifecycle: tuple[LifecycleAction, ...]) -> BackendPlan:
-        """The plan that takes *moves* and completes *lifecycle*, leaving the file as it is."""
+    def _taking(
+        self, rows: Sequence[Row], moves: Sequence[Move], lifecycle: tuple[LifecycleAction, ...]
+    ) -> BackendPlan:
+        """
+        The plan that takes *moves* and completes *lifecycle*, leaving the file as it is; *rows*
+        are those of the *moves* and of the servers in place, in report order.
+        """
+        waits = any(m.waits for m in moves)
+        # Reads that disagree are read again soon: the next read may well agree.
+        rereads = len(self.doubts) > len(self.malformed)
         return BackendPlan(
             backend=self.binding.name,
             asg=self.binding.asg,
             steps=tuple(step for move in moves for step in move.steps),
-            # Reads that disagree are read again soon: the next read may well agree.
-            pending=len(self.doubts) > len(self.malformed) or any(m.waits for m in moves),
-            rows=tuple(move.row for move in moves),
+            pending=waits or rereads,
+            awaits_haproxy=waits,
+            rereads_aws=rereads,
+            rows=tuple(rows),
             lifecycle=lifecycle,
             rejected=tuple(self._rejection(reason) for reason in self.malformed.values()),
         )

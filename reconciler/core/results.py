@@ -64,6 +64,8 @@ def _merge_backend(earlier: BackendPlan | None, later: BackendPlan) -> BackendPl
         steps=later.steps,
         lines=later.lines,
         pending=later.pending,
+        awaits_haproxy=later.awaits_haproxy,
+        rereads_aws=later.rereads_aws,
         rows=tuple(rows.values()),
     )
 

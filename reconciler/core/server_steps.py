@@ -58,7 +58,7 @@ from reconciler.core.model import (
 SPOT_WARNING_REASON = "Spot interruption warning"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Move:
     """One server's part of a cycle."""
 
@@ -72,13 +72,14 @@ class Move:
 
 def serving(servers: ManagedServers, line: ServerLine, instance: Instance) -> Move:
     """The next step that brings a serving instance's server to ready, and its line in place."""
+    settled = in_place(servers, line, instance)
+    if settled is not None:
+        return Move((), settled, False)
     row = RowMaker(line.name, instance.instance_id, address(line))
-    current = servers.file.get(line.name)
+    running = servers.running(line.name)
     if servers.runtime is None:
-        if current is None:
-            return Move((), row(Change.ADD, "InService; added to the file"), False)
-        return _as_in_file(current, line, row)
-    running = servers.runtime.get(line.name)
+        # Not in the file either (``in_place``).
+        return Move((), row(Change.ADD, "InService; added to the file"), False)
     step = _Steps(servers.binding.name, line.name, line)
     if running is None:
         how = "warming up until its first check passes" if line.has_check else "ready"
@@ -96,7 +97,42 @@ def serving(servers: ManagedServers, line: ServerLine, instance: Instance) -> Mo
             waiting = f"waiting for a passing check ({awaited_check(running)})"
             return Move((), row(Change.WARMING, waiting), True)
         return Move(step(StepKind.READY), row(Change.WARMING, "check passed; now ready"), False)
-    return _as_in_file(current, line, row)
+    return Move((), _as_in_file(servers.file.get(line.name), line, instance), False)
+
+
+def in_place(servers: ManagedServers, line: ServerLine, instance: Instance) -> Row | None:
+    """
+    The row of a serving instance's server that needs nothing at runtime (only its file line may
+    differ): it runs ready at *line*'s address, or the runtime is not read and the file has it.
+    ``None`` when ``serving`` must decide a step.
+
+    Most servers of a large backend are in place, with the very line the file has: they cost
+    this one call and their row (``points_at`` and ``file_lines.change`` are spelled out here, as
+    a cycle of 10,000 servers would pay 40,000 more calls for them).
+    """
+    current = servers.file.get(line.name)
+    if servers.runtime is None:
+        if current is None:
+            return None
+    else:
+        running = servers.runtime.get(line.name)
+        if (
+            running is None
+            or running.admin_state != 0
+            or running.address != line.address
+            or running.port != line.port
+        ):
+            return None
+    if (
+        current is not None
+        and current.address == line.address
+        and current.port == line.port
+        and current.options == line.options
+        and current.server_id == line.server_id
+    ):
+        where = f"{line.address}:{line.port}"
+        return Row(line.name, instance.instance_id, where, Change.UNCHANGED, "InService")
+    return _as_in_file(current, line, instance)
 
 
 def launching(servers: ManagedServers, line: ServerLine, instance: Instance) -> Move:
@@ -281,12 +317,10 @@ class _Removal:
         return self.row(Change.DRAINING, f"draining: {status}")
 
 
-def _as_in_file(current: ConfigServer | None, line: ServerLine, row: RowMaker) -> Move:
-    """A server in place at runtime (or not read there): only its file line may differ."""
-    change = file_lines.change(current, line)
-    if change is None:
-        return Move((), row(Change.UNCHANGED, "InService"), False)
-    return Move((), row(*change), False)
+def _as_in_file(current: ConfigServer | None, line: ServerLine, instance: Instance) -> Row:
+    """The row of a server in place at runtime (or not read there): its file line may differ."""
+    change, reason = file_lines.change(current, line) or (Change.UNCHANGED, "InService")
+    return Row(line.name, instance.instance_id, address(line), change, reason)
 
 
 def _unattached(running: RuntimeServer) -> bool:

@@ -18,12 +18,13 @@ import re
 import shlex
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from reconciler.core.errors import ConfigError
-from reconciler.core.model import is_instance_id
+from reconciler.core.model import INSTANCE_ID_PATTERN
 
 
 DEFAULT_CONFIG_PATH = "reconciler.toml"
@@ -124,12 +125,14 @@ class ControllerSettings:
     resync_interval: float = 60.0
     #: Wake-ups within this many seconds after a cycle are folded into the next one.
     min_gap: float = 0.25
-    #: Seconds after an event-driven cycle before a follow-up cycle (AWS eventual consistency);
-    #: 0 turns the follow-up off.
-    follow_up_delay: float = 3.0
+    #: Seconds after a cycle that did not see what a message says (AWS eventual consistency)
+    #: before a follow-up cycle looks again, doubling per follow-up; 0 turns follow-ups off.
+    follow_up_delay: float = 1.0
     #: Retry delays after failed cycles double up to this many seconds.
     max_backoff: float = 60.0
-    #: Seconds between cycles while warm-ups or drains are in progress.
+    #: The longest wait between two looks at HAProxy while warm-ups or drains are in progress
+    #: (the wait is a quarter of the servers' check interval, within this bound), and the wait
+    #: before AWS is read again after its reads disagreed.
     poll_interval: float = 0.5
 
 
@@ -182,10 +185,18 @@ class Binding:
 
     def instance_of(self, server_name: str) -> str | None:
         """The instance id a managed server name stands for, or ``None`` when it is not managed."""
-        if not server_name.startswith(self.server_prefix):
-            return None
-        rest = server_name[len(self.server_prefix) :]
-        return rest if is_instance_id(rest) else None
+        match = self.managed_name.fullmatch(server_name)
+        return None if match is None else match[1]
+
+    @cached_property
+    def managed_name(self) -> re.Pattern[str]:
+        """
+        What ``fullmatch``es a managed server name, its instance id the one group. Compiled once
+        per binding: a cycle asks about every server of the file and of the runtime, and a
+        backend of 10,000 servers asks with ``managed_name.fullmatch`` itself, without a call of
+        ``instance_of`` around it.
+        """
+        return re.compile(f"{re.escape(self.server_prefix)}({INSTANCE_ID_PATTERN})")
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,20 @@ def sqs(queue: Notifications, **values: float) -> dict[str, Any]:
 
 
 def start_converged(daemons: Daemons, stack: Stack, **sections: Any) -> Daemon:
-    """Start a controller and wait until HAProxy serves the group."""
+    """Start a controller and wait until HAProxy serves the group and the controller rests."""
     daemon = daemons.start(stack, **sections)
     wait_for(stack.converged, "the first convergence", DEADLINE)
+    wait_for(lambda: settled(daemon), "the controller to rest", DEADLINE)
     return daemon
+
+
+def settled(daemon: Daemon) -> bool:
+    """
+    The controller rests: its last cycle left nothing pending and sent no command (a cycle that
+    sends one is followed by a progress poll that looks at the result).
+    """
+    cycles = daemon.cycles()
+    return bool(cycles) and not cycles[-1]["pending"] and not cycles[-1]["commands"]
 
 
 def deleted(daemon: Daemon) -> dict[str, float]:
