@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import cast
 
 import pytest
 from botocore.retries.standard import ExponentialBackoff
@@ -499,3 +500,41 @@ def test_each_call_is_counted_once(cloud: Cloud, clients: AwsClients) -> None:
     clients.client("ec2").describe_instances()
 
     assert counts(clients, DESCRIBE_INSTANCES) == CallCounts(calls=1)
+
+
+def test_an_answer_the_reader_cannot_read_is_left_to_botocore(clients: AwsClients) -> None:
+    """
+    A DesiredCapacity that is no number (or a body that is no XML) is handed to botocore's own
+    parser untouched, which raises what it always raises for it: the reader never makes up
+    an answer, and never fails the read with an error of its own.
+    """
+    autoscaling = clients.client("autoscaling")
+    AwsMembership(clients)
+    body = (
+        b'<DescribeAutoScalingGroupsResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/">'
+        b"<DescribeAutoScalingGroupsResult><AutoScalingGroups><member>"
+        b"<AutoScalingGroupName>web</AutoScalingGroupName><DesiredCapacity>two</DesiredCapacity>"
+        b"</member></AutoScalingGroups></DescribeAutoScalingGroupsResult>"
+        b"</DescribeAutoScalingGroupsResponse>"
+    )
+
+    def reduced(page: bytes) -> tuple[bytes, dict[str, object]]:
+        response = {"status_code": 200, "body": page, "headers": {}}
+        customized: dict[str, object] = {}
+        autoscaling.meta.events.emit(
+            "before-parse.auto-scaling.DescribeAutoScalingGroups",
+            operation_model=autoscaling.meta.service_model.operation_model(
+                "DescribeAutoScalingGroups"
+            ),
+            response_dict=response,
+            customized_response_dict=customized,
+        )
+        return cast("bytes", response["body"]), customized
+
+    # The reader does take a readable page, so the event reaches it.
+    _, readable = reduced(body.replace(b">two<", b">2<"))
+    assert readable == {
+        "AutoScalingGroups": [{"AutoScalingGroupName": "web", "DesiredCapacity": 2}]
+    }
+    for unreadable in (body, b"<not xml"):
+        assert reduced(unreadable) == (unreadable, {})
