@@ -15,9 +15,12 @@ A cycle runs when any of these comes due, whichever is first:
   sees, or that says nothing such (test notifications, errors, Spot warnings), costs none;
 - a progress poll while warm-ups, drains or postponed deletions wait on HAProxy, and once after a
   cycle that sent runtime commands: a quarter of the servers' check interval after the cycle
-  ended, or a quarter of the time the polls have found nothing to do, whichever is longer, at
+  started, or a quarter of the time the polls have found nothing to do, whichever is longer, at
   most ``poll_interval`` (``core.progress``); and never sooner than the cycle's own CPU time
-  after it, so polling a large backend keeps the controller busy half the time at most;
+  after it ended, so polling a large backend keeps the controller busy half the time at most.
+  Counted from the start: a cycle that added a server goes on to write the file (``haproxy -c``
+  included), and a first check that passed meanwhile is seen right after it, not a quarter
+  interval later;
 - ``poll_interval`` after a cycle whose AWS reads disagreed about an instance;
 - ``resync_interval`` after the start of the last cycle that read AWS, whatever happened: lost
   messages are corrected here, and it bounds every other wait, the backoff included;
@@ -195,8 +198,10 @@ class Ran:
     #: (A read with errors is reused too: its groups stay refused until the retry reads them,
     #: while polls of the other backends must not read an AWS that is failing.)
     reusable: bool = False
-    #: Seconds until HAProxy is looked at again; ``None`` when nothing waits on it.
+    #: Seconds after its start until HAProxy is looked at again; ``None``: nothing waits on it.
     progress: float | None = None
+    #: Seconds of CPU it took: the next poll comes at least as long after it ended.
+    cpu: float = 0.0
     #: AWS's reads disagreed about an instance: read AWS again after ``poll_interval``.
     reread: bool = False
     #: The claims of the messages this cycle was the first to see.
@@ -283,7 +288,9 @@ class Schedule:
         return replace(
             self,
             resync=ran.started + config.resync_interval if ran.read_aws else self.resync,
-            poll=None if ran.progress is None else ran.ended + ran.progress,
+            poll=None
+            if ran.progress is None
+            else max(ran.started + ran.progress, ran.ended + ran.cpu),
             reread=reread,
             retry=retry,
             failures=failures,
@@ -450,7 +457,8 @@ class Controller:
             read_aws,
             result.aws,
             reusable=not changed_aws,
-            progress=None if delay is None else max(delay, cpu),
+            progress=delay,
+            cpu=cpu,
             reread=any(b.rereads_aws for b in result.plan.backends if not b.refused),
             claims=watches,
         )

@@ -140,6 +140,7 @@ def launched(at: float) -> Wake:
 
 #: Server options with a check every 100 ms.
 FAST_CHECK = ("check", "inter", "100ms")
+SLOW_CHECK = ("check", "inter", "400ms")
 
 Result = CycleResult | Exception
 
@@ -341,14 +342,25 @@ def test_progress_polls_read_haproxy_only_until_a_read_of_aws_is_due() -> None:
 
 def test_progress_polls_come_a_quarter_check_interval_apart_and_read_no_aws() -> None:
     """
-    Warm-ups of servers checked every 100 ms, each poll making a server ready: HAProxy is looked
-    at 25 ms after each cycle ends, with the AWS read of the first cycle, until nothing is
+    Warm-ups of servers checked every 400 ms, each poll making a server ready: HAProxy is looked
+    at 100 ms after each cycle started, with the AWS read of the first cycle, until nothing is
     pending.
     """
     busy = replace(pending(), outcome=Outcome(commands=1))
-    done = run(30, result=lambda t: busy if t < 0.35 else ok(), options=FAST_CHECK)
-    assert gaps(done.cycles.starts)[:5] == [0.075] * 5
+    done = run(30, result=lambda t: busy if t < 0.55 else ok(), options=SLOW_CHECK)
+    assert gaps(done.cycles.starts)[:5] == [pytest.approx(0.1)] * 5
     assert done.cycles.read_aws[:6] == [True, False, False, False, False, False]
+
+
+def test_a_poll_due_during_a_cycle_comes_right_after_it() -> None:
+    """
+    Servers checked every 100 ms: a quarter interval (25 ms) after a cycle started falls within
+    the 50 ms cycle (which went on to write the file), so HAProxy is looked at again as soon as
+    it ends: a check that passed meanwhile is not seen a quarter interval late.
+    """
+    busy = replace(pending(), outcome=Outcome(commands=1))
+    done = run(30, result=lambda t: busy if t < 0.3 else ok(), options=FAST_CHECK)
+    assert gaps(done.cycles.starts)[:5] == [CYCLE_SECONDS] * 5
 
 
 def test_progress_polls_get_rarer_while_they_find_nothing_to_do() -> None:
@@ -356,11 +368,11 @@ def test_progress_polls_get_rarer_while_they_find_nothing_to_do() -> None:
     A check that never passes: the polls come a quarter of the time waited apart once that is
     longer than a quarter check interval, up to ``poll_interval``; none reads AWS.
     """
-    done = run(10, result=lambda _: pending(), options=FAST_CHECK)
+    done = run(10, result=lambda _: pending(), options=SLOW_CHECK)
     waits = gaps(done.cycles.starts)
-    assert waits[0] == 0.075
+    assert waits[0] == pytest.approx(0.1)
     assert waits == sorted(waits)
-    assert waits[-1] == CONFIG.poll_interval + CYCLE_SECONDS
+    assert waits[-1] == pytest.approx(CONFIG.poll_interval)
     assert done.cycles.read_aws == [True] + [False] * len(waits)
 
 
@@ -396,14 +408,15 @@ def test_progress_polls_neither_read_a_failing_aws_nor_stretch_its_backoff() -> 
     retry = done.cycles.read_aws.index(True, 1)
     assert retry > 5
     assert done.cycles.starts[retry] == pytest.approx(1.05)  # 1 s after the first cycle ended
-    assert done.metrics.cycles.labels("failed")._value.get() == retry
+    failed_polls = [start for start in done.cycles.starts[:retry] if start < 1]
+    assert done.metrics.cycles.labels("failed")._value.get() == len(failed_polls)
 
 
 def test_lifecycle_actions_completed_make_the_next_cycle_read_aws() -> None:
     """A progress poll that completed a launch changed AWS: the next cycle reads it again."""
     completed = replace(pending(), outcome=Outcome(lifecycle_calls=1))
-    done = run(1, result=lambda t: completed if 0.1 < t < 0.2 else pending(), options=FAST_CHECK)
-    assert done.cycles.read_aws[:4] == [True, False, False, True]
+    done = run(1, result=lambda t: completed if 0.12 < t < 0.17 else pending(), options=FAST_CHECK)
+    assert done.cycles.read_aws[:5] == [True, False, False, False, True]
 
 
 def test_disagreeing_reads_are_read_again_after_poll_interval() -> None:
@@ -428,9 +441,9 @@ def test_zero_follow_up_delay_turns_the_follow_up_off() -> None:
 
 
 def test_progress_is_polled_while_warm_ups_are_pending() -> None:
-    """Pending work is looked at every poll_interval after each cycle ends, then polling stops."""
+    """Pending work is looked at every poll_interval after each cycle starts, then polling stops."""
     done = run(30, result=lambda t: pending() if t < 1.5 else ok())
-    assert gaps(done.cycles.starts) == [0.55, 0.55, 0.55]
+    assert gaps(done.cycles.starts) == [0.5, 0.5, 0.5]
 
 
 def test_failures_back_off_exponentially_up_to_the_cap() -> None:
