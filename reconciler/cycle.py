@@ -21,7 +21,7 @@ the runtime read found of the running HAProxy (``CycleResult.haproxy``).
 from __future__ import annotations
 
 from reconciler import apply
-from reconciler.core import config_parse, next_config, plan
+from reconciler.core import next_config, plan
 from reconciler.core.errors import TransientError
 from reconciler.core.model import (
     AwsObservation,
@@ -97,12 +97,12 @@ def config_problems(settings: Settings, stored: StoredConfig) -> list[str]:
     Problems of the config file *stored* (in template mode: of the template) that make a backend
     unmanageable, for a check before running.
     """
-    document = config_parse.parse(next_config.for_cycle(settings, stored).sections)
+    sections = next_config.for_cycle(settings, stored).config
     runtime_mode = settings.haproxy.socket is not None
     found = (
         plan.section_problem(
             binding,
-            config_parse.backend(document, binding.name),
+            sections.get(binding.name),
             runtime_mode,
             str(settings.haproxy.template or settings.haproxy.config),
         )

@@ -446,7 +446,6 @@ class Controller:
         if result is None:
             return Ran(started, ended, None, read_aws, claims=watches)
         delay = self._progress_delay(result, started, ended)
-        changed_aws = result.outcome is not None and result.outcome.lifecycle_calls > 0
         failing = failing_groups(result)
         if not read_aws and failing is not None:
             failing -= result.aws.errors.keys()  # refused for the reused read: no new failure
@@ -456,10 +455,10 @@ class Controller:
             failing,
             read_aws,
             result.aws,
-            reusable=not changed_aws,
+            reusable=not result.changed_aws,
             progress=delay,
             cpu=cpu,
-            reread=any(b.rereads_aws for b in result.plan.backends if not b.refused),
+            reread=result.rereads_aws,
             claims=watches,
         )
 
@@ -475,11 +474,8 @@ class Controller:
             self._idle_since = None
         elif self._idle_since is None:
             self._idle_since = started
-        if not watched:
-            return None
         waited = 0.0 if self._idle_since is None else ended - self._idle_since
-        bindings = [b for b in self._settings.backends if b.name in watched]
-        return progress.delay(bindings, self._settings.controller, waited)
+        return progress.next_look(self._settings, result, waited)
 
     def _attempt(self, aws: AwsObservation | None) -> tuple[CycleResult | None, str]:
         """

@@ -153,12 +153,9 @@ def _next_look(
     resync.
     """
     config = loaded.controller
-    watched = progress.watched(result)
-    rereads = any(b.rereads_aws for b in result.plan.backends)
-    changed_aws = result.outcome is not None and result.outcome.lifecycle_calls > 0
-    if not watched or rereads or changed_aws or result.aws.errors:
+    wait = progress.next_look(loaded, result)
+    if wait is None or result.rereads_aws or result.changed_aws or result.aws.errors:
         return config.poll_interval, None
-    wait = progress.delay([b for b in loaded.backends if b.name in watched], config)
     return wait, (result.aws if age + wait < config.resync_interval else None)
 
 

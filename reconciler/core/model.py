@@ -670,3 +670,13 @@ class CycleResult:
     def pending(self) -> bool:
         """Warm-ups, drains or postponed deletions remain for a later cycle."""
         return self.plan.pending or bool(self.outcome and self.outcome.deferred)
+
+    @property
+    def rereads_aws(self) -> bool:
+        """AWS's reads disagreed about an instance: a later cycle must read AWS again."""
+        return any(b.rereads_aws for b in self.plan.backends if not b.refused)
+
+    @property
+    def changed_aws(self) -> bool:
+        """It completed lifecycle actions: AWS changed since its read, which is stale now."""
+        return self.outcome is not None and self.outcome.lifecycle_calls > 0

@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from reconciler.core.model import CycleResult
-from reconciler.core.settings import Binding, ControllerSettings
+from reconciler.core.settings import Binding, ControllerSettings, Settings
 
 
 #: HAProxy's default check interval (``inter``), in seconds.
@@ -63,6 +63,18 @@ def delay(bindings: Iterable[Binding], config: ControllerSettings, waited: float
     """
     shortest = min(check_interval(binding.server_options) for binding in bindings)
     return min(max(shortest / 4, waited / 4, MIN_DELAY), config.poll_interval)
+
+
+def next_look(settings: Settings, result: CycleResult, waited: float = 0.0) -> float | None:
+    """
+    How soon to look at HAProxy again after the cycle that returned *result* (``delay`` for
+    the servers of its ``watched`` backends), ``None`` when nothing waits on HAProxy.
+    """
+    names = watched(result)
+    if not names:
+        return None
+    bindings = [binding for binding in settings.backends if binding.name in names]
+    return delay(bindings, settings.controller, waited)
 
 
 def watched(result: CycleResult) -> frozenset[str]:
