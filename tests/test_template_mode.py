@@ -241,7 +241,11 @@ def test_template_change_is_validated_and_reloaded(node: Node) -> None:
     assert result.outcome is not None
     assert (result.outcome.file_written, result.outcome.reloaded) == (True, True)
     wait_for(lambda: node.new_worker(worker), "the reloaded worker")
-    assert node.haproxy.get("/version") == (200, "template v2")
+    # The master tells the old worker to stop listening only once the new one is up: in between,
+    # a connection may still reach the old worker and its old config.
+    wait_for(
+        lambda: node.haproxy.get("/version") == (200, "template v2"), "the new template served"
+    )
     node.wait_answering(node.serve_instances())
     assert node.is_template_output()
     again = node.cycle()
