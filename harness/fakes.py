@@ -124,6 +124,8 @@ class FakeRuntime:
             check_state=CHECK_CONFIGURED if line.has_check else 0,
             check_result=0,
             seconds_in_state=0,
+            weight=_weight_of(line),
+            backup=line.is_backup,
         )
 
     def enable_health(self, backend: str, server: str) -> None:
@@ -136,6 +138,11 @@ class FakeRuntime:
         self.commands.append(f"state {state} {backend}/{server}")
         admin = {"ready": 0, "drain": ADMIN_FDRAIN, "maint": ADMIN_FMAINT}[state]
         self._update(backend, server, admin_state=admin, seconds_in_state=0)
+
+    def set_weight(self, backend: str, server: str, weight: int) -> None:
+        """Change the weight."""
+        self.commands.append(f"weight {backend}/{server} {weight}")
+        self._update(backend, server, weight=weight)
 
     def set_address(self, backend: str, server: str, address: str, port: int) -> None:
         """Move the server."""
@@ -178,6 +185,13 @@ class FakeRuntime:
             msg = "No such server."
             raise PermanentError(msg)
         self.servers[backend][server] = replace(self.servers[backend][server], **changes)  # type: ignore[arg-type]
+
+
+def _weight_of(line: ServerLine) -> int:
+    """The weight ``add server`` gives *line*'s server: its last ``weight`` word, else 1."""
+    words = line.file_options
+    weights = [int(words[i + 1]) for i, w in enumerate(words[:-1]) if w == "weight"]
+    return weights[-1] if weights else 1
 
 
 @dataclass

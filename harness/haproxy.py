@@ -6,7 +6,9 @@ Real HAProxy processes and real HTTP backends, all on 127.0.0.0/8.
   every process it started.
 - ``HTTPBackends``: ``backends.start("127.0.1.4", name="i-1")`` serves ``hello from i-1`` on a free
   port of that address (``HTTPBackend``; HTTP/1.1, keep-alive, with
-  ``HTTPBackends(keep_alive=True)``); ``stop_all`` stops every server.
+  ``HTTPBackends(keep_alive=True)``); ``stop_all`` stops every server. A backend's health path
+  fails on demand (``healthy = False``) and recovers (``True``), and it counts the requests it
+  answered (``requests``), health checks aside.
 - ``wait_for`` polls a condition with a deadline, so callers never depend on how long HAProxy
   takes to check or reload; it raises ``HarnessError`` when the deadline passes.
 - ``haproxy_matrix`` lists the HAProxy versions to compare (``HAProxyBinary``: path, version,
@@ -91,7 +93,8 @@ class HTTPBackend:
     ``GET /health`` answers 200, or 503 while ``healthy`` is false; ``GET /slow?seconds=N`` answers
     after N seconds; every other path answers 200 with ``hello from <name>``. HTTP/1.0 (each
     connection closed after one answer), or with *keep_alive* HTTP/1.1, whose connections stay
-    open, so that HAProxy keeps idle connections to the server.
+    open, so that HAProxy keeps idle connections to the server. ``requests`` counts the answers
+    to other paths than ``/health``: the requests the load balancer sent it.
     """
 
     def __init__(
@@ -99,6 +102,8 @@ class HTTPBackend:
     ) -> None:
         #: Flip to make HAProxy's health checks fail (``/health`` answers 503).
         self.healthy = True
+        self._requests = 0
+        self._count_lock = threading.Lock()
         handler = _KeepAliveHandler if keep_alive else _Handler
         self._server = _Server((_loopback(host), port), handler, self)
         self.host = host
@@ -117,6 +122,17 @@ class HTTPBackend:
     def address(self) -> str:
         """``<host>:<port>``, as a ``server`` line wants it."""
         return f"{self.host}:{self.port}"
+
+    @property
+    def requests(self) -> int:
+        """Requests answered so far, health checks aside."""
+        with self._count_lock:
+            return self._requests
+
+    def count_request(self) -> None:
+        """Count one request (the handler's threads call it)."""
+        with self._count_lock:
+            self._requests += 1
 
     def stop(self) -> None:
         """Stop listening; requests in flight finish in their own threads."""
@@ -183,6 +199,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if url.path == "/slow":
             seconds = float(urllib.parse.parse_qs(url.query).get("seconds", ["1"])[0])
             time.sleep(seconds)
+        backend.count_request()
         self._answer(200, f"hello from {backend.name}")
 
     def _answer(self, status: int, body: str) -> None:

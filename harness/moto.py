@@ -6,12 +6,15 @@ AWS on loopback: a real moto server, reached over HTTP by real boto3.
   points boto3 and child processes at it (dummy keys, region ``eu-west-1``, no config file), and
   ``use_moto_only`` puts this process's environment on it, every other ``AWS_*`` variable removed.
 - ``Cloud`` creates groups whose instances get loopback private IPs (VPC ``127.0.0.0/16``, subnets
-  ``127.0.<octet>.0/24``), and it bends moto where moto is too perfect: lifecycle states moto never
-  produces, instances EC2 does not know yet, short pages, and AWS errors on demand. It also answers
-  the two lifecycle-action calls moto lacks (``CompleteLifecycleAction``,
-  ``RecordLifecycleActionHeartbeat``) the way AWS does, recording each in ``lifecycle_calls``. The
-  server runs in this process, so all of that is done by changing moto's objects directly; ``close``
-  removes every such change.
+  ``127.0.<octet>.0/24``), spread over Availability Zones (zone ``<region>a``, ``b``, ``c`` has
+  subnet ``127.0.1``, ``.2``, ``.3.0/24``) and of mixed instance types if asked (moto itself
+  launches every member in the group's first subnet, of the launch template's type: the harness
+  launches them with RunInstances and attaches them instead). It bends moto where moto is too
+  perfect: lifecycle states moto never produces, instances EC2 does not know yet, short pages, and
+  AWS errors on demand. It also answers the two lifecycle-action calls moto lacks
+  (``CompleteLifecycleAction``, ``RecordLifecycleActionHeartbeat``) the way AWS does, recording
+  each in ``lifecycle_calls``. The server runs in this process, so all of that is done by changing
+  moto's objects directly; ``close`` removes every such change.
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import os
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from itertools import cycle, groupby
 from typing import TYPE_CHECKING, Any, Final, cast
 from xml.sax.saxutils import escape as xml_escape
 
@@ -48,7 +53,13 @@ from moto.sqs.responses import SQSResponse
 
 if TYPE_CHECKING:
     from mypy_boto3_autoscaling import AutoScalingClient
+    from mypy_boto3_autoscaling.type_defs import (
+        LaunchTemplateOverridesTypeDef,
+        LaunchTemplateSpecificationTypeDef,
+        MixedInstancesPolicyTypeDef,
+    )
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_ec2.literals import InstanceTypeType
     from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
@@ -71,9 +82,12 @@ EC2_STATE_CODES = {
 }
 #: ``create_group``'s default maximum size, when the group starts smaller.
 DEFAULT_MAX_SIZE = 100
-#: The image and type of every instance the harness launches.
+#: The image of every instance the harness launches, and its type unless told otherwise.
 IMAGE_ID: Final = "ami-12c6146b"
 INSTANCE_TYPE: Final = "t3.micro"
+#: The third octet of each Availability Zone's subnet, by the zone's letter: zone
+#: ``<region>b``'s instances get addresses in ``127.0.2.0/24``.
+ZONE_OCTETS: Final = {"a": 1, "b": 2, "c": 3}
 LAUNCHING = "autoscaling:EC2_INSTANCE_LAUNCHING"
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 #: The state a hook on each transition holds an instance in until its action is completed.
@@ -91,6 +105,16 @@ _ABSENT = object()
 
 #: A moto request handler: a ``BaseResponse`` method taking no argument but the response.
 Handler = Callable[..., Any]
+
+
+@dataclass(frozen=True)
+class Placed:
+    """Where DescribeInstances says an instance runs, and as what."""
+
+    private_ip: str
+    #: The Availability Zone's name (``eu-west-1b``).
+    zone: str
+    instance_type: str
 
 
 class Cloud:
@@ -112,7 +136,8 @@ class Cloud:
         self.sqs: SQSClient = session.client("sqs", endpoint_url=endpoint, config=config)
         self.sns: SNSClient = session.client("sns", endpoint_url=endpoint, config=config)
         self._vpc_id: str | None = None
-        self._subnets: dict[int, str] = {}
+        #: Third octet → the subnet's id and its zone's letter.
+        self._subnets: dict[int, tuple[str, str]] = {}
         self._template: str | None = None
         self._undo: list[tuple[type[BaseResponse], str, object]] = []
         #: Every ``CompleteLifecycleAction`` and ``RecordLifecycleActionHeartbeat`` call since
@@ -166,23 +191,118 @@ class Cloud:
     # -- groups -----------------------------------------------------------------------------------
 
     def create_group(
-        self, name: str, size: int, *, subnet_octet: int = 1, max_size: int | None = None
+        self,
+        name: str,
+        size: int,
+        *,
+        subnet_octet: int = 1,
+        max_size: int | None = None,
+        zones: Mapping[str, int] | None = None,
+        instance_types: Sequence[str] = (),
+        overrides: Mapping[str, int | str | None] | None = None,
     ) -> list[str]:
         """
         Create group *name* with *size* InService instances in subnet ``127.0.<subnet_octet>.0/24``
-        and return their ids, sorted. *max_size* defaults to *size* or ``DEFAULT_MAX_SIZE``,
-        whichever is larger.
+        (zone ``<region>a``) and return their ids, sorted. *max_size* defaults to *size* or
+        ``DEFAULT_MAX_SIZE``, whichever is larger.
+
+        - *zones*, instead of *subnet_octet*: how many of the instances run in each zone, by
+          letter (``{"a": 2, "b": 2, "c": 2}``; the counts add up to *size*), each zone in its
+          subnet (``ZONE_OCTETS``); the group's subnets are those zones'.
+        - *instance_types*: the members' types in launch order (zone by zone in the order of
+          *zones*), repeated as needed: ``["c5.large", "c5.4xlarge"]`` alternates them;
+          default ``INSTANCE_TYPE``.
+        - *overrides*: make it a mixed-instances group whose launch template overrides give
+          each instance type a ``WeightedCapacity`` (an int; any text, to play a malformed one;
+          ``None``: an override without one).
+
+        The desired capacity is the number of instances, as moto counts it (AWS counts weighted
+        capacity units in a group with weights; the controller only asks whether it is 0).
+        Grow such a group with ``add_instances``: moto's own ``set_desired`` launches into the
+        first subnet only, as the template's type (and, with weights, divides by the first
+        override's).
         """
+        plain = zones is None and not instance_types and overrides is None
+        spread = dict(zones) if zones is not None else {"a": size}
+        if sum(spread.values()) != size:
+            msg = f"zones {spread} do not add up to {size} instances"
+            raise ValueError(msg)
+        subnets = (
+            [self.zone_subnet(letter) for letter in spread]
+            if zones is not None
+            else [self._subnet(subnet_octet)]
+        )
+        template = self._launch_template()
+        shape: dict[str, Any] = (
+            {"LaunchTemplate": {"LaunchTemplateName": template}}
+            if overrides is None
+            else {"MixedInstancesPolicy": _mixed_policy(template, overrides)}
+        )
         self.autoscaling.create_auto_scaling_group(
             AutoScalingGroupName=name,
             MinSize=0,
             MaxSize=max(size, DEFAULT_MAX_SIZE) if max_size is None else max_size,
-            DesiredCapacity=size,
-            LaunchTemplate={"LaunchTemplateName": self._launch_template()},
+            # moto would launch every member in the first subnet, as the template's type.
+            DesiredCapacity=size if plain else 0,
             # Without it moto hands out random 10.x addresses, whatever the default subnet.
-            VPCZoneIdentifier=self._subnet(subnet_octet),
+            VPCZoneIdentifier=",".join(subnets),
+            **shape,
         )
+        if not plain:
+            counts = zip(subnets, spread.values(), strict=True)
+            self._launch(name, counts, instance_types or [INSTANCE_TYPE])
         return sorted(m["InstanceId"] for m in self._members(name))
+
+    def add_instances(
+        self, name: str, count: int, *, zone: str = "a", instance_type: str = INSTANCE_TYPE
+    ) -> list[str]:
+        """
+        Launch *count* running instances of *instance_type* in *zone* (a letter: its subnet,
+        ``ZONE_OCTETS``) into group *name*, InService, and return their ids, sorted. Their
+        desired capacity is added to the group's, as AWS does for attached instances. (moto's
+        own scale-out, ``set_desired``, launches into the group's first subnet only.)
+        """
+        return self._attach_new(name, self.zone_subnet(zone), instance_type, count)
+
+    def set_instance_type(self, instance_id: str, instance_type: str) -> None:
+        """
+        Make DescribeInstances say *instance_id* is an *instance_type*, at once, as after AWS
+        stopped, resized and started it (same address). The group's own member listing keeps
+        the old type; the controller reads DescribeInstances'.
+        """
+        self.ec2.modify_instance_attribute(
+            InstanceId=instance_id, InstanceType={"Value": instance_type}
+        )
+
+    def set_overrides(self, name: str, overrides: Mapping[str, int | str | None]) -> None:
+        """Give mixed-instances group *name* these launch template overrides (``create_group``)."""
+        policy = _mixed_policy(self._launch_template(), overrides)
+        self.autoscaling.update_auto_scaling_group(
+            AutoScalingGroupName=name, MixedInstancesPolicy=policy
+        )
+
+    def placements(self, name: str) -> dict[str, Placed]:
+        """Instance id → where the running members of group *name* are and what they are."""
+        ids = [m["InstanceId"] for m in self._members(name)]
+        if not ids:
+            return {}
+        reservations = self.ec2.describe_instances(InstanceIds=ids)["Reservations"]
+        return {
+            i["InstanceId"]: Placed(
+                i["PrivateIpAddress"], i["Placement"]["AvailabilityZone"], i["InstanceType"]
+            )
+            for r in reservations
+            for i in r["Instances"]
+            if i["State"]["Name"] == "running"
+        }
+
+    def zone(self, letter: str) -> str:
+        """The name of zone *letter* in this region: ``eu-west-1b`` for ``b``."""
+        return f"{self.region}{letter}"
+
+    def zone_subnet(self, letter: str) -> str:
+        """The id of zone *letter*'s subnet, ``127.0.<ZONE_OCTETS[letter]>.0/24``."""
+        return self._subnet(ZONE_OCTETS[letter], letter)
 
     def serving(self, name: str) -> dict[str, str]:
         """Instance id → private IP of the members that should serve: InService and Healthy."""
@@ -488,17 +608,44 @@ class Cloud:
         self._undo.append((owner, name, owner.__dict__.get(name, _ABSENT)))
         setattr(owner, name, handler)
 
-    def _subnet(self, octet: int) -> str:
+    def _subnet(self, octet: int, zone: str = "a") -> str:
+        """Subnet ``127.0.<octet>.0/24`` in zone letter *zone*, created on first use."""
         if self._vpc_id is None:
             self._vpc_id = self.ec2.create_vpc(CidrBlock=VPC_CIDR)["Vpc"]["VpcId"]
         if octet not in self._subnets:
             subnet = self.ec2.create_subnet(
                 VpcId=self._vpc_id,
                 CidrBlock=f"127.0.{octet}.0/24",
-                AvailabilityZone=f"{self.region}a",
+                AvailabilityZone=self.zone(zone),
             )
-            self._subnets[octet] = subnet["Subnet"]["SubnetId"]
-        return self._subnets[octet]
+            self._subnets[octet] = (subnet["Subnet"]["SubnetId"], zone)
+        subnet_id, made_in = self._subnets[octet]
+        if made_in != zone:
+            msg = f"subnet 127.0.{octet}.0/24 is in zone {made_in!r}, not {zone!r}"
+            raise ValueError(msg)
+        return subnet_id
+
+    def _launch(self, name: str, counts: Iterable[tuple[str, int]], types: Sequence[str]) -> None:
+        """For each subnet and count of *counts*, attach that many new instances to group
+        *name*, whose types are the next ones of *types* (repeated as needed)."""
+        kinds = cycle(types)
+        slots = [(subnet, next(kinds)) for subnet, count in counts for _ in range(count)]
+        for (subnet, kind), run in groupby(slots):
+            self._attach_new(name, subnet, kind, len(list(run)))
+
+    def _attach_new(self, name: str, subnet: str, instance_type: str, count: int) -> list[str]:
+        """Launch *count* instances in *subnet* and attach them to group *name*; their ids."""
+        launched = self.ec2.run_instances(
+            ImageId=IMAGE_ID,
+            # Any text: moto checks it against the region's offerings, as AWS does.
+            InstanceType=cast("InstanceTypeType", instance_type),
+            MinCount=count,
+            MaxCount=count,
+            SubnetId=subnet,
+        )
+        ids = sorted(i["InstanceId"] for i in launched["Instances"])
+        self.autoscaling.attach_instances(AutoScalingGroupName=name, InstanceIds=ids)
+        return ids
 
     def _launch_template(self) -> str:
         if self._template is None:
@@ -524,6 +671,20 @@ class _Countdown:
                 return False
             self._left -= 1
             return True
+
+
+def _mixed_policy(
+    template: str, overrides: Mapping[str, int | str | None]
+) -> MixedInstancesPolicyTypeDef:
+    """A ``MixedInstancesPolicy`` on launch *template* with one override per instance type."""
+    listed: list[LaunchTemplateOverridesTypeDef] = []
+    for kind, weight in overrides.items():
+        override: LaunchTemplateOverridesTypeDef = {"InstanceType": kind}
+        if weight is not None:
+            override["WeightedCapacity"] = str(weight)
+        listed.append(override)
+    spec: LaunchTemplateSpecificationTypeDef = {"LaunchTemplateName": template}
+    return {"LaunchTemplate": {"LaunchTemplateSpecification": spec, "Overrides": listed}}
 
 
 def _handler(answer: Callable[[AutoScalingResponse], ActionResult]) -> Handler:

@@ -5,9 +5,12 @@ is needed.
 Make before break: the planner lists a backend's additions before its removals and they run in
 that order. The file is written after the runtime changes, without the servers HAProxy refused, so
 the file never claims a server the running HAProxy does not have. A failed step stops only that
-server's remaining steps; the next cycle re-plans from what HAProxy then reports. The next file
-is made by the ``NextFileMaker`` the cycle's observation built: edited in place, or rendered from a
-template, which also asks for a reload when more than the servers changed.
+server's remaining steps; the next cycle re-plans from what HAProxy then reports. A delete HAProxy
+puts off (something is still attached) is no failure, but it too ends the server's steps of the
+cycle: a server added again in another form (zone routing: maintenance, delete, add) must not be
+added while its old form is still there. The next file is made by the ``NextFileMaker`` the
+cycle's observation built: edited in place, or rendered from a template, which also asks for a
+reload when more than the servers changed.
 
 An ``add server`` that HAProxy calls a duplicate (the name or the id is taken) is no refusal: the
 read the plan came from was out of date. That backend's remaining steps are skipped, its section of
@@ -157,6 +160,8 @@ class _StepRunner:
             except PermanentError as exc:
                 failed.add(step.server)
                 if step.kind is StepKind.DELETE:
+                    # Put off, not failed; its later steps wait all the same (an add of its new
+                    # form would find the name taken by the old one).
                     self.deferred.append(Deferral(step.backend, step.server, str(exc)))
                     continue
                 if step.kind is StepKind.ADD:
@@ -176,7 +181,7 @@ class _StepRunner:
             assert step.line is not None  # noqa: S101 - the planner sets it
             runtime.add_server(backend, step.line)
             self.commands += 1
-            self._warm_up(step.line, backend, hold=step.hold)
+            self._warm_up(step.line, backend, hold=step.hold, proven=step.proven)
         elif step.kind is StepKind.READDRESS:
             assert step.line is not None  # noqa: S101 - the planner sets it
             self._state(backend, server, "maint")
@@ -186,6 +191,11 @@ class _StepRunner:
         elif step.kind is StepKind.WARM_UP:
             assert step.line is not None  # noqa: S101 - the planner sets it
             self._warm_up(step.line, backend)
+        elif step.kind is StepKind.WEIGHT:
+            assert step.line is not None  # noqa: S101 - the planner sets it
+            assert step.line.weight is not None  # noqa: S101 - the planner sets it
+            runtime.set_weight(backend, server, step.line.weight)
+            self.commands += 1
         elif step.kind is StepKind.KILL_SESSIONS:
             runtime.shutdown_sessions(backend, server)
             self.commands += 1
@@ -195,15 +205,19 @@ class _StepRunner:
         else:
             self._state(backend, server, _STATES[step.kind])
 
-    def _warm_up(self, line: ServerLine, backend: str, *, hold: bool = False) -> None:
+    def _warm_up(
+        self, line: ServerLine, backend: str, *, hold: bool = False, proven: bool = False
+    ) -> None:
         """
         A server with a check waits in drain for its first pass; one without serves at once,
-        unless *hold* keeps it in drain (its launch is not complete).
+        unless *hold* keeps it in drain (its launch is not complete). A *proven* one (added again
+        in another form, its check passed just before) serves at once, check or not, unless held.
         """
         if line.has_check:
             self.runtime.enable_health(backend, line.name)
             self.commands += 1
-        self._state(backend, line.name, "drain" if line.has_check or hold else "ready")
+        waits = hold or (line.has_check and not proven)
+        self._state(backend, line.name, "drain" if waits else "ready")
 
     def _state(self, backend: str, server: str, state: str) -> None:
         self.runtime.set_state(backend, server, state)

@@ -13,6 +13,11 @@ terminal would otherwise still get bold and dim.
 Above the tables, one line says which HAProxy the report compared with and what its runtime API
 offers the controller (``haproxy_line``); ``--json`` has it all in its ``haproxy`` object.
 
+A backend with zone routing gets its zone line under its title (``core.drift.zone_summary``) and a
+zone column; one that sets weights (or runs a server at another weight than its file line says) a
+weight column; its warnings come before its summary line. Other backends' tables keep their
+columns, so they read as before.
+
 ``to_json`` follows ``JSON_SCHEMA``; ``SCHEMA_VERSION`` changes whenever a field is removed or
 changes meaning, never when one is added.
 """
@@ -40,8 +45,10 @@ from reconciler.core.drift import (
     RuntimeState,
     Status,
     Verdict,
+    zone_reason,
+    zone_summary,
 )
-from reconciler.core.model import HAProxyFeatures
+from reconciler.core.model import HAProxyFeatures, ZoneMode, ZoneStatus
 from reconciler.logs import escaped
 
 
@@ -59,8 +66,10 @@ _STYLES = {
     Verdict.RUNTIME_ONLY: "yellow",
     Verdict.FILE_ONLY: "yellow",
     Verdict.MAINT: "yellow",
+    Verdict.ZONE: "yellow",
     Verdict.DRAINING: "magenta",
     Verdict.WARMING: "cyan",
+    Verdict.WEIGHT: "yellow",
     Verdict.OUTDATED: "yellow",
     Verdict.DOWN: "red",
     Verdict.OK: "green",
@@ -85,6 +94,9 @@ _COLUMNS = (
     "check",
     "detail",
 )
+#: Shown before the detail, only in the tables of backends that use them (``_columns``).
+_ZONE_COLUMN = "zone"
+_WEIGHT_COLUMN = "weight"
 _NONE = "-"
 _GAP = "  "
 #: The narrowest detail column worth a table; on a narrower console rows are stacked instead.
@@ -121,8 +133,13 @@ def tables(report: DriftReport) -> RenderableType:
         parts.extend((haproxy_line(report.haproxy), Text()))
     for backend in report.backends:
         parts.append(Text(escaped(f"backend {backend.backend} ← {backend.asg}"), style="bold"))
+        if backend.zones is not None:
+            parts.append(Text(escaped(zone_summary(backend.zones))))
         if backend.rows:
-            parts.append(_Grid(_COLUMNS, tuple(_cells(row) for row in backend.rows)))
+            zone, weight = _columns(backend)
+            cells = tuple(_cells(row, zone=zone, weight=weight) for row in backend.rows)
+            parts.append(_Grid(_header(zone=zone, weight=weight), cells))
+        parts.extend(Text(escaped(f"warning: {w}"), style="yellow") for w in backend.warnings)
         parts.extend((summary(backend), Text()))
     parts.append(overall(report))
     return RenderGroup(*parts)
@@ -198,7 +215,44 @@ def summary(backend: BackendDrift) -> Text:
 _Cell = tuple[str, str]
 
 
-def _cells(row: DriftRow) -> tuple[_Cell, ...]:
+def _columns(backend: BackendDrift) -> tuple[bool, bool]:
+    """
+    Whether *backend*'s table has a zone column (zone routing is on) and a weight column (it
+    sets weights, or a server's running weight is not its file line's).
+    """
+    weights = backend.weights or any(row.weight_runtime is not None for row in backend.rows)
+    return backend.zones is not None, weights
+
+
+def _header(*, zone: bool, weight: bool) -> tuple[str, ...]:
+    """The column titles, with the zone and weight columns when asked for, before the detail."""
+    extra = (_ZONE_COLUMN,) * zone + (_WEIGHT_COLUMN,) * weight
+    return (*_COLUMNS[:-1], *extra, _COLUMNS[-1])
+
+
+def _zone_cell(row: DriftRow) -> str:
+    """The instance's zone, ``eu-west-1a (local)`` in the node's own; ``-`` without one."""
+    zone = row.zone or _NONE
+    return f"{zone} (local)" if row.local else zone
+
+
+def _weight_cell(row: DriftRow) -> str:
+    """
+    The desired weight, with the runtime and file weights that differ from it: ``80``, ``80
+    (runtime 10, file none)`` (the file line has no ``weight``); the runtime (else file) weight
+    of a server no weight is desired for.
+    """
+    desired, running, written = row.weight_desired, row.weight_runtime, row.weight_file
+    if desired is None:
+        found = running if running is not None else written
+        return _NONE if found is None else str(found)
+    others = [f"runtime {running}"] if running is not None and running != desired else []
+    if row.in_file and written != desired:
+        others.append(f"file {'none' if written is None else written}")
+    return f"{desired} ({', '.join(others)})" if others else str(desired)
+
+
+def _cells(row: DriftRow, *, zone: bool = False, weight: bool = False) -> tuple[_Cell, ...]:
     asg = f"{row.lifecycle_state} {row.health_status}" if row.lifecycle_state else _NONE
     ec2 = (row.ec2_state or "not found") if row.lifecycle_state else _NONE
     running = row.runtime_state.value if row.runtime_state is not None else "not read"
@@ -212,6 +266,8 @@ def _cells(row: DriftRow) -> tuple[_Cell, ...]:
         "yes" if row.in_file else "no",
         running,
         check,
+        *((_zone_cell(row),) if zone else ()),
+        *((_weight_cell(row),) if weight else ()),
         row.detail,
     )
     return ((row.verdict.value, _STYLES[row.verdict]), *((escaped(text), "") for text in texts))
@@ -359,6 +415,29 @@ def _backend_json(backend: BackendDrift) -> dict[str, Any]:
             "verdicts": {verdict.value: n for verdict, n in backend.counts().items()},
         },
         "rows": [_row_json(row) for row in backend.rows],
+        "warnings": list(backend.warnings),
+        "weights": backend.weights,
+        "zone_routing": None if backend.zones is None else _zones_json(backend.zones),
+    }
+
+
+def _zones_json(zones: ZoneStatus) -> dict[str, Any]:
+    return {
+        "node_zone": zones.node_zone,
+        "mode": zones.mode.value,
+        "reason": zone_reason(zones),
+        "needed": zones.needed,
+        "cross_zone_share": zones.cross_zone_share,
+        "zones": [
+            {
+                "zone": zone,
+                "local": zone == zones.node_zone,
+                "servers": count.servers,
+                "healthy": count.healthy,
+                "healthy_capacity": count.healthy_capacity,
+            }
+            for zone, count in sorted(zones.zones.items())
+        ],
     }
 
 
@@ -379,6 +458,11 @@ def _row_json(row: DriftRow) -> dict[str, Any]:
         "runtime_address": row.runtime_address,
         "check": row.check.value if row.check is not None else None,
         "check_status": row.check_status,
+        "zone": row.zone,
+        "local": row.local,
+        "weight_desired": row.weight_desired,
+        "weight_runtime": row.weight_runtime,
+        "weight_file": row.weight_file,
     }
 
 
@@ -398,6 +482,28 @@ def _object(properties: Mapping[str, Any]) -> dict[str, Any]:
 
 _TEXT_OR_NULL = {"type": ["string", "null"]}
 _COUNT = {"type": "integer", "minimum": 0}
+_WEIGHT_OR_NULL = {"type": ["integer", "null"], "minimum": 0, "maximum": 256}
+_ZONE_ROUTING = _object(
+    {
+        "node_zone": {"type": "string"},
+        "mode": _enum(ZoneMode),
+        "reason": {"type": "string"},
+        "needed": {"type": "number", "minimum": 0},
+        "cross_zone_share": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "zones": {
+            "type": "array",
+            "items": _object(
+                {
+                    "zone": {"type": "string"},
+                    "local": {"type": "boolean"},
+                    "servers": _COUNT,
+                    "healthy": _COUNT,
+                    "healthy_capacity": _COUNT,
+                }
+            ),
+        },
+    }
+)
 _TEXTS = {"type": "array", "items": {"type": "string"}}
 
 #: The JSON Schema (2020-12) of ``to_json``'s output. Every key is always present.
@@ -460,9 +566,18 @@ JSON_SCHEMA: dict[str, Any] = {
                                     "runtime_address": _TEXT_OR_NULL,
                                     "check": _enum(CheckResult, nullable=True),
                                     "check_status": _TEXT_OR_NULL,
+                                    "zone": _TEXT_OR_NULL,
+                                    "local": {"type": ["boolean", "null"]},
+                                    "weight_desired": _WEIGHT_OR_NULL,
+                                    "weight_runtime": _WEIGHT_OR_NULL,
+                                    "weight_file": _WEIGHT_OR_NULL,
                                 }
                             ),
                         },
+                        "warnings": _TEXTS,
+                        "weights": {"type": "boolean"},
+                        # ``null`` when zone routing is off.
+                        "zone_routing": {**_ZONE_ROUTING, "type": ["object", "null"]},
                     }
                 ),
             },

@@ -20,7 +20,9 @@ A cycle runs when any of these comes due, whichever is first:
   after it ended, so polling a large backend keeps the controller busy half the time at most.
   Counted from the start: a cycle that added a server goes on to write the file (``haproxy -c``
   included), and a first check that passed meanwhile is seen right after it, not a quarter
-  interval later;
+  interval later. While a backend routes by zone, the polls never stop, nor grow rarer than a
+  quarter of its check interval (at most ``poll_interval``): its health checks decide where the
+  node's requests go, and a zone that fails spills within one poll;
 - ``poll_interval`` after a cycle whose AWS reads disagreed about an instance;
 - ``resync_interval`` after the start of the last cycle that read AWS, whatever happened: lost
   messages are corrected here, and it bounds every other wait, the backoff included;
@@ -364,6 +366,8 @@ class Controller:
         self._unjudged: dict[str, list[Wake]] = {}
         #: Since when the cycles waiting on HAProxy have found nothing to do (``None``: not so).
         self._idle_since: float | None = None
+        #: The last cycle logged at INFO found nothing to do (see ``_log``).
+        self._resting = False
         self.cycles = 0
 
     def run(self) -> None:
@@ -588,5 +592,11 @@ class Controller:
         if error:
             summary["error"] = error
             log.warning("cycle failed", extra={"fields": summary})
-        else:
-            log.info("cycle done", extra={"fields": summary})
+            self._resting = False
+            return
+        # Zone routing watches HAProxy's health several times a second for as long as it runs:
+        # after the first poll that found nothing to do, the next ones would bury the log.
+        resting = not changed and not summary["commands"] and not summary["pending"]
+        quiet = resting and self._resting and trigger == PROGRESS
+        self._resting = resting
+        log.log(logging.DEBUG if quiet else logging.INFO, "cycle done", extra={"fields": summary})

@@ -7,11 +7,16 @@ never share counters) and the time of the last successful cycle, from which ``/h
 with the reason.
 
 What a cycle reports is derived from its plan's rows: a server *changed* when its row says add,
-remove, address or options (``core.results.changed_rows``; warming and draining rows report
-progress); *desired* servers are
+remove, address, options, weight, or zone when the cycle adds it again in its other backup form
+(``core.results.changed_rows``; warming and draining rows report progress); *desired* servers are
 the group's serving instances; *actual* ones are the managed servers HAProxy has once the cycle is
 applied (draining ones included); *drift* counts the rows that were not unchanged when the cycle
 looked. A backend the cycle could not read keeps its last gauges.
+
+A zone-routed backend's gauges come from the plan's ``ZoneStatus``: its servers per zone and
+state, its mode, the cross-zone share of requests. Each cycle that reads the backend replaces
+them: a zone left without servers loses its series, and a backend whose routing was turned off
+loses them all.
 
 ``reconciler_haproxy_info`` follows the Prometheus convention for an info metric: a gauge that is
 always 1, whose labels are the facts: the running HAProxy's version and the runtime commands that
@@ -38,7 +43,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from reconciler.core.model import Change, CycleResult, HAProxyFeatures
+from reconciler.core.model import Change, CycleResult, HAProxyFeatures, ZoneMode, ZoneStatus
 from reconciler.core.results import changed_rows
 
 
@@ -97,7 +102,7 @@ class Metrics:
         )
         self.changes = Counter(
             "reconciler_changes",
-            "Server changes made, by kind (add, remove, address, options).",
+            "Server changes made, by kind (add, remove, address, options, weight, zone).",
             ["kind"],
             registry=r,
         )
@@ -170,6 +175,36 @@ class Metrics:
         )
         #: The labels of ``haproxy_info``'s one series, ``None`` before the runtime was read.
         self._haproxy_labels: tuple[str, str] | None = None
+        self.warnings = Gauge(
+            "reconciler_backend_warnings",
+            "What the last cycle that could read the backend warned of (an instance type "
+            "without a weight): one per warning.",
+            ["backend"],
+            registry=r,
+        )
+        self.zone_servers = Gauge(
+            "reconciler_zone_servers",
+            "Managed servers of a zone-routed backend per Availability Zone (unknown: no zone "
+            "given) and state: healthy (taking requests from the load balancer) or unhealthy.",
+            ["backend", "zone", "state"],
+            registry=r,
+        )
+        self.zone_mode = Gauge(
+            "reconciler_zone_mode",
+            "Zone routing's mode per backend: 1 for the current one, 0 for the other (local: "
+            "the other zones' servers are backups; spill: every zone's servers are active).",
+            ["backend", "mode"],
+            registry=r,
+        )
+        self.cross_zone_share = Gauge(
+            "reconciler_cross_zone_share",
+            "Share (0 to 1) of the requests HAProxy sent to servers outside its own zone since "
+            "its worker started (show stat lbtot); absent before any request.",
+            ["backend"],
+            registry=r,
+        )
+        #: The ``zone_servers`` series each backend has, to remove those of zones gone since.
+        self._zone_labels: dict[str, set[tuple[str, str, str]]] = {}
         if api_calls is not None:
             r.register(_ApiCallCollector(api_calls))
 
@@ -230,6 +265,31 @@ class Metrics:
             self.drift.labels(backend.backend).set(
                 sum(r.change is not Change.UNCHANGED for r in rows)
             )
+            self.warnings.labels(backend.backend).set(len(backend.warnings))
+            self._zones_read(backend.backend, backend.zones)
+
+    def _zones_read(self, backend: str, zones: ZoneStatus | None) -> None:
+        """Set the zone gauges of *backend* from *zones*; remove them when routing is off."""
+        labels = set()
+        if zones is not None:
+            for zone, count in zones.zones.items():
+                unhealthy = count.servers - count.healthy
+                for state, servers in (("healthy", count.healthy), ("unhealthy", unhealthy)):
+                    self.zone_servers.labels(backend, zone, state).set(servers)
+                    labels.add((backend, zone, state))
+        for gone in self._zone_labels.get(backend, set()) - labels:
+            self.zone_servers.remove(*gone)
+        self._zone_labels[backend] = labels
+        # ``remove`` leaves alone a series that was never set.
+        for mode in ZoneMode:
+            if zones is None:
+                self.zone_mode.remove(backend, mode.value)
+            else:
+                self.zone_mode.labels(backend, mode.value).set(zones.mode is mode)
+        if zones is None or zones.cross_zone_share is None:
+            self.cross_zone_share.remove(backend)
+        else:
+            self.cross_zone_share.labels(backend).set(zones.cross_zone_share)
 
     def _haproxy_read(self, features: HAProxyFeatures) -> None:
         """Make *features* the one series of ``haproxy_info`` (unchanged: nothing to do)."""

@@ -28,6 +28,8 @@ _STYLES = {
     Change.REMOVE: "red",
     Change.ADDRESS: "yellow",
     Change.OPTIONS: "yellow",
+    Change.ZONE: "yellow",
+    Change.WEIGHT: "yellow",
     Change.WARMING: "cyan",
     Change.DRAINING: "magenta",
     Change.UNCHANGED: "dim",
@@ -57,7 +59,7 @@ def plan_tables(plan: Plan, *, title: str = "") -> RenderableType:
 def _backend_table(backend: BackendPlan) -> RenderableType:
     table = Table(
         title=Text(escaped(f"backend {backend.backend} ← group {backend.asg}")),
-        caption=Text(escaped(_summary(backend))),
+        caption=Text("\n").join(Text(escaped(line)) for line in _summary(backend)),
         title_justify="left",
         caption_justify="left",
     )
@@ -76,14 +78,19 @@ def _backend_table(backend: BackendPlan) -> RenderableType:
     return table
 
 
-def _summary(backend: BackendPlan) -> str:
+def _summary(backend: BackendPlan) -> list[str]:
+    """
+    The caption's lines: the tally (or why nothing was done), then the warnings. (Zone routing's
+    status is the drift report's: a plan's was read before its cycle acted.)
+    """
     if backend.refused:
-        return f"REFUSED, nothing changed: {backend.refused}"
+        return [f"REFUSED, nothing changed: {backend.refused}"]
     if backend.held:
-        return f"HELD: {backend.held}"
-    tally = counts(backend)
-    shown = ", ".join(f"{n} {kind}" for kind, n in tally.items() if n)
-    return shown or "no managed servers"
+        head = f"HELD: {backend.held}"
+    else:
+        tally = counts(backend)
+        head = ", ".join(f"{n} {kind}" for kind, n in tally.items() if n) or "no managed servers"
+    return [head, *(f"warning: {warning}" for warning in backend.warnings)]
 
 
 def sorted_rows(rows: Iterable[Row]) -> list[Row]:
@@ -114,6 +121,7 @@ def report_json(report: RunReport, *, dry_run: bool) -> dict[str, Any]:
                 "refused": b.refused,
                 "held": b.held,
                 "pending": b.pending,
+                "warnings": list(b.warnings),
                 "counts": counts(b),
                 "servers": [
                     {

@@ -56,6 +56,10 @@ class RuntimeApi(Protocol):
         """``set server <b>/<s> state ready|drain|maint``."""
         ...
 
+    def set_weight(self, backend: str, server: str, weight: int) -> None:
+        """``set server <b>/<s> weight <n>``: takes effect at once, no reload."""
+        ...
+
     def set_address(self, backend: str, server: str, address: str, port: int) -> None:
         """``set server <b>/<s> addr <ip> port <port>``."""
         ...

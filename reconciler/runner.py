@@ -8,10 +8,12 @@ to run it.
   SIGINT;
 - ``read_drift``: one read of the selected backends, assessed.
 
-A run that cannot start raises the error taxonomy: ``ConfigError`` for a configuration that
-cannot be worked with, any other ``ReconcilerError`` for a dependency that refused. What goes
-wrong once a ``--once`` run is under way is in its report instead. A cycle (or drift's read) that
-raises ``TransientError`` is tried again by the cycle-level policy of ``reconciler.retry``.
+Each first resolves ``[haproxy] zone = "auto"`` through the instance metadata service
+(``with_node_zone``), once: the node does not move. A run that cannot start raises the error
+taxonomy: ``ConfigError`` for a configuration that cannot be worked with, any other
+``ReconcilerError`` for a dependency that refused. What goes wrong once a ``--once`` run is under
+way is in its report instead. A cycle (or drift's read) that raises ``TransientError`` is tried
+again by the cycle-level policy of ``reconciler.retry``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from dataclasses import replace
 
 from reconciler import collector, retry
 from reconciler.adapters import haproxy_socket
+from reconciler.adapters.aws import imds
 from reconciler.adapters.aws.clients import AwsClients
 from reconciler.adapters.aws.inbox import SqsInbox
 from reconciler.adapters.aws.lifecycle import AwsLifecycle
@@ -35,7 +38,7 @@ from reconciler.core import drift, progress
 from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError
 from reconciler.core.model import AwsObservation, CycleResult
 from reconciler.core.results import RunReport
-from reconciler.core.settings import Settings
+from reconciler.core.settings import AUTO_ZONE, Settings
 from reconciler.cycle import config_problems, observe, run_cycle
 from reconciler.loop import Controller
 from reconciler.metrics import Metrics
@@ -64,6 +67,18 @@ def build_ports(
         runtime=haproxy_socket.RuntimeSocket(hap.socket, command_timeout) if hap.socket else None,
         lifecycle=AwsLifecycle(aws) if hooks else None,
     )
+
+
+def with_node_zone(loaded: Settings) -> Settings:
+    """
+    *loaded* with ``[haproxy] zone = "auto"`` replaced by the zone the instance metadata
+    service gives this node; unchanged for any other zone. ``ConfigError`` when it gives none.
+    """
+    if loaded.haproxy.zone != AUTO_ZONE:
+        return loaded
+    zone = imds.node_zone()
+    log.info("node zone from the instance metadata service", extra={"fields": {"zone": zone}})
+    return replace(loaded, haproxy=replace(loaded.haproxy, zone=zone))
 
 
 def prepare(
@@ -95,6 +110,7 @@ def once_limit(loaded: Settings, timeout: float | None) -> float:
 
 def run_once(loaded: Settings, *, dry_run: bool, timeout: float | None) -> RunReport:
     """Prepare, then run cycles until converged or out of time (``converge``)."""
+    loaded = with_node_zone(loaded)
     limit = once_limit(loaded, timeout)
     # A socket that trickles its replies must not keep the run going past its limit.
     ports = prepare(loaded, command_timeout=haproxy_socket.timeout_within(limit))
@@ -168,7 +184,8 @@ def read_drift(loaded: Settings, backends: Sequence[str] | None) -> drift.DriftR
     name is a ``ConfigError``, raised before any read.
     """
     # Only the selected backends are read, so --backend also saves their reads.
-    chosen = replace(loaded, backends=drift.selected(loaded, backends))
+    selected = drift.selected(loaded, backends)
+    chosen = replace(with_node_zone(loaded), backends=selected)
     ports = build_ports(chosen)
     observed, _ = retry.retrying("reading failed")(observe, chosen, ports)
     return drift.assess(chosen, observed)
@@ -183,6 +200,7 @@ def run_daemon(loaded: Settings) -> None:
     stopper = _Stopper(wakeups)
     # Before anything slow, so that a signal during startup also ends in a clean exit.
     stopper.install()
+    loaded = with_node_zone(loaded)
     clients = AwsClients(loaded.aws.region)
     ports = prepare(loaded, clients)
     stale_after = loaded.server.healthy_intervals * loaded.controller.resync_interval

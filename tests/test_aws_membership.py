@@ -256,9 +256,16 @@ def test_reads_what_botocore_itself_makes_of_the_same_answers(
 ) -> None:
     """
     The adapter reads both answers straight from their XML; what it keeps is what botocore's
-    own parse (a plain boto3 client's) says, field for field, whatever the states.
+    own parse (a plain boto3 client's) says, field for field, whatever the states, zones,
+    instance types and capacities.
     """
-    ids = cloud.create_group("web", 4)
+    ids = cloud.create_group(
+        "web",
+        4,
+        zones={"a": 2, "b": 2},
+        instance_types=["c5.large", "c5.4xlarge"],
+        overrides={"c5.large": 1, "c5.4xlarge": 8, "m5.large": None},
+    )
     spot = cloud.attach_spot_instance("web")
     cloud.set_lifecycle_state("web", ids[0], "Pending:Wait")
     cloud.set_health(ids[1], "Unhealthy")
@@ -279,12 +286,20 @@ def test_reads_what_botocore_itself_makes_of_the_same_answers(
             ec2_state=ec2[m["InstanceId"]]["State"]["Name"],
             private_ip=ec2[m["InstanceId"]]["PrivateIpAddress"],
             spot=ec2[m["InstanceId"]].get("InstanceLifecycle") == "spot",
+            instance_type=ec2[m["InstanceId"]]["InstanceType"],
+            zone=ec2[m["InstanceId"]]["Placement"]["AvailabilityZone"],
         )
         for m in group["Instances"]
     ]
+    overrides = group["MixedInstancesPolicy"]["LaunchTemplate"]["Overrides"]
+    assert seen.groups["web"].capacities == {
+        o["InstanceType"]: int(o["WeightedCapacity"]) for o in overrides if "WeightedCapacity" in o
+    }
     assert seen.groups["web"].desired_capacity == group["DesiredCapacity"] == 5
     assert list(seen.groups["web"].instances) == sorted(expected, key=lambda i: i.instance_id)
     assert {i.spot for i in expected} == {True, False}
+    assert {i.zone for i in expected} == {"eu-west-1a", "eu-west-1b"}
+    assert {i.instance_type for i in expected} == {"c5.large", "c5.4xlarge", "t3.micro"}
 
 
 def test_adapters_sharing_clients_each_read_everything(cloud: Cloud, clients: AwsClients) -> None:

@@ -446,6 +446,38 @@ def test_progress_is_polled_while_warm_ups_are_pending() -> None:
     assert gaps(done.cycles.starts) == [0.5, 0.5, 0.5]
 
 
+def test_progress_is_polled_steadily_while_a_backend_routes_by_zone() -> None:
+    """
+    Nothing pending, but a backend's zone routing follows HAProxy's health checks: a poll every
+    quarter check interval (400 ms servers), never rarer, none of them reading AWS.
+    """
+    routing = CycleResult(Plan((BackendPlan("api", GROUP, watches_health=True),)), Outcome())
+    done = run(10, result=lambda _: routing, options=SLOW_CHECK)
+    waits = gaps(done.cycles.starts)
+    assert len(waits) > 90
+    assert waits == [pytest.approx(0.1)] * len(waits)
+    assert done.cycles.read_aws == [True] + [False] * len(waits)
+
+
+@pytest.mark.usefixtures("logged")
+def test_polls_that_keep_finding_nothing_are_not_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """
+    A zone-routed backend is polled several times a second for as long as it runs: the first poll
+    that finds nothing to do is logged (the controller rests), the next ones are not, until a
+    cycle acts again.
+    """
+    routing = CycleResult(Plan((BackendPlan("api", GROUP, watches_health=True),)), Outcome())
+    acting = replace(routing, outcome=Outcome(commands=2))
+    done = run(2, result=lambda t: acting if 0.95 <= t < 1.05 else routing, options=SLOW_CHECK)
+    logged = [fields(r) for r in caplog.records if r.getMessage() == "cycle done"]
+    assert len(done.cycles.starts) > 15
+    assert [(f["trigger"], f["commands"]) for f in logged] == [
+        ("resync", 0),
+        ("progress", 2),
+        ("progress", 0),
+    ]
+
+
 def test_failures_back_off_exponentially_up_to_the_cap() -> None:
     """Every cycle fails: retries after 1, 2, 4, 8, 8 s (no jitter), measured from each end."""
     done = run(40, result=lambda _: refused(GROUP))

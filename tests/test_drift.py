@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from reconciler import drift_table
+from reconciler import drift_table, plan_table
 from reconciler.core import config_edit, drift
 from reconciler.core import plan as planner
 from reconciler.core.drift import CheckResult, DriftReport, DriftRow, RuntimeState, Status, Verdict
@@ -28,9 +28,11 @@ from reconciler.core.errors import ConfigError
 from reconciler.core.model import (
     ADMIN_FDRAIN,
     ADMIN_FMAINT,
+    CHECK_RESULT_PASSED,
     LAUNCHING,
     TERMINATING,
     AwsObservation,
+    BackendPlan,
     Change,
     ConfigBackend,
     ConfigServer,
@@ -39,11 +41,16 @@ from reconciler.core.model import (
     Instance,
     LifecycleHook,
     Observation,
+    Plan,
+    Row,
     RuntimeObservation,
     RuntimeServer,
     ServerLine,
+    ZoneCount,
+    ZoneMode,
+    ZoneStatus,
 )
-from reconciler.core.settings import Binding
+from reconciler.core.settings import Binding, Weights
 from reconciler.cycle import observe, run_cycle
 from tests.support.schema import validate
 from tests.support.worlds import (
@@ -62,6 +69,24 @@ from tests.support.worlds import (
 
 
 OPTIONS = "check inter 1s"
+#: The words of generated file lines: the settings', others, and the controller's own.
+LINE_OPTIONS = [
+    OPTIONS,
+    OPTIONS,
+    "check inter 2s",
+    f"{OPTIONS} weight 80",
+    f"{OPTIONS} weight 10",
+    f"{OPTIONS} backup",
+    f"{OPTIONS} weight 80 backup",
+    f"{OPTIONS} backup weight 80",
+]
+#: The weights of the backends that set them, by instance type.
+TYPES = {"c5.large": 10, "c5.4xlarge": 80}
+NODE_ZONE = "eu-west-1a"
+BALANCE = b"    balance roundrobin\n"
+ALLBACKUPS = b"    option allbackups\n"
+#: Zone routing refuses a hand-written backup server: its worlds keep the line as an active one.
+UNMANAGED_ACTIVE = UNMANAGED_LINE.replace(b" backup", b"")
 HOOKS = (LifecycleHook("launch", LAUNCHING, 300), LifecycleHook("end", TERMINATING, 300))
 
 
@@ -577,20 +602,34 @@ class Scenario:
     #: The group has launch and terminate hooks and the backend completes lifecycle actions.
     hooks: bool
     #: Instances with a Spot interruption warning (the backend drains them when non-empty).
-    interrupted: frozenset[str]
+    interrupted: frozenset[str] = frozenset()
+    #: The backend weighs its servers by instance type (``TYPES``).
+    weights: bool = False
+    #: The backend routes by zone (with a socket only); the section has ``option allbackups``
+    #: unless *allbackups* is false (then the backend is refused).
+    zoned: bool = False
+    allbackups: bool = True
 
     def world(self) -> World:
         """The fakes for this scenario."""
         g, runtime, socket = self.case
         if self.hooks:
             g = replace(g, hooks=HOOKS)
-        world = World(g, socket=socket, runtime=runtime, content=config_with(*self.lines))
+        content = config_with(*self.lines)
+        if self.zoned:
+            content = content.replace(UNMANAGED_LINE, UNMANAGED_ACTIVE)
+        if self.zoned and self.allbackups:
+            content = content.replace(BALANCE, BALANCE + ALLBACKUPS)
+        world = World(g, socket=socket, runtime=runtime, content=content)
         binding = replace(
             world.settings.backends[0],
             complete_lifecycle_actions=self.hooks,
             drain_on_spot_warning=bool(self.interrupted),
+            weights=Weights(capacity=False, table=TYPES) if self.weights else None,
+            zone_routing=self.zoned,
         )
-        world.settings = replace(world.settings, backends=(binding,))
+        haproxy = replace(world.settings.haproxy, zone=NODE_ZONE if self.zoned else None)
+        world.settings = replace(world.settings, haproxy=haproxy, backends=(binding,))
         return world
 
 
@@ -602,13 +641,22 @@ def scenarios(draw: st.DrawFn) -> Scenario:
     """
     g, runtime, socket = draw(worlds())
     # Now and then AWS returns a malformed address: that instance's server is held as it is.
-    odd = (
-        draw(st.sets(st.sampled_from([i.instance_id for i in g.instances]))) if g.instances else ()
-    )
+    # At most one: more would hold most servers, and leave few for the other verdicts.
+    ids = [i.instance_id for i in g.instances]
+    odd = draw(st.sets(st.sampled_from(ids), max_size=1)) if ids else ()
     members = tuple(
-        replace(i, private_ip=f"{i.private_ip}\n") if i.instance_id in odd else i
+        replace(
+            i,
+            private_ip=f"{i.private_ip}\n" if i.instance_id in odd else i.private_ip,
+            instance_type=draw(st.sampled_from([*TYPES, "m5.large", None])),
+            zone=draw(st.sampled_from([NODE_ZONE, NODE_ZONE, "eu-west-1b", "eu-west-1c", None])),
+        )
         for i in g.instances
     )
+    runtime = [
+        replace(s, weight=draw(st.sampled_from([1, 10, 80, 0])), backup=draw(st.booleans()))
+        for s in runtime
+    ]
     case = (replace(g, instances=members), runtime, socket)
     ids = sorted(i.instance_id for i in g.instances)
     known = sorted({*ids, *(s.name[len(PREFIX) :] for s in runtime)})
@@ -620,12 +668,21 @@ def scenarios(draw: st.DrawFn) -> Scenario:
             n,
             address=draw(st.sampled_from([None, None, "127.0.9.9"])),
             server_id=draw(st.sampled_from([-1, -1, None, 7])),
-            options=draw(st.sampled_from([OPTIONS, OPTIONS, "check inter 2s"])),
+            options=draw(st.sampled_from(LINE_OPTIONS)),
         )
         for n in numbers
     ]
     interrupted = draw(st.frozensets(st.sampled_from(ids))) if ids else frozenset()
-    return Scenario(case, lines, draw(st.booleans()), interrupted)
+    zoned = socket and draw(st.booleans())
+    return Scenario(
+        case,
+        lines,
+        draw(st.booleans()),
+        interrupted,
+        weights=draw(st.booleans()),
+        zoned=zoned,
+        allbackups=draw(st.integers(0, 7)) > 0,
+    )
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -639,6 +696,65 @@ def test_no_drift_row_exactly_when_the_cycle_has_nothing_to_do(
     server by server, a row is drift iff the plan steps it, waits for it, holds it or changes
     its line.
     """
+    _agrees_with_the_planner(scenario, cycles)
+
+
+@st.composite
+def routed_scenarios(draw: st.DrawFn) -> Scenario:
+    """
+    Serving instances of several types and zones (some leaving), their servers running in
+    every weight, backup form and state, their file lines with or without the controller's
+    words; weights, zone routing, or both.
+    """
+    numbers = draw(st.lists(st.integers(4, 40), unique=True, min_size=1, max_size=8))
+    members = [
+        replace(
+            typed(
+                n,
+                draw(st.sampled_from([*TYPES, "m5.large"])),
+                draw(st.sampled_from([NODE_ZONE, NODE_ZONE, "eu-west-1b", None])),
+            ),
+            lifecycle_state=draw(st.sampled_from(["InService"] * 4 + ["Terminating:Wait"])),
+        )
+        for n in numbers
+    ]
+    runtime = [
+        runtime_server(
+            n,
+            weight=draw(st.sampled_from([80, 10, 1, 0])),
+            backup=draw(st.booleans()),
+            admin_state=draw(st.sampled_from([0, 0, 0, ADMIN_FDRAIN, ADMIN_FMAINT])),
+            op_state=draw(st.sampled_from([2, 2, 0])),
+            sessions=draw(st.integers(0, 2)),
+            seconds_in_state=draw(st.sampled_from([1, 100])),
+            check_result=draw(st.sampled_from([CHECK_RESULT_PASSED, CHECK_RESULT_PASSED, 2, 0])),
+        )
+        for n in draw(st.lists(st.sampled_from(numbers), unique=True))
+    ]
+    # Mostly the weight the instance's type gets, so that a line differs in one thing at a time.
+    weight_of = {m.instance_id: TYPES.get(m.instance_type or "", 10) for m in members}
+    lines = []
+    for n in draw(st.lists(st.sampled_from(numbers), unique=True)):
+        weight = draw(st.sampled_from([weight_of[iid(n)]] * 3 + [None, 1]))
+        words = [OPTIONS, *([f"weight {weight}"] if weight is not None else [])]
+        lines.append(
+            file_line(n, options=" ".join([*words, *["backup"][: draw(st.integers(0, 1))]]))
+        )
+    routing = draw(st.sampled_from([(True, False), (False, True), (True, True)]))
+    return Scenario((group(*members), runtime, True), lines, False, frozenset(), *routing)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(routed_scenarios(), st.integers(0, 3))
+def test_weights_and_zones_drift_exactly_when_the_cycle_has_something_to_do(
+    scenario: Scenario, cycles: int
+) -> None:
+    """The same agreement for backends that set weights, route by zone, or both."""
+    _agrees_with_the_planner(scenario, cycles)
+
+
+def _agrees_with_the_planner(scenario: Scenario, cycles: int) -> None:
+    """The drift report of *scenario* after *cycles* agrees with the plan, as a whole and by row."""
     world = scenario.world()
     for _ in range(cycles):
         run_cycle(world.settings, world.ports, interrupted=scenario.interrupted)
@@ -661,10 +777,11 @@ def test_no_drift_row_exactly_when_the_cycle_has_nothing_to_do(
     assert bool(found.drifted) == work
 
     stepped = {step.server for step in decided.steps}
+    # A server zone routing re-adds in its other form may wait for its sessions to end.
     waiting = {
         row.server
         for row in decided.rows
-        if row.change in (Change.WARMING, Change.DRAINING, Change.HELD)
+        if row.change in (Change.WARMING, Change.DRAINING, Change.HELD, Change.ZONE)
     }
     desired = {line.name: line for line in decided.lines or ()}
     in_file = {s.name: s for s in observed.config[BACKEND].servers}
@@ -682,7 +799,7 @@ def _line_changes(current: ConfigServer | None, line: ServerLine | None) -> bool
     if current is None or line is None:
         return (current is None) != (line is None)
     have = (current.address, current.port, current.server_id, current.options)
-    return have != (line.address, line.port, line.server_id, line.options)
+    return have != (line.address, line.port, line.server_id, line.file_options)
 
 
 # -- JSON ------------------------------------------------------------------------------------------
@@ -916,3 +1033,425 @@ class TestHAProxy:
         validate(document, drift_table.JSON_SCHEMA)
         with pytest.raises(AssertionError):
             validate({**document, "haproxy": {"version": "3.0"}}, drift_table.JSON_SCHEMA)
+
+
+# -- weights and zone routing: the report's view ---------------------------------------------------
+
+LOCAL_STATUS = ZoneStatus(
+    NODE_ZONE,
+    ZoneMode.LOCAL,
+    {NODE_ZONE: ZoneCount(2, 2, 160), "eu-west-1b": ZoneCount(2, 1, 80)},
+    needed=90.0,
+    cross_zone_share=0.0,
+)
+
+
+def zoned_row(verdict: Verdict, n: int, **facts: Any) -> DriftRow:
+    """A row of instance *n* with zone and weight *facts*."""
+    return replace(_row(verdict), server=server_name(n), instance_id=iid(n), in_file=True, **facts)
+
+
+def zoned_report() -> DriftReport:
+    """A backend with zone routing and weights beside one with neither."""
+    rows = (
+        zoned_row(
+            Verdict.WEIGHT,
+            4,
+            zone=NODE_ZONE,
+            local=True,
+            weight_desired=80,
+            weight_runtime=10,
+            weight_file=80,
+        ),
+        zoned_row(
+            Verdict.ZONE,
+            5,
+            zone="eu-west-1b",
+            local=False,
+            weight_desired=80,
+            weight_runtime=80,
+            weight_file=None,
+        ),
+        zoned_row(
+            Verdict.OK,
+            6,
+            zone=NODE_ZONE,
+            local=True,
+            weight_desired=80,
+            weight_runtime=80,
+            weight_file=80,
+        ),
+    )
+    routed = drift.BackendDrift(
+        "api",
+        "api-asg",
+        rows=rows,
+        warnings=(
+            "instance type 'm5.large' is not in [backend.weights]; its 1 server gets weight 10",
+        ),
+        weights=True,
+        zones=LOCAL_STATUS,
+    )
+    plain = drift.BackendDrift("web", "web-asg", rows=(zoned_row(Verdict.OK, 7),))
+    return DriftReport((routed, plain), runtime=True)
+
+
+class TestZonesAndWeightsShown:
+    """The new columns and lines appear for the backends that use them, and only there."""
+
+    def test_zone_line_warnings_and_columns_of_a_routed_backend(self) -> None:
+        """Zone mode and why, per-zone health, the cross-zone share; the warning; both columns."""
+        text = render(zoned_report(), force_terminal=False)
+        assert (
+            "zone routing local: the local zone eu-west-1a carries the traffic (healthy "
+            "capacity 160, 90 needed); eu-west-1a 2/2 healthy, eu-west-1b 1/2 healthy; 0.0% of "
+            "requests sent cross-zone" in text
+        )
+        assert "warning: instance type 'm5.large' is not in [backend.weights]" in text
+        api, web = text.split("backend web")
+        header = next(line for line in api.splitlines() if line.startswith("verdict"))
+        assert header.split()[-3:] == ["zone", "weight", "detail"]
+        assert "eu-west-1a (local)" in api
+        assert "80 (runtime 10)" in api
+        assert "80 (file none)" in api
+        web_header = next(line for line in web.splitlines() if line.startswith("verdict"))
+        assert web_header.split() == [
+            "verdict",
+            "instance",
+            "ASG",
+            "EC2",
+            "IP",
+            "server",
+            "file",
+            "runtime",
+            "check",
+            "detail",
+        ]
+
+    def test_at_80_columns_the_new_facts_are_stacked_pairs(self) -> None:
+        """Piped: zone and weight become ``name value`` pairs like the others; nothing is cut."""
+        text = render(zoned_report(), width=80, force_terminal=False)
+        assert "zone eu-west-1b" in text
+        assert "weight 80 (runtime 10)" in text
+        assert max(len(line) for line in text.splitlines()) <= 80
+
+    def test_backend_without_either_renders_as_before(self) -> None:
+        """The new columns cost an unrouted, unweighted backend nothing: same lines as before."""
+        plain = DriftReport((zoned_report().backends[1],), runtime=True)
+        text = render(plain, force_terminal=False)
+        assert "zone" not in text
+        assert "weight" not in text
+
+    def test_weight_column_when_a_running_weight_is_not_the_files(self) -> None:
+        """Without weights, a server someone set another weight on shows the column."""
+        row = zoned_row(Verdict.OK, 7, weight_runtime=0, weight_file=5)
+        text = render(
+            DriftReport((drift.BackendDrift("web", "web-asg", rows=(row,)),), runtime=True),
+            force_terminal=False,
+        )
+        header = next(line for line in text.splitlines() if line.startswith("verdict"))
+        assert header.split()[-2:] == ["weight", "detail"]
+        assert "  0  " in text
+
+    def test_json_has_the_new_fields_and_follows_the_schema(self) -> None:
+        """Rows: zone, local, three weights; backends: warnings, weights, zone_routing."""
+        document = drift_table.to_json(zoned_report())
+        validate(json.loads(json.dumps(document)), drift_table.JSON_SCHEMA)
+        routed, plain = document["backends"]
+        assert routed["warnings"] == list(zoned_report().backends[0].warnings)
+        assert routed["weights"] is True
+        assert routed["zone_routing"] == {
+            "node_zone": NODE_ZONE,
+            "mode": "local",
+            "reason": "the local zone eu-west-1a carries the traffic (healthy capacity 160, "
+            "90 needed)",
+            "needed": 90.0,
+            "cross_zone_share": 0.0,
+            "zones": [
+                {
+                    "zone": NODE_ZONE,
+                    "local": True,
+                    "servers": 2,
+                    "healthy": 2,
+                    "healthy_capacity": 160,
+                },
+                {
+                    "zone": "eu-west-1b",
+                    "local": False,
+                    "servers": 2,
+                    "healthy": 1,
+                    "healthy_capacity": 80,
+                },
+            ],
+        }
+        first = routed["rows"][0]
+        assert (first["zone"], first["local"]) == (NODE_ZONE, True)
+        assert (first["weight_desired"], first["weight_runtime"], first["weight_file"]) == (
+            80,
+            10,
+            80,
+        )
+        assert (plain["warnings"], plain["weights"], plain["zone_routing"]) == ([], False, None)
+        assert plain["rows"][0]["local"] is None
+
+    @pytest.mark.parametrize(
+        ("status", "says"),
+        [
+            (replace(LOCAL_STATUS, cross_zone_share=None), "no request yet"),
+            (
+                replace(LOCAL_STATUS, mode=ZoneMode.SPILL, needed=200.0, cross_zone_share=0.25),
+                "zone routing spill: the local zone eu-west-1a is degraded (healthy capacity "
+                "160, 200 needed); eu-west-1a 2/2 healthy, eu-west-1b 1/2 healthy; "
+                "25.0% of requests sent cross-zone",
+            ),
+            (
+                replace(
+                    LOCAL_STATUS, zones={"eu-west-1b": ZoneCount(2, 2, 2)}, mode=ZoneMode.SPILL
+                ),
+                "no server in the local zone eu-west-1a",
+            ),
+            (
+                replace(
+                    LOCAL_STATUS,
+                    zones={NODE_ZONE: ZoneCount(2, 0, 0), "eu-west-1b": ZoneCount(1, 1, 1)},
+                ),
+                "no healthy server in the local zone eu-west-1a; HAProxy sends to the other zones",
+            ),
+            (
+                replace(LOCAL_STATUS, zones={NODE_ZONE: ZoneCount(2, 0, 0)}),
+                "no healthy server in any zone",
+            ),
+        ],
+        ids=["no-requests", "spill", "no-local-server", "local-zone-down", "none-healthy"],
+    )
+    def test_zone_line_says_why(self, status: ZoneStatus, says: str) -> None:
+        """Each reason for a mode, in words."""
+        assert says in drift.zone_summary(status)
+
+
+# -- weights and zone routing: the verdicts --------------------------------------------------------
+
+
+def typed(n: int, kind: str = "c5.4xlarge", zone: str | None = NODE_ZONE) -> Instance:
+    """Instance *n*, InService, of instance type *kind* in *zone*."""
+    return replace(instance(n), instance_type=kind, zone=zone)
+
+
+def weighted(*members: Instance, **world: Any) -> World:
+    """A world whose backend weighs its servers by ``TYPES``."""
+    return World(group(*members), weights=Weights(capacity=False, table=TYPES), **world)
+
+
+class TestWeightVerdicts:
+    """The weight each server gets, runs with and is written with."""
+
+    def test_converged_backend_shows_each_servers_weight_and_is_in_sync(self) -> None:
+        """Desired, runtime and file weights agree once converged: ok, and the backend says so."""
+        world = weighted(typed(4, "c5.large"), typed(5))
+        world.converge()
+        report = assess(world)
+        rows = rows_of(world)
+        weights = lambda row: (row.weight_desired, row.weight_runtime, row.weight_file)  # noqa: E731
+        assert weights(rows[iid(4)]) == (10, 10, 10)
+        assert weights(rows[iid(5)]) == (80, 80, 80)
+        assert report.backends[0].weights
+        assert report.in_sync
+
+    def test_running_weight_not_the_desired_one_is_weight(self) -> None:
+        """The running server has another weight: drift the next cycle's ``set server`` ends."""
+        world = weighted(
+            typed(5),
+            runtime=[runtime_server(5, weight=10)],
+            content=config_with(file_line(5, options=f"{OPTIONS} weight 80")),
+        )
+        row = rows_of(world)[iid(5)]
+        assert row.verdict is Verdict.WEIGHT
+        assert row.detail == "runs at weight 10; the next cycle sets 80"
+        assert (row.weight_desired, row.weight_runtime, row.weight_file) == (80, 10, 80)
+
+    def test_file_line_without_the_weight_is_weight(self) -> None:
+        """The file line lacks the weight the server runs with: a rewrite, no reload."""
+        world = weighted(
+            typed(5), runtime=[runtime_server(5, weight=80)], content=config_with(file_line(5))
+        )
+        row = rows_of(world)[iid(5)]
+        assert row.verdict is Verdict.WEIGHT
+        assert row.detail == "the file line has no weight; the next cycle writes weight 80"
+
+    def test_other_options_beside_a_weight_are_outdated(self) -> None:
+        """Options the settings do not have need a reload: outdated wins over the weight."""
+        world = weighted(
+            typed(5),
+            runtime=[runtime_server(5, weight=80)],
+            content=config_with(file_line(5, options="check inter 2s weight 10")),
+        )
+        row = rows_of(world)[iid(5)]
+        assert row.verdict is Verdict.OUTDATED
+        assert "options 'check inter 2s', the settings 'check inter 1s'" in row.detail
+
+    def test_instance_type_without_a_weight_is_a_warning_not_drift(self) -> None:
+        """An unknown type gets the smallest weight and a warning; the backend is in sync."""
+        world = weighted(typed(4, "c5.large"), typed(6, "m5.large"))
+        world.converge()
+        report = assess(world)
+        (warning,) = report.backends[0].warnings
+        assert "instance type 'm5.large' is not in [backend.weights]" in warning
+        assert rows_of(world)[iid(6)].weight_desired == 10
+        assert report.in_sync
+        text = render(report, force_terminal=False)
+        assert f"warning: {warning}" in text
+
+    def test_without_weights_a_hand_set_weight_is_shown_but_no_drift(self) -> None:
+        """No weights set: a running weight unlike the file line's is shown, never judged."""
+        options = f"{OPTIONS} weight 5"
+        world = World(
+            group(instance(4)),
+            options=options,
+            runtime=[runtime_server(4, weight=0)],
+            content=config_with(file_line(4, options=options)),
+        )
+        row = rows_of(world)[iid(4)]
+        assert row.verdict is Verdict.OK
+        assert (row.weight_desired, row.weight_runtime, row.weight_file) == (None, 0, 5)
+        assert not assess(world).backends[0].weights
+
+
+def zoned(*members: Instance, allbackups: bool = True, **world: Any) -> World:
+    """A world whose backend routes by zone, the node being in ``NODE_ZONE``."""
+    content = world.pop("content", CONFIG).replace(UNMANAGED_LINE, UNMANAGED_ACTIVE)
+    if allbackups:
+        content = content.replace(BALANCE, BALANCE + ALLBACKUPS)
+    made = World(group(*members), content=content, zone_routing=True, **world)
+    haproxy = replace(made.settings.haproxy, zone=NODE_ZONE)
+    made.settings = replace(made.settings, haproxy=haproxy)
+    return made
+
+
+#: Two servers in the node's zone, two in another.
+SPREAD = (typed(4), typed(5), typed(6, zone="eu-west-1b"), typed(7, zone="eu-west-1b"))
+
+
+class TestZoneVerdicts:
+    """Each server's zone, whether it is local, and the backup form zone routing calls for."""
+
+    def test_converged_backend_keeps_other_zones_as_backups_and_is_in_sync(self) -> None:
+        """Local zone healthy: the others' servers run as backups; every row ok, zone shown."""
+        world = zoned(*SPREAD)
+        world.converge()
+        report = assess(world)
+        backend = report.backends[0]
+        assert backend.zones is not None
+        assert backend.zones.mode is ZoneMode.LOCAL
+        rows = rows_of(world)
+        assert (rows[iid(4)].zone, rows[iid(4)].local) == (NODE_ZONE, True)
+        assert (rows[iid(6)].zone, rows[iid(6)].local) == ("eu-west-1b", False)
+        assert world.runtime.servers[BACKEND][server_name(6)].backup
+        assert not world.runtime.servers[BACKEND][server_name(4)].backup
+        assert report.in_sync
+        text = render(report, force_terminal=False)
+        assert "zone routing local: the local zone eu-west-1a carries the traffic" in text
+
+    @pytest.mark.parametrize(
+        ("sessions", "tail"),
+        [(0, ""), (2, " once unused (2 sessions, 0 queued)")],
+        ids=["idle", "in-use"],
+    )
+    def test_other_zones_server_running_active_is_zone(self, sessions: int, tail: str) -> None:
+        """In local mode a remote server must be a backup: re-added as one, drained first."""
+        world = zoned(
+            *SPREAD,
+            runtime=[
+                runtime_server(4),
+                runtime_server(5),
+                runtime_server(6, sessions=sessions),
+                runtime_server(7, backup=True),
+            ],
+            content=config_with(
+                file_line(4),
+                file_line(5),
+                file_line(6, options=f"{OPTIONS} backup"),
+                file_line(7, options=f"{OPTIONS} backup"),
+            ),
+        )
+        row = rows_of(world)[iid(6)]
+        assert row.verdict is Verdict.ZONE
+        assert row.detail == (
+            "active at runtime; re-added to backup: local zone carries the traffic" + tail
+        )
+        assert rows_of(world)[iid(7)].verdict is Verdict.OK
+
+    def test_file_line_in_the_other_form_is_zone(self) -> None:
+        """Running as a backup, but the file line is active: the next cycle rewrites it."""
+        world = zoned(
+            *SPREAD,
+            runtime=[
+                runtime_server(4),
+                runtime_server(5),
+                runtime_server(6, backup=True),
+                runtime_server(7, backup=True),
+            ],
+            content=config_with(
+                file_line(4),
+                file_line(5),
+                file_line(6),
+                file_line(7, options=f"{OPTIONS} backup"),
+            ),
+        )
+        row = rows_of(world)[iid(6)]
+        assert row.verdict is Verdict.ZONE
+        assert row.detail.startswith("the file line is active; the next cycle writes it to backup")
+
+    def test_degraded_local_zone_spills_and_backups_are_zone(self) -> None:
+        """One of two local servers down: below the threshold, remote backups become active."""
+        world = zoned(
+            *SPREAD,
+            runtime=[
+                runtime_server(4),
+                runtime_server(5, op_state=0, check_result=2),
+                runtime_server(6, backup=True),
+                runtime_server(7, backup=True),
+            ],
+            content=config_with(
+                file_line(4),
+                file_line(5),
+                file_line(6, options=f"{OPTIONS} backup"),
+                file_line(7, options=f"{OPTIONS} backup"),
+            ),
+        )
+        report = assess(world)
+        backend = report.backends[0]
+        assert backend.zones is not None
+        assert backend.zones.mode is ZoneMode.SPILL
+        rows = rows_of(world)
+        assert rows[iid(6)].verdict is Verdict.ZONE
+        assert rows[iid(6)].detail.startswith("a backup at runtime; re-added active: local zone")
+        assert rows[iid(5)].verdict is Verdict.DOWN
+        assert "zone routing spill: the local zone eu-west-1a is degraded" in render(
+            report, force_terminal=False
+        )
+
+    def test_section_without_allbackups_is_refused(self) -> None:
+        """Zone routing needs ``option allbackups``: the report refuses as the planner does."""
+        report = assess(zoned(*SPREAD, allbackups=False))
+        backend = report.backends[0]
+        assert backend.status is Status.REFUSED
+        assert "option allbackups" in (backend.refused or "")
+
+
+def test_once_table_lists_the_warnings_and_the_new_changes() -> None:
+    """``reconcile --once``'s table: weight and zone rows sort among the changes; warnings shown."""
+    rows = (
+        Row(server_name(4), iid(4), "127.0.1.4:8080", Change.UNCHANGED, "InService"),
+        Row(server_name(5), iid(5), "127.0.1.5:8080", Change.WEIGHT, "weight 10 -> 80"),
+        Row(server_name(6), iid(6), "127.0.1.6:8080", Change.ZONE, "to backup: local zone"),
+    )
+    warning = "instance type 'm5.large' is not in [backend.weights]; its 1 server gets weight 10"
+    plan = Plan((BackendPlan("api", "api-asg", rows=rows, warnings=(warning,)),))
+    out = Console(file=io.StringIO(), width=200, force_terminal=False)
+    out.print(plan_table.plan_tables(plan))
+    assert isinstance(out.file, io.StringIO)
+    text = out.file.getvalue()
+    assert text.index("zone ") < text.index("weight ") < text.index("unchanged")
+    assert "1 weight, 1 zone, 1 unchanged" in text
+    # The caption wraps to the table's width.
+    assert f"warning: {warning}" in " ".join(text.split())

@@ -101,3 +101,53 @@ def test_report_names_the_running_haproxy(
     found = json.loads(output)["haproxy"]
     assert (found["version"], found["missing_commands"], found["level"]) == (version, [], "admin")
     assert {"add server", "del server", "show servers state"} <= set(found["commands"])
+
+
+def test_weights_and_zones_are_shown_and_judged(
+    cloud: Cloud, haproxy_factory: HAProxyFactory, tmp_path: Path
+) -> None:
+    """
+    A mixed-instances group over two zones, weighted by capacity, routed by zone: in sync once
+    ``--once`` ran, with the zone line, each server's zone and weight; a weight set by hand is
+    drift, with its verdict.
+    """
+    haproxy = haproxy_factory(BackendSpec("api", lines=("option allbackups",)))
+    settings = write_settings(tmp_path / "reconciler.toml", haproxy)
+    text = settings.read_text().replace(
+        f'socket = "{haproxy.socket_path}"\n',
+        f'socket = "{haproxy.socket_path}"\nzone = "{cloud.zone("a")}"\n',
+    )
+    settings.write_text(text + 'weight = "capacity"\nzone_routing = true\n')
+    ids = cloud.create_group(
+        ASG,
+        4,
+        zones={"a": 2, "b": 2},
+        instance_types=["c5.large", "c5.4xlarge"],
+        overrides={"c5.large": 2, "c5.4xlarge": 8},
+    )
+    config = str(settings)
+    assert run("--once", "--config", config)[0] == 0
+    code, output = run("drift", "--config", config, "--json")
+    assert code == drift_table.EXIT_IN_SYNC, output
+    document = json.loads(output)
+    validate(document, drift_table.JSON_SCHEMA)
+    (backend,) = document["backends"]
+    assert backend["weights"] is True
+    assert backend["zone_routing"]["mode"] == "local"
+    placed = cloud.placements(ASG)
+    rows = {row["instance_id"]: row for row in backend["rows"] if row["instance_id"]}
+    for instance_id in ids:
+        row = rows[instance_id]
+        weight = 256 if placed[instance_id].instance_type == "c5.4xlarge" else 64
+        assert (row["zone"], row["local"]) == (
+            placed[instance_id].zone,
+            row["zone"] == cloud.zone("a"),
+        )
+        assert (row["weight_desired"], row["weight_runtime"], row["weight_file"]) == (weight,) * 3
+    code, output = run("drift", "--config", config)
+    assert "zone routing local: the local zone" in output
+    assert "(local)" in output
+    haproxy.command(f"set server api/api-{ids[0]} weight 5")
+    code, output = run("drift", "--config", config)
+    assert code == drift_table.EXIT_DRIFT, output
+    assert "1 drifted: 1 weight" in output

@@ -23,6 +23,7 @@ from harness.haproxy import (
     HTTPBackends,
     wait_for,
 )
+from reconciler.adapters.config_store import FileStore
 from reconciler.adapters.haproxy_socket import (
     IncompleteReadError,
     RuntimeSocket,
@@ -31,8 +32,19 @@ from reconciler.adapters.haproxy_socket import (
     parse_servers_state,
     parse_stat,
 )
+from reconciler.apply import execute
+from reconciler.core import next_config
 from reconciler.core.errors import PermanentError, TransientError
-from reconciler.core.model import RuntimeServer, ServerLine
+from reconciler.core.model import (
+    BackendPlan,
+    Outcome,
+    Plan,
+    RuntimeServer,
+    RuntimeStep,
+    ServerLine,
+    StepKind,
+)
+from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 
 
 pytestmark = pytest.mark.haproxy_versions
@@ -55,9 +67,16 @@ def _runtime(haproxy: HAProxyProcess) -> RuntimeSocket:
     return RuntimeSocket(haproxy.socket_path)
 
 
-def server_line(name: str, backend: HTTPBackend, server_id: int, *options: str) -> ServerLine:
+def server_line(
+    name: str,
+    backend: HTTPBackend,
+    server_id: int,
+    *options: str,
+    weight: int | None = None,
+    backup: bool = False,
+) -> ServerLine:
     """The line of a server *name* pointing at *backend*."""
-    return ServerLine(name, backend.host, backend.port, server_id, options)
+    return ServerLine(name, backend.host, backend.port, server_id, options, weight, backup)
 
 
 def find(runtime: RuntimeSocket, name: str, backend: str = "api") -> RuntimeServer | None:
@@ -82,6 +101,23 @@ def serve(runtime: RuntimeSocket, line: ServerLine) -> None:
     """Add *line* to ``api`` and put it straight into traffic."""
     runtime.add_server("api", line)
     runtime.set_state("api", line.name, "ready")
+
+
+def apply_steps(haproxy: HAProxyProcess, runtime: RuntimeSocket, *steps: RuntimeStep) -> Outcome:
+    """
+    Carry out *steps* of backend ``api`` as a cycle does (``apply.execute``), the file left as it
+    is (the plan has no lines for it); fail on any error.
+    """
+    settings = Settings(
+        aws=AwsSettings(region="eu-west-1"),
+        haproxy=HAProxySettings(config=haproxy.config_path, socket=haproxy.socket_path),
+        backends=(Binding("api", "api-asg", 80),),
+    )
+    store = FileStore(haproxy.config_path, settings.haproxy.check_command, None)
+    maker = next_config.for_cycle(settings, store.read())
+    outcome = execute(Plan((BackendPlan("api", "api-asg", steps=steps),)), maker, store, runtime)
+    assert outcome.errors == ()
+    return outcome
 
 
 class TestAddingAServer:
@@ -164,6 +200,83 @@ class TestAddingAServer:
         with pytest.raises(TransientError, match="custom id 11 already used"):
             runtime.add_server("api", server_line("i-2", backend, 11))
         assert find(runtime, "i-2") is None
+
+
+class TestWeightsAndBackups:
+    """The weight and backup form the controller writes, and what it reads back."""
+
+    def test_weight_is_read_back_after_add_and_after_a_weight_step(
+        self, haproxy: HAProxyProcess, runtime: RuntimeSocket, http_backends: HTTPBackends
+    ) -> None:
+        """
+        ``add server … weight 80`` reads back 80, a server added without one HAProxy's 1; a
+        ``WEIGHT`` step makes it 20 at once, one command, no reload.
+        """
+        backend = http_backends.start("127.0.1.4", name="i-1")
+        serve(runtime, server_line("i-1", backend, 11, weight=80))
+        serve(runtime, server_line("i-2", backend, 12))
+        weighted, plain = (find(runtime, name) for name in ("i-1", "i-2"))
+        assert weighted is not None
+        assert plain is not None
+        assert (weighted.weight, plain.weight) == (80, 1)
+        pid = haproxy.worker_pid()
+
+        line = server_line("i-1", backend, 11, weight=20)
+        outcome = apply_steps(haproxy, runtime, RuntimeStep("api", "i-1", StepKind.WEIGHT, line))
+        assert outcome.commands == 1
+        changed = find(runtime, "i-1")
+        assert changed is not None
+        assert (changed.weight, changed.usable) == (20, True)
+        assert haproxy.worker_pid() == pid
+
+    def test_a_backup_server_is_read_back_and_chosen_only_when_needed(
+        self, haproxy: HAProxyProcess, runtime: RuntimeSocket, http_backends: HTTPBackends
+    ) -> None:
+        """
+        ``add server … backup`` reads back as a backup; the load balancer chooses only the active
+        server while it serves (``lbtot``), and the backup once it is in maintenance.
+        """
+        serve(runtime, server_line("i-1", http_backends.start("127.0.1.4", name="i-1"), 11))
+        standby = http_backends.start("127.0.1.5", name="i-2")
+        serve(runtime, server_line("i-2", standby, 12, weight=10, backup=True))
+        answers = [haproxy.get("/") for _ in range(4)]
+        assert answers == [(200, "hello from i-1")] * 4
+        active, backup = (find(runtime, name) for name in ("i-1", "i-2"))
+        assert active is not None
+        assert backup is not None
+        assert (active.backup, active.chosen) == (False, 4)
+        assert (backup.backup, backup.weight, backup.chosen) == (True, 10, 0)
+
+        runtime.set_state("api", "i-1", "maint")
+        assert haproxy.get("/") == (200, "hello from i-2")
+        taken = find(runtime, "i-2")
+        assert taken is not None
+        assert taken.chosen == 1
+
+    def test_a_proven_add_serves_at_once_despite_its_check(
+        self, haproxy: HAProxyProcess, runtime: RuntimeSocket, http_backends: HTTPBackends
+    ) -> None:
+        """
+        A server added again in another form whose check passed just before (``proven``) is
+        ready at once, its check enabled; an add that is not proven waits in drain.
+        """
+        backend = http_backends.start("127.0.1.4", name="i-1")
+        # Checks far apart: nothing here waits for one.
+        slow_check = ("check", "inter", "30s")
+        proven = server_line("i-1", backend, 11, *slow_check, backup=True)
+        unproven = server_line("i-2", backend, 12, *slow_check)
+        apply_steps(
+            haproxy,
+            runtime,
+            RuntimeStep("api", "i-1", StepKind.ADD, proven, proven=True),
+            RuntimeStep("api", "i-2", StepKind.ADD, unproven),
+        )
+        ready, warming = (find(runtime, name) for name in ("i-1", "i-2"))
+        assert ready is not None
+        assert warming is not None
+        assert (ready.usable, ready.has_check, ready.backup) == (True, True, True)
+        assert (warming.usable, warming.draining) == (False, True)
+        assert haproxy.get("/") == (200, "hello from i-1")
 
 
 class TestChangingAServer:
@@ -480,16 +593,20 @@ class TestParsingReplies:
                 idle_connections=0,
                 status="DRAIN",
                 check_status="L7OK",
+                weight=1,
+                backup=False,
+                chosen=2,
             ),
         )
 
     def test_stat_columns_are_found_by_name(self) -> None:
         """Reordered columns, quoted commas and non-server rows do not confuse ``parse_stat``."""
         text = (
-            "# type,check_desc,svname,pxname,sid,status,check_status,scur,qcur,idle_conn_cur\n"
-            '2,"ok, really",s1,web,7,UP,L7OK,3,1,2\n'
-            "1,,BACKEND,web,0,UP,,3,1,\n"
-            "0,,FRONTEND,fe,0,OPEN,,0,,\n"
+            "# type,check_desc,svname,pxname,sid,status,check_status,scur,qcur,idle_conn_cur,"
+            "lbtot,bck\n"
+            '2,"ok, really",s1,web,7,UP,L7OK,3,1,2,40,1\n'
+            "1,,BACKEND,web,0,UP,,3,1,,40,1\n"
+            "0,,FRONTEND,fe,0,OPEN,,0,,,,\n"
             "\n"
         )
         assert parse_stat(text) == {
@@ -500,6 +617,8 @@ class TestParsingReplies:
                 idle_connections=2,
                 status="UP",
                 check_status="L7OK",
+                backup=True,
+                chosen=40,
             )
         }
 
@@ -604,7 +723,25 @@ class TestParsingReplies:
                 "empty line before its end",
                 id="state-inner-empty-line",
             ),
+            pytest.param(
+                parse_servers_state,
+                RECORDED_STATE.replace(" srv_uweight ", " srv_weight "),
+                "has no column srv_uweight",
+                id="state-no-weight",
+            ),
             pytest.param(parse_stat, RECORDED_STAT[:-1], "terminating empty line", id="stat-cut"),
+            pytest.param(
+                parse_stat,
+                RECORDED_STAT.replace(",bck,", ",backup,"),
+                "has no column bck",
+                id="stat-no-backup-column",
+            ),
+            pytest.param(
+                parse_stat,
+                RECORDED_STAT.replace("DRAIN,1,1,0,", "DRAIN,1,1,,"),
+                "a row that does not parse",
+                id="stat-backup-flag-missing",
+            ),
             pytest.param(parse_stat, "Permission denied\n\n", "header line", id="stat-not-a-dump"),
             pytest.param(
                 parse_stat, "# pxname,svname,type\n\n", "has no column", id="stat-columns"

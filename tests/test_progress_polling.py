@@ -1,8 +1,10 @@
 """
 Progress watched in HAProxy alone: how soon to look again (``core.progress``), which plans wait
-on HAProxy and which must read AWS again, a cycle given an earlier AWS read reading no AWS, and,
-end to end with moto and a real HAProxy, a warm-up and a drain finished by progress polls that
-make no AWS call, and a restarted controller resuming a warm-up from HAProxy's state.
+on HAProxy and which must read AWS again, a backend that routes by zone looked at all the time
+(but no work ``--once`` waits for; the loop's polls of it are in ``test_controller.py``), a
+cycle given an earlier AWS read reading no AWS, and, end to end with moto and a real HAProxy, a
+warm-up and a drain finished by progress polls that make no AWS call, and a restarted controller
+resuming a warm-up from HAProxy's state.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from harness.fakes import FakeMembership, FakeStore
 from harness.haproxy import wait_for
 from harness.stack import BACKEND, GROUP, SERVER_PREFIX, Daemon, Daemons, Notifications, Stack
 from reconciler.core import progress
@@ -26,8 +29,16 @@ from reconciler.core.model import (
     RuntimeStep,
     StepKind,
 )
-from reconciler.core.settings import Binding, ControllerSettings
+from reconciler.core.settings import (
+    AwsSettings,
+    Binding,
+    ControllerSettings,
+    HAProxySettings,
+    Settings,
+)
 from reconciler.cycle import run_cycle
+from reconciler.ports import Ports
+from reconciler.runner import converge
 from tests.support.daemon import (
     DEADLINE,
     controller,
@@ -106,6 +117,68 @@ def test_watched_backends_are_those_waiting_on_haproxy() -> None:
     )
     outcome = Outcome(deferred=(Deferral("deleting", "api-i-1", "connections attached"),))
     assert progress.watched(CycleResult(plan, outcome)) == {"warming", "deleting", "readied"}
+
+
+#: A backend that routes by zone (checks every 400 ms) and one warming up (every 100 ms).
+ZONED = Settings(
+    aws=AwsSettings(),
+    haproxy=HAProxySettings(),
+    backends=(binding("zoned", "check inter 400ms"), binding("warming", "check inter 100ms")),
+    controller=ControllerSettings(poll_interval=0.5),
+)
+
+
+def zone_routed(*more: BackendPlan) -> CycleResult:
+    """A cycle that left nothing pending, ``zoned`` routing by zone, and the *more* plans."""
+    zoned = BackendPlan("zoned", "zoned-asg", watches_health=True)
+    return CycleResult(Plan((zoned, *more)), Outcome())
+
+
+@pytest.mark.parametrize("waited", [0, 1, 60])
+def test_a_backend_routing_by_zone_is_looked_at_steadily_with_nothing_pending(
+    waited: float,
+) -> None:
+    """
+    Its health checks decide where requests go: HAProxy is looked at a quarter check interval
+    later, however long the looks found nothing to do; yet no work is left for a later cycle.
+    """
+    result = zone_routed()
+    assert not result.pending
+    assert progress.watched(result) == frozenset()
+    assert progress.watching_health(result) == {"zoned"}
+    assert progress.next_look(ZONED, result, waited) == pytest.approx(0.1)
+
+
+def test_a_refused_backend_routing_by_zone_is_not_looked_at() -> None:
+    """A backend refused this cycle has no plan to follow its health with."""
+    refused = BackendPlan("zoned", "zoned-asg", refused="unreadable", watches_health=True)
+    assert progress.next_look(ZONED, CycleResult(Plan((refused,)), Outcome())) is None
+
+
+@pytest.mark.parametrize(("waited", "seconds"), [(0, 0.025), (60, 0.1)])
+def test_the_sooner_of_a_warm_up_and_a_zone_watch_decides(waited: float, seconds: float) -> None:
+    """
+    A warm-up's looks grow rarer while they find nothing (to ``poll_interval``); the backend that
+    routes by zone keeps HAProxy looked at every quarter of its own check interval.
+    """
+    warming = BackendPlan("warming", "warming-asg", pending=True, awaits_haproxy=True)
+    assert progress.next_look(ZONED, zone_routed(warming), waited) == pytest.approx(seconds)
+
+
+def test_once_does_not_wait_for_a_backend_routing_by_zone() -> None:
+    """``--once`` ends after the cycle that left nothing pending: a zone watch is no work."""
+    cycles: list[object] = []
+
+    def cycle(*args: object, **kwargs: object) -> CycleResult:
+        cycles.append(args)
+        return zone_routed()
+
+    def sleep(seconds: float) -> None:
+        raise AssertionError(f"--once waited {seconds}s")
+
+    ports = Ports(FakeMembership(), FakeStore(b""), None)
+    report = converge(ZONED, ports, dry_run=False, limit=60, cycle=cycle, sleep=sleep)
+    assert (len(cycles), report.errors) == (1, ())
 
 
 def test_plans_say_what_they_wait_on() -> None:

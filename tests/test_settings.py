@@ -256,3 +256,149 @@ def test_every_range_problem_is_reported_at_once() -> None:
     poll = "controller.poll_interval (from RECONCILER_CONTROLLER_POLL_INTERVAL)"
     assert any(p.startswith(poll) for p in found), found
     assert any(p.startswith("sqs.wait_seconds (from RECONCILER_SQS_WAIT_SECONDS)") for p in found)
+
+
+# -- weights and zone routing ----------------------------------------------------------------------
+
+ROUTED = VALID.replace("[aws]", "[aws]").replace(
+    'reload_command = "systemctl reload haproxy"',
+    'reload_command = "systemctl reload haproxy"\nzone = "eu-west-1a"',
+)
+
+
+def test_weights_and_zone_routing_load(tmp_path: Path) -> None:
+    """A weights table, default_weight, zone routing and its threshold end up in the binding."""
+    text = ROUTED + (
+        "zone_routing = true\nzone_threshold = 0.5\ndefault_weight = 3\n"
+        '[backend.weights]\n"c5.large" = 10\n"c5.4xlarge" = 80\n'
+    )
+    loaded = settings_file.load(write(tmp_path, text), {})
+    assert loaded.haproxy.zone == "eu-west-1a"
+    (api,) = loaded.backends
+    assert api.weights == settings.Weights(
+        capacity=False, table={"c5.large": 10, "c5.4xlarge": 80}, default=3
+    )
+    assert (api.zone_routing, api.zone_threshold) == (True, 0.5)
+    capacity = settings_file.load(write(tmp_path, VALID + 'weight = "capacity"\n'), {})
+    assert capacity.backends[0].weights == settings.Weights(capacity=True)
+    assert capacity.backends[0].zone_routing is False
+    assert capacity.haproxy.zone is None
+
+
+def test_zone_auto_and_its_override(tmp_path: Path) -> None:
+    """zone = "auto" is kept for the runner to resolve; RECONCILER_HAPROXY_ZONE overrides."""
+    auto = settings_file.load(write(tmp_path, ROUTED.replace("eu-west-1a", "auto")), {})
+    assert auto.haproxy.zone == settings.AUTO_ZONE
+    env = {"RECONCILER_HAPROXY_ZONE": "us-east-1c"}
+    assert settings_file.load(write(tmp_path, ROUTED), env).haproxy.zone == "us-east-1c"
+
+
+@pytest.mark.parametrize(
+    ("added", "expected"),
+    [
+        pytest.param(
+            "weight = 10\n",
+            "backend 'api'.weight: 10 is not a weight source; use weight = \"capacity\"",
+            id="weight-number",
+        ),
+        pytest.param(
+            'weight = "cpu"\n', "backend 'api'.weight: 'cpu' is not a weight source", id="weight"
+        ),
+        pytest.param(
+            'weight = "capacity"\n[backend.weights]\n"c5.large" = 10\n',
+            "backend 'api'.weight: set weight = \"capacity\" or [backend.weights], not both",
+            id="both",
+        ),
+        pytest.param(
+            '[backend.weights]\n"c5.large" = 257\n',
+            "backend 'api'.weights.'c5.large': 257 is out of range; use a whole number from 1 to",
+            id="table-range",
+        ),
+        pytest.param(
+            '[backend.weights]\n"c5.large" = 0\n',
+            "backend 'api'.weights.'c5.large': 0 is out of range",
+            id="table-zero",
+        ),
+        pytest.param(
+            '[backend.weights]\n"c5.large" = "big"\n',
+            "backend 'api'.weights.'c5.large': 'big' is out of range",
+            id="table-type",
+        ),
+        pytest.param(
+            "weights = 5\n",
+            "backend 'api'.weights: must be a table of instance types",
+            id="table-not-a-table",
+        ),
+        pytest.param(
+            "[backend.weights]\n",
+            "backend 'api'.weights: must be a table of instance types",
+            id="table-empty",
+        ),
+        pytest.param(
+            "default_weight = 300\n",
+            "backend 'api'.default_weight: 300 is out of range; use a whole number from 1 to 256",
+            id="default-range",
+        ),
+        pytest.param(
+            "default_weight = 3\n",
+            "backend 'api'.default_weight: only used with weight = \"capacity\" or [backend.",
+            id="default-alone",
+        ),
+        pytest.param(
+            "zone_threshold = 0\n",
+            "backend 'api'.zone_threshold: 0.0 is out of range; use a number from 0 to 1, above 0",
+            id="threshold-zero",
+        ),
+        pytest.param(
+            "zone_threshold = 1.5\n",
+            "backend 'api'.zone_threshold: 1.5 is out of range",
+            id="threshold-above-1",
+        ),
+    ],
+)
+def test_each_weight_and_zone_mistake_is_named(tmp_path: Path, added: str, expected: str) -> None:
+    """Each mistake of the new keys is refused with what to do."""
+    found = problems_of(tmp_path, VALID + added)
+    assert any(p.startswith(expected) for p in found), found
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            VALID.replace("check inter 3s", "check weight 5") + 'weight = "capacity"\n',
+            "backend 'api'.server_options: remove 'weight' (the backend's weights set each",
+            id="weight-option",
+        ),
+        pytest.param(
+            ROUTED.replace("check inter 3s", "check backup") + "zone_routing = true\n",
+            "backend 'api'.server_options: remove 'backup' (zone routing decides which",
+            id="backup-option",
+        ),
+        pytest.param(
+            VALID + "zone_routing = true\n",
+            "backend 'api'.zone_routing: needs [haproxy] zone (the node's Availability Zone, or",
+            id="routing-without-zone",
+        ),
+        pytest.param(
+            ROUTED.replace('socket = "/run/haproxy/admin.sock"\n', "") + "zone_routing = true\n",
+            "backend 'api'.zone_routing: needs [haproxy] socket",
+            id="routing-without-socket",
+        ),
+        pytest.param(
+            ROUTED.replace("eu-west-1a", "EU West 1a"),
+            "haproxy.zone: 'EU West 1a' is not an Availability Zone name; use \"auto\"",
+            id="zone-name",
+        ),
+    ],
+)
+def test_each_weight_and_zone_conflict_is_named(tmp_path: Path, text: str, expected: str) -> None:
+    """Settings that contradict each other are refused with what to change."""
+    found = problems_of(tmp_path, text)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_a_bad_zone_override_names_its_variable(tmp_path: Path) -> None:
+    """RECONCILER_HAPROXY_ZONE with a value that is no zone is named."""
+    found = problems_of(tmp_path, ROUTED, {"RECONCILER_HAPROXY_ZONE": "eu west"})
+    assert any(p.startswith("haproxy.zone (from RECONCILER_HAPROXY_ZONE)") for p in found), found

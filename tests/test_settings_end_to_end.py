@@ -97,7 +97,8 @@ def test_controller_with_the_largest_values_waits_and_wakes(
     controller = {**largest("controller"), "min_gap": settings.LIMITS["controller.min_gap"].low}
     daemon = daemons.start(
         stack,
-        largest("backend"),
+        # ``default_weight`` is refused without a source of weights.
+        {**largest("backend"), "weight": "capacity"},
         controller=controller,
         sqs={"queue_url": queue.queue_url, **largest("sqs")},
         server=largest("server"),

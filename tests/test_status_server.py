@@ -2,7 +2,7 @@
 The status listener under clients that misbehave: one that connects and says nothing, one that
 trickles its request a byte at a time, and more idle connections than it serves at once. Each is
 dropped after the request timeout, the number of threads stays bounded, and ``/healthz`` keeps
-answering the others.
+answering the others. Then what ``/metrics`` says of zone routing and weight warnings.
 """
 
 from __future__ import annotations
@@ -17,6 +17,15 @@ from dataclasses import dataclass, field
 import pytest
 
 from reconciler.adapters.status_server import StatusServer
+from reconciler.core.model import (
+    BackendPlan,
+    CycleResult,
+    Outcome,
+    Plan,
+    ZoneCount,
+    ZoneMode,
+    ZoneStatus,
+)
 from reconciler.metrics import Metrics
 
 
@@ -167,3 +176,78 @@ def test_stop_returns_while_the_connections_are_all_taken(server: StatusServer) 
     finally:
         for client in idle:
             client.close()
+
+
+# -- zone routing and weight metrics ---------------------------------------------------------------
+
+ZONED = ZoneStatus(
+    "eu-west-1a",
+    ZoneMode.LOCAL,
+    {"eu-west-1a": ZoneCount(3, 2, 160), "eu-west-1b": ZoneCount(2, 2, 20)},
+    needed=67.5,
+    cross_zone_share=0.125,
+)
+
+
+def cycle(*backends: BackendPlan) -> CycleResult:
+    """A successful cycle that planned *backends*."""
+    return CycleResult(Plan(backends), Outcome())
+
+
+def scrape(metrics: Metrics) -> list[str]:
+    """The exposition's sample lines of the zone and warning metrics."""
+    wanted = ("reconciler_zone_", "reconciler_cross_zone_share", "reconciler_backend_warnings")
+    return sorted(
+        line for line in metrics.exposition().decode().splitlines() if line.startswith(wanted)
+    )
+
+
+def test_zone_routed_backend_exports_servers_per_zone_and_state_mode_and_share() -> None:
+    """Each zone's healthy and unhealthy servers, the mode as 1/0, the share, the warnings."""
+    metrics = Metrics(stale_after=60)
+    warned = ("instance type 'm5.large' has no WeightedCapacity in group 'api-asg'; ...",)
+    metrics.record_cycle(
+        0.1,
+        cycle(
+            BackendPlan("api", "api-asg", warnings=warned, zones=ZONED),
+            BackendPlan("web", "web-asg"),
+        ),
+        "",
+    )
+    assert scrape(metrics) == [
+        'reconciler_backend_warnings{backend="api"} 1.0',
+        'reconciler_backend_warnings{backend="web"} 0.0',
+        'reconciler_cross_zone_share{backend="api"} 0.125',
+        'reconciler_zone_mode{backend="api",mode="local"} 1.0',
+        'reconciler_zone_mode{backend="api",mode="spill"} 0.0',
+        'reconciler_zone_servers{backend="api",state="healthy",zone="eu-west-1a"} 2.0',
+        'reconciler_zone_servers{backend="api",state="healthy",zone="eu-west-1b"} 2.0',
+        'reconciler_zone_servers{backend="api",state="unhealthy",zone="eu-west-1a"} 1.0',
+        'reconciler_zone_servers{backend="api",state="unhealthy",zone="eu-west-1b"} 0.0',
+    ]
+
+
+def test_zone_series_follow_the_latest_read_and_outlive_an_unread_backend() -> None:
+    """
+    A zone left without servers and a share not known yet lose their series; a refused backend
+    keeps what it had; a backend whose routing was turned off loses every zone series.
+    """
+    metrics = Metrics(stale_after=60)
+    metrics.record_cycle(0.1, cycle(BackendPlan("api", "api-asg", zones=ZONED)), "")
+    spilled = ZoneStatus(
+        "eu-west-1a", ZoneMode.SPILL, {"eu-west-1a": ZoneCount(1, 0, 0)}, needed=0.0
+    )
+    metrics.record_cycle(0.1, cycle(BackendPlan("api", "api-asg", zones=spilled)), "")
+    after_spill = [
+        'reconciler_backend_warnings{backend="api"} 0.0',
+        'reconciler_zone_mode{backend="api",mode="local"} 0.0',
+        'reconciler_zone_mode{backend="api",mode="spill"} 1.0',
+        'reconciler_zone_servers{backend="api",state="healthy",zone="eu-west-1a"} 0.0',
+        'reconciler_zone_servers{backend="api",state="unhealthy",zone="eu-west-1a"} 1.0',
+    ]
+    assert scrape(metrics) == after_spill
+    refused = BackendPlan("api", "api-asg", refused="throttled")
+    metrics.record_cycle(0.1, cycle(refused), "api: throttled")
+    assert scrape(metrics) == after_spill
+    metrics.record_cycle(0.1, cycle(BackendPlan("api", "api-asg")), "")
+    assert scrape(metrics) == ['reconciler_backend_warnings{backend="api"} 0.0']

@@ -47,6 +47,11 @@ servers with the same ids. A pair that fails a check was cut (a worker stopping 
 closes the connection mid-dump), damaged, or changed while it was read (a server added or deleted
 between the two dumps): it is read again at once, and after ``READ_ATTEMPTS`` failures the backend
 is reported in ``RuntimeObservation.errors`` so the planner leaves it alone for the cycle.
+Besides states and ids, a server's weight is ``show servers state`` ``srv_uweight`` (what the
+file's ``weight`` or ``set server … weight`` gave it; ``srv_iweight`` stays the initial one), and
+``show stat`` gives ``bck`` (a backup server) and ``lbtot`` (how often the load balancer chose it):
+columns every server row fills on 2.6 and 3.0, so a dump without them is incomplete too. An
+``add server`` line carries the weight and ``backup`` like any option; both versions take them.
 
 A draining server's time in state is timed from the start of its drain: HAProxy 2.6 restarts its
 clock (``srv_time_since_last_change``) on ``state drain``, 3.0 does not, and a drain timed from the
@@ -131,10 +136,23 @@ _STATE_COLUMNS = frozenset(
         "srv_check_result",
         "srv_check_state",
         "srv_port",
+        "srv_uweight",
     }
 )
 _STAT_COLUMNS = frozenset(
-    {"pxname", "svname", "sid", "type", "qcur", "scur", "idle_conn_cur", "status", "check_status"}
+    {
+        "pxname",
+        "svname",
+        "sid",
+        "type",
+        "qcur",
+        "scur",
+        "idle_conn_cur",
+        "status",
+        "check_status",
+        "bck",
+        "lbtot",
+    }
 )
 # `show stat` row type of a server (0 frontend, 1 backend, 2 server, 3 listener).
 _STAT_TYPE_SERVER = "2"
@@ -164,6 +182,8 @@ class ServerStats:
     idle_connections: int
     status: str
     check_status: str
+    backup: bool
+    chosen: int
 
 
 @dataclass(frozen=True)
@@ -327,6 +347,10 @@ class RuntimeSocket:
         self._change(("set", "server", f"{backend}/{server}", "state", state), _SILENT)
         if state == "drain":
             self._drains[(backend, server)] = time.monotonic()
+
+    def set_weight(self, backend: str, server: str, weight: int) -> None:
+        """``set server <backend>/<server> weight <weight>``."""
+        self._change(("set", "server", f"{backend}/{server}", "weight", str(weight)), _SILENT)
 
     def set_address(self, backend: str, server: str, address: str, port: int) -> None:
         """``set server <backend>/<server> addr <address> port <port>``."""
@@ -596,6 +620,7 @@ def parse_servers_state(text: str) -> tuple[RuntimeServer, ...]:
                     check_state=int(cells["srv_check_state"]),
                     check_result=int(cells["srv_check_result"]),
                     seconds_in_state=int(cells["srv_time_since_last_change"]),
+                    weight=int(cells["srv_uweight"]),
                 )
             )
         except ValueError:
@@ -626,6 +651,8 @@ def parse_stat(text: str) -> Mapping[tuple[str, str], ServerStats]:
                 idle_connections=_count(row["idle_conn_cur"]),
                 status=row["status"],
                 check_status=row["check_status"],
+                backup=_flag(row["bck"]),
+                chosen=_count(row["lbtot"]),
             )
         except ValueError:
             raise IncompleteReadError(f"has a row that does not parse: {line}") from None
@@ -682,6 +709,13 @@ def _names(servers: set[tuple[str, int]]) -> str:
 
 def _joined(server: RuntimeServer, stats: ServerStats) -> RuntimeServer:
     return dataclasses.replace(server, **dataclasses.asdict(stats))
+
+
+def _flag(cell: str) -> bool:
+    """A ``show stat`` 0/1 column that every server row fills; anything else is damage."""
+    if cell not in ("0", "1"):
+        raise ValueError(cell)
+    return cell == "1"
 
 
 def _count(cell: str) -> int:

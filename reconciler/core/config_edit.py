@@ -113,7 +113,7 @@ def _wanted(
     """
     wanted = {line.name: line for line in lines}
     words = [*wanted, *(line.address for line in lines)]
-    options = {line.options for line in lines}
+    options = {line.file_options for line in lines}
     if (
         len(wanted) == len(lines)
         # A word is plain when it is not empty and has no character a plain word may not have.
@@ -163,7 +163,7 @@ def _rewrites(
             server.address == line.address
             and server.port == line.port
             and server.server_id == line.server_id
-            and server.options == line.options
+            and server.options == line.file_options
         ):
             replaced[server.line_index] = _rewritten(doc.line(server.line_index), _text(line))
     return replaced

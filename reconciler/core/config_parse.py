@@ -351,8 +351,8 @@ def backend(doc: Document, name: str) -> ConfigBackend | None:
     problems.extend(_uncertainty(doc, section, where))
     statements = doc.statements(section)
     servers = _servers(doc, statements, where, problems)
-    balance, hash_type = _algorithm(doc, section, statements, where, problems)
-    return ConfigBackend(name, servers, balance, hash_type, tuple(problems))
+    balance, hash_type, allbackups = _algorithm(doc, section, statements, where, problems)
+    return ConfigBackend(name, servers, balance, hash_type, tuple(problems), allbackups)
 
 
 # -- lines -----------------------------------------------------------------------------------------
@@ -634,21 +634,23 @@ def _algorithm(
     statements: Sequence[Statement],
     where: str,
     problems: list[str],
-) -> tuple[str, str]:
+) -> tuple[str, str, bool]:
     """
-    The effective ``balance`` algorithm and ``hash-type`` method of *section*, whose
-    *statements* are read already, following defaults.
+    The effective ``balance`` algorithm, ``hash-type`` method and ``option allbackups`` of
+    *section*, whose *statements* are read already, following defaults.
     """
     balance: str | None = None
     hash_type: str | None = None
+    allbackups: bool | None = None
     current: Section | None = section
-    while current is not None and (balance is None or hash_type is None):
+    while current is not None and None in (balance, hash_type, allbackups):
         own = statements if current is section else doc.statements(current)
-        own_balance, own_hash = _own_algorithm(doc, own, where, problems)
+        own_balance, own_hash, own_allbackups = _own_algorithm(doc, own, where, problems)
         balance = balance or own_balance
         hash_type = hash_type or own_hash
+        allbackups = own_allbackups if allbackups is None else allbackups
         current = _inherited(doc, current, where, problems)
-    return balance or DEFAULT_BALANCE, hash_type or DEFAULT_HASH_TYPE
+    return balance or DEFAULT_BALANCE, hash_type or DEFAULT_HASH_TYPE, bool(allbackups)
 
 
 def _own_algorithm(
@@ -656,9 +658,13 @@ def _own_algorithm(
     statements: Sequence[Statement],
     where: str,
     problems: list[str],
-) -> tuple[str | None, str | None]:
-    """The last ``balance`` and ``hash-type`` among a section's own *statements*, if any."""
+) -> tuple[str | None, str | None, bool | None]:
+    """
+    The last ``balance``, ``hash-type`` and ``[no] option allbackups`` among a section's own
+    *statements*, if any (``None``: the section leaves it to its defaults).
+    """
     found: dict[str, str] = {}
+    allbackups: bool | None = None
     for index, words in statements:
         keyword = words[0]
         if keyword in ("balance", "hash-type") and len(words) > 1:
@@ -668,7 +674,24 @@ def _own_algorithm(
                     f"{where}: '{keyword}' at line {index + 1} is inside an .if block; "
                     "move it out or manage this backend by hand"
                 )
-    return found.get("balance"), found.get("hash-type")
+        elif words[-1] == "allbackups":
+            allbackups = _allbackups(words, doc.depth(index) > 0, allbackups)
+    return found.get("balance"), found.get("hash-type"), allbackups
+
+
+def _allbackups(words: tuple[str, ...], conditional: bool, before: bool | None) -> bool | None:
+    """
+    What ``option allbackups``, ``no option allbackups`` or ``default option allbackups``
+    (*words*) makes of the setting *before* it in the same section.
+    """
+    if words == ("option", "allbackups"):
+        # HAProxy may drop a line inside an .if block: never count on one to turn it on.
+        return not conditional
+    if words == ("no", "option", "allbackups"):
+        return False
+    if words == ("default", "option", "allbackups"):
+        return None
+    return before
 
 
 def _inherited(doc: Document, section: Section, where: str, problems: list[str]) -> Section | None:

@@ -31,11 +31,16 @@ runtime-only    yes     InService, running, not in the file (a reload would drop
 file-only       yes     InService, in the file, not running (a reload would add it)
 maint           yes     InService but in maintenance at runtime; the next cycle warms it
                         up again
+zone            yes     zone routing: the server is a backup (or active) at runtime or in
+                        the file, and the zone mode calls for the other form; the next
+                        cycles re-add it in that form (draining it first when in use)
 draining        yes     leaving, and the removal is under way: in drain or maintenance
                         until nothing is attached, then deleted
 warming         yes     InService, held in drain until its first health check passes;
                         or launching: ``Pending:Wait`` behind a launch hook the backend
                         completes, warmed up at runtime and kept out of the file
+weight          yes     the weight at runtime or in the file is not the one the backend's
+                        weights give the instance type; the next cycle sets it
 outdated        yes     the file line's options or id are not what the settings call for
 down            no      InService, in place everywhere, failing its health checks
 ok              no      InService and serving
@@ -46,6 +51,13 @@ unmanaged       no      a server the controller never touches (any other name)
 A transitional server (warming, draining) is drift: it does not yet serve, or still does,
 unlike what the group says. A backend the planner refuses (failed read, missing group,
 unmanageable section) has no rows, only the planner's reason.
+
+Weights and zone routing add facts, not other ways to decide: each row carries its instance's
+zone and, with zone routing, whether that is the node's; and its weights (desired, runtime, file)
+when the backend sets weights. The backend carries the plan's warnings (instance types without a
+weight: never drift) and zone routing's decision (``ZoneStatus``, told by ``zone_summary``). A
+server in the other backup form is ``zone`` before ``maint`` and ``warming``: its re-add goes
+through drain and maintenance, which are then no warm-up.
 
 The report also carries what the running HAProxy said of itself (``HAProxyFeatures``: its version,
 the runtime commands its ``help`` lists, the ``add server`` keywords it lists, if any), so a report
@@ -58,10 +70,12 @@ Pure: no I/O, no clock. Linear in the number of instances and servers.
 from __future__ import annotations
 
 import enum
+import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from reconciler.core import plan, server_steps
+from reconciler.core import file_lines, plan, server_steps
+from reconciler.core import zones as routing
 from reconciler.core.errors import ConfigError
 from reconciler.core.managed_servers import address, points_at
 from reconciler.core.model import (
@@ -74,6 +88,8 @@ from reconciler.core.model import (
     Observation,
     RuntimeServer,
     ServerLine,
+    ZoneMode,
+    ZoneStatus,
 )
 from reconciler.core.settings import Binding, Settings
 
@@ -88,8 +104,10 @@ class Verdict(enum.Enum):
     RUNTIME_ONLY = "runtime-only"
     FILE_ONLY = "file-only"
     MAINT = "maint"
+    ZONE = "zone"
     DRAINING = "draining"
     WARMING = "warming"
+    WEIGHT = "weight"
     OUTDATED = "outdated"
     DOWN = "down"
     OK = "ok"
@@ -173,6 +191,16 @@ class DriftRow:
     check: CheckResult | None
     #: HAProxy's own check status text (``L7OK``, ``L4CON``...), when it reports one.
     check_status: str | None
+    #: The instance's Availability Zone, when DescribeInstances gave one.
+    zone: str | None = None
+    #: Zone routing is on: the instance is in the node's zone (``None`` when routing is off).
+    local: bool | None = None
+    #: The weight the backend's weights give the server (``None`` without weights), the one it
+    #: runs with and the one its file line says (``None`` without a ``weight`` word). Filled
+    #: when the backend sets weights or the server's weights differ; else all ``None``.
+    weight_desired: int | None = None
+    weight_runtime: int | None = None
+    weight_file: int | None = None
 
     @property
     def drift(self) -> bool:
@@ -191,6 +219,12 @@ class BackendDrift:
     #: Set when the planner keeps the current servers although the group does not serve.
     held: str | None = None
     rows: tuple[DriftRow, ...] = ()
+    #: Not drift: what the operator should know (an instance type without a weight).
+    warnings: tuple[str, ...] = ()
+    #: The backend sets server weights (``weight`` or ``[backend.weights]``).
+    weights: bool = False
+    #: What zone routing decided this cycle; ``None`` when it is off.
+    zones: ZoneStatus | None = None
 
     @property
     def drifted(self) -> tuple[DriftRow, ...]:
@@ -292,7 +326,15 @@ def _assess_backend(binding: Binding, decided: BackendPlan, observed: Observatio
         assessor.rows(),
         key=lambda r: (r.verdict.severity, r.instance_id or "", r.server or ""),
     )
-    return BackendDrift(decided.backend, decided.asg, held=decided.held, rows=tuple(rows))
+    return BackendDrift(
+        decided.backend,
+        decided.asg,
+        held=decided.held,
+        rows=tuple(rows),
+        warnings=decided.warnings,
+        weights=assessor.weights,
+        zones=decided.zones,
+    )
 
 
 class _Assessor:
@@ -313,6 +355,8 @@ class _Assessor:
         self.file = {s.name: s for s in file_servers}
         self.runtime = None if runtime is None else {s.name: s for s in runtime}
         self.held = decided.held is not None
+        self.weights = binding.weights is not None
+        self.zones = decided.zones
         # The planner decides who belongs: its lines are the servers the file must hold (none
         # when held), and any other server it brings up rather than down is launching: added
         # and warmed up behind a lifecycle hook, kept out of the file until InService.
@@ -380,6 +424,9 @@ class _Assessor:
             return Verdict.FILE_ONLY, "InService; not running (a reload would add it)"
         if current is None:
             return Verdict.RUNTIME_ONLY, "InService; not in the file (a reload would drop it)"
+        if self.zones is not None and running is not None and running.backup != line.backup:
+            # Re-added in the other form, through drain and maintenance: it is not warming.
+            return Verdict.ZONE, _zone_move(running, line, self.zones)
         if running is not None and running.in_maintenance:
             return Verdict.MAINT, "InService but in maintenance; the next cycle warms it up"
         if running is not None and running.draining:
@@ -387,9 +434,14 @@ class _Assessor:
                 status = server_steps.awaited_check(running)
                 return Verdict.WARMING, f"held in drain until its check passes ({status})"
             return Verdict.WARMING, "in drain; the next cycle makes it ready"
-        outdated = _outdated(current, line)
-        if outdated is not None:
-            return Verdict.OUTDATED, outdated
+        differs = _line_differs(current, line, self.binding, self.zones)
+        if differs is not None:
+            return differs
+        if line.weight is not None and running is not None and running.weight != line.weight:
+            return (
+                Verdict.WEIGHT,
+                f"runs at weight {running.weight}; the next cycle sets {line.weight}",
+            )
         if running is not None and runtime_state(running) is RuntimeState.DOWN:
             return Verdict.DOWN, f"failing health checks ({running.check_status or 'DOWN'})"
         return Verdict.OK, "InService and serving"
@@ -416,6 +468,9 @@ class _Assessor:
         instance = self.instances.get(instance_id) if instance_id is not None else None
         current = self.file.get(name) if name is not None else None
         running = self._running(name) if name is not None else None
+        line = self.desired.get(name) if name is not None else None
+        desired, at_runtime, in_file = self._weights(line, current, running)
+        node_zone = None if self.zones is None else self.zones.node_zone
         return DriftRow(
             verdict=verdict,
             detail=detail,
@@ -431,7 +486,31 @@ class _Assessor:
             runtime_address=address(running) if running is not None else None,
             check=check_result(running) if running is not None else None,
             check_status=(running.check_status or None) if running is not None else None,
+            zone=instance.zone if instance else None,
+            # An instance without a zone is never local.
+            local=None if self.zones is None or instance is None else instance.zone == node_zone,
+            weight_desired=desired,
+            weight_runtime=at_runtime,
+            weight_file=in_file,
         )
+
+    def _weights(
+        self,
+        line: ServerLine | None,
+        current: ConfigServer | None,
+        running: RuntimeServer | None,
+    ) -> tuple[int | None, int | None, int | None]:
+        """
+        The server's weights (desired, runtime, file) when the backend sets weights; without,
+        only where the running weight is not the one its file line writes (``set server weight``
+        by hand), as a line without ``weight`` may take a ``default-server`` one.
+        """
+        desired = line.weight if line is not None else None
+        at_runtime = running.weight if running is not None else None
+        in_file = _file_weight(current.options) if current is not None else None
+        if self.weights or (None not in (at_runtime, in_file) and at_runtime != in_file):
+            return desired, at_runtime, in_file
+        return None, None, None
 
 
 def runtime_state(running: RuntimeServer | None) -> RuntimeState:
@@ -456,12 +535,89 @@ def check_result(running: RuntimeServer) -> CheckResult:
     return CheckResult.FAILED if running.check_result == 2 else CheckResult.UNKNOWN
 
 
-def _outdated(current: ConfigServer, line: ServerLine) -> str | None:
-    """How the file line of a server at the right address differs from *line*, if it does."""
-    if current.options != line.options:
-        have, want = " ".join(current.options), " ".join(line.options)
-        return f"the file line has options '{have}', the settings '{want}' (a reload applies them)"
+def _line_differs(
+    current: ConfigServer, line: ServerLine, binding: Binding, zones: ZoneStatus | None
+) -> tuple[Verdict, str] | None:
+    """
+    How the file line of a server at the right address differs from *line*, if it does: in the
+    settings' options or the id (outdated), or only in the words the controller writes itself,
+    ``weight`` (weight) and ``backup`` (zone).
+    """
+    if current.options == line.file_options and current.server_id == line.server_id:
+        return None
+    theirs = file_lines.user_options(current.options, binding)
+    if theirs != line.options:
+        have, want = " ".join(theirs), " ".join(line.options)
+        return (
+            Verdict.OUTDATED,
+            f"the file line has options '{have}', the settings '{want}' (a reload applies them)",
+        )
     if current.server_id != line.server_id:
         written = "no id" if current.server_id is None else f"id {current.server_id}"
-        return f"the file line has {written}; the next cycle writes id {line.server_id}"
-    return None
+        return (
+            Verdict.OUTDATED,
+            f"the file line has {written}; the next cycle writes id {line.server_id}",
+        )
+    weight = _file_weight(current.options)
+    if line.weight is not None and weight != line.weight:
+        have = "no weight" if weight is None else f"weight {weight}"
+        return (
+            Verdict.WEIGHT,
+            f"the file line has {have}; the next cycle writes weight {line.weight}",
+        )
+    if zones is not None and ("backup" in current.options) != line.backup:
+        now = "active" if line.backup else "a backup"
+        move = routing.reason(zones, to_backup=line.backup)
+        return Verdict.ZONE, f"the file line is {now}; the next cycle writes it {move}"
+    return (
+        Verdict.OUTDATED,
+        "the file line's words are in another order; the next cycle rewrites it",
+    )
+
+
+def _file_weight(options: Sequence[str]) -> int | None:
+    """The weight a server line's words set (the last ``weight N``, as HAProxy reads them)."""
+    found = None
+    for word, value in itertools.pairwise(options):
+        if word == "weight" and value.isdigit():
+            found = int(value)
+    return found
+
+
+def _zone_move(running: RuntimeServer, line: ServerLine, zones: ZoneStatus) -> str:
+    """Why a running server of the wrong form is re-added in the other, and what it waits for."""
+    now = "a backup" if running.backup else "active"
+    detail = f"{now} at runtime; re-added {routing.reason(zones, to_backup=line.backup)}"
+    # Unused as the planner means it: idle connections do not hold the re-add back.
+    if running.sessions == 0 and running.queued == 0:
+        return detail
+    return f"{detail} once unused ({server_steps.attached(running)})"
+
+
+def zone_reason(zones: ZoneStatus) -> str:
+    """Why zone routing chose its mode, in words."""
+    local, node = zones.local, zones.node_zone
+    capacity = routing.capacity(zones)
+    if local.servers == 0:
+        return f"no server in the local zone {node}"
+    if not any(count.healthy for count in zones.zones.values()):
+        return "no healthy server in any zone"
+    if local.healthy_capacity == 0:
+        return f"no healthy server in the local zone {node}; HAProxy sends to the other zones"
+    if zones.mode is ZoneMode.LOCAL:
+        return f"the local zone {node} carries the traffic ({capacity})"
+    return f"the local zone {node} is degraded ({capacity})"
+
+
+def zone_summary(zones: ZoneStatus) -> str:
+    """
+    The zone routing line of a backend: its mode and why, the servers healthy per zone, the
+    share of requests HAProxy sent to other zones (since its worker started).
+    """
+    counts = ", ".join(
+        f"{zone} {count.healthy}/{count.servers} healthy"
+        for zone, count in sorted(zones.zones.items())
+    )
+    share = zones.cross_zone_share
+    sent = "no request yet" if share is None else f"{share:.1%} of requests sent cross-zone"
+    return f"zone routing {zones.mode.value}: {zone_reason(zones)}; {counts or 'no server'}; {sent}"

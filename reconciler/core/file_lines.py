@@ -4,16 +4,25 @@ The managed lines a backend's config file must hold, with the explicit server id
 One line per serving (or launching) instance, nothing else: the lines already in the file keep
 their place and their id, new ones follow sorted by name. A doubtful instance's line is written
 back exactly as it is.
+
+A line holds the backend's ``server_options``, then the controller's own words: ``weight N`` when
+the backend sets weights, ``backup`` when zone routing makes the server a backup. Those change at
+runtime without a reload (``set server weight``, or the server added again in its new form).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from reconciler.core import config_edit
 from reconciler.core.managed_servers import ManagedServers, address, points_at
 from reconciler.core.model import Change, ConfigServer, Instance, RuntimeServer, ServerLine
+from reconciler.core.settings import Binding
+
+
+#: The controller's words of an instance's line: its weight (``None``: none) and backup form.
+Form = Callable[[Instance], tuple[int | None, bool]]
 
 
 def first_free_id(file_servers: Sequence[ConfigServer], runtime: Sequence[RuntimeServer]) -> int:
@@ -31,9 +40,15 @@ def first_free_id(file_servers: Sequence[ConfigServer], runtime: Sequence[Runtim
 
 
 def desired(
-    servers: ManagedServers, instances: Iterable[Instance], first_free: int
+    servers: ManagedServers,
+    instances: Iterable[Instance],
+    first_free: int,
+    form: Form | None = None,
 ) -> tuple[ServerLine, ...]:
-    """One line per instance: those already in the file first, in file order."""
+    """
+    One line per instance: those already in the file first, in file order; *form* gives each
+    its weight and backup form (``None``: the backend sets neither).
+    """
     binding, file = servers.binding, servers.file
     server_name, port, options = binding.server_name, binding.port, binding.server_options
     by_name = {server_name(i.instance_id): i for i in instances}
@@ -50,7 +65,11 @@ def desired(
         server_id = None if kept is None else kept.server_id
         if server_id is None:
             server_id = next(fresh)
-        lines.append(ServerLine(name, private_ip, port, server_id, options))
+        if form is None:
+            lines.append(ServerLine(name, private_ip, port, server_id, options))
+        else:
+            weight, backup = form(by_name[name])
+            lines.append(ServerLine(name, private_ip, port, server_id, options, weight, backup))
     return tuple(lines)
 
 
@@ -78,24 +97,67 @@ def written(
 
 
 def needs_reload(servers: ManagedServers, lines: Iterable[ServerLine]) -> bool:
-    """With a runtime socket, only new options on an existing server need a reload."""
+    """
+    With a runtime socket, only new options on an existing server need a reload: the
+    controller's own words (weight, backup) change at runtime.
+    """
     if servers.runtime is None:
         return False
-    file = servers.file
-    return any(line.options != file[line.name].options for line in lines if line.name in file)
+    file, binding = servers.file, servers.binding
+    if binding.weights is None and not binding.zone_routing:
+        return any(line.options != file[line.name].options for line in lines if line.name in file)
+    return any(
+        line.options != user_options(file[line.name].options, binding)
+        for line in lines
+        if line.name in file
+    )
 
 
-def change(current: ConfigServer | None, line: ServerLine) -> tuple[Change, str] | None:
+def user_options(options: Sequence[str], binding: Binding) -> tuple[str, ...]:
+    """
+    The words of a file line's *options* that come from ``server_options``: without ``weight N``
+    when the backend sets weights, without ``backup`` with zone routing.
+    """
+    weights, zones = binding.weights is not None, binding.zone_routing
+    if not weights and not zones:
+        return tuple(options)
+    words = iter(options)
+    kept = []
+    for word in words:
+        if weights and word == "weight":
+            next(words, None)
+        elif not (zones and word == "backup"):
+            kept.append(word)
+    return tuple(kept)
+
+
+def change(
+    current: ConfigServer | None, line: ServerLine, binding: Binding
+) -> tuple[Change, str] | None:
     """How the file's line differs from the desired one, if it does, for a report row."""
     if current is None:
         return Change.ADD, "InService; written to the file"
     if not points_at(current, line):
         return Change.ADDRESS, f"file had {address(current)}"
-    if current.options != line.options:
-        return Change.OPTIONS, "server_options changed"
+    if current.options != line.file_options:
+        return _options_change(current.options, line, binding)
     if current.server_id != line.server_id:
         return Change.OPTIONS, f"id {line.server_id} written to the file"
     return None
+
+
+def _options_change(
+    written: tuple[str, ...], line: ServerLine, binding: Binding
+) -> tuple[Change, str]:
+    """How the file's *written* options differ from *line*'s, which they do."""
+    if user_options(written, binding) != line.options:
+        return Change.OPTIONS, "server_options changed"
+    if binding.zone_routing and ("backup" in written) != line.backup:
+        form = "a backup" if line.backup else "an active server"
+        return Change.ZONE, f"written to the file as {form}"
+    if line.weight is None:  # the same words in another order: a hand edit
+        return Change.OPTIONS, "server_options changed"
+    return Change.WEIGHT, f"weight {line.weight} written to the file"
 
 
 def _as_written(server: ConfigServer) -> ServerLine | None:

@@ -64,6 +64,10 @@ class Instance:
     #: DescribeInstances says it is a Spot instance: only then can an interruption warning be
     #: true, whatever a message claims.
     spot: bool = False
+    #: DescribeInstances ``InstanceType`` (``c5.large``); ``None`` when not returned.
+    instance_type: str | None = None
+    #: DescribeInstances ``Placement.AvailabilityZone`` (``eu-west-1a``); ``None`` if not returned.
+    zone: str | None = None
 
     @property
     def malformed(self) -> str | None:
@@ -150,6 +154,9 @@ class Group:
     instances: tuple[Instance, ...]
     #: Its lifecycle hooks; only read for groups whose backends complete lifecycle actions.
     hooks: tuple[LifecycleHook, ...] = ()
+    #: ``WeightedCapacity`` by instance type, from the ``MixedInstancesPolicy`` launch template
+    #: overrides that set one; empty for a group without them.
+    capacities: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def malformed(self) -> dict[str, str]:
@@ -257,6 +264,9 @@ class ConfigBackend:
     hash_type: str
     #: Reasons this section cannot be managed at all (``.if`` block, ``$`` in a name...).
     problems: tuple[str, ...] = ()
+    #: The effective ``option allbackups`` (inherited from defaults, ``no option allbackups``
+    #: cancels): every usable backup server takes traffic when no active one is, not the first.
+    allbackups: bool = False
 
     @property
     def takes_dynamic_servers(self) -> bool:
@@ -309,6 +319,21 @@ class RuntimeServer:
     #: ``show stat`` ``status`` and ``check_status`` (for reports only).
     status: str = ""
     check_status: str = ""
+    #: ``show servers state`` ``srv_uweight``: the weight set in the file or by ``set server
+    #: weight`` (HAProxy's default is 1).
+    weight: int = 1
+    #: ``show stat`` ``bck``: a backup server, used only while no active server is usable.
+    backup: bool = False
+    #: ``show stat`` ``lbtot``: times the load balancer chose it since the worker started.
+    chosen: int = 0
+
+    @property
+    def usable(self) -> bool:
+        """
+        It takes new requests from the load balancer: running (``srv_op_state`` 2), neither in
+        maintenance nor draining, with a weight above 0.
+        """
+        return self.op_state == 2 and self.admin_state == 0 and self.weight > 0
 
     @property
     def in_maintenance(self) -> bool:
@@ -430,16 +455,34 @@ class ServerLine:
     server_id: int | None
     #: The backend's ``server_options``, split into words.
     options: tuple[str, ...]
+    #: The weight the controller sets (``weight`` of the backend); ``None`` leaves it to
+    #: ``server_options`` or HAProxy's default.
+    weight: int | None = None
+    #: Zone routing made it a backup server (its instance is in another zone).
+    backup: bool = False
 
     @property
     def has_check(self) -> bool:
         """The options turn on a health check."""
         return "check" in self.options
 
+    @property
+    def is_backup(self) -> bool:
+        """HAProxy runs it as a backup server: by zone routing, or by ``server_options``."""
+        return self.backup or "backup" in self.options
+
+    @property
+    def file_options(self) -> tuple[str, ...]:
+        """The words the file line holds after its ``id``: the options, weight and backup."""
+        if self.weight is None and not self.backup:
+            return self.options
+        weight = ("weight", str(self.weight)) if self.weight is not None else ()
+        return (*self.options, *weight, *(("backup",) if self.backup else ()))
+
     def words(self) -> tuple[str, ...]:
         """Every word after ``server``: name, address, ``id``, then the options."""
         ident = ("id", str(self.server_id)) if self.server_id is not None else ()
-        return (self.name, f"{self.address}:{self.port}", *ident, *self.options)
+        return (self.name, f"{self.address}:{self.port}", *ident, *self.file_options)
 
 
 class StepKind(enum.Enum):
@@ -459,6 +502,8 @@ class StepKind(enum.Enum):
     MAINT = "maint"
     #: Sessions outlived the drain timeout: ``shutdown sessions server``.
     KILL_SESSIONS = "kill-sessions"
+    #: The weight the backend calls for: ``set server <b>/<s> weight N``.
+    WEIGHT = "weight"
     #: In maintenance with nothing attached: ``del server``.
     DELETE = "delete"
 
@@ -473,6 +518,9 @@ class RuntimeStep:
     line: ServerLine | None = None
     #: For ADD: keep the server in drain even without a check (its launch is not complete yet).
     hold: bool = False
+    #: For ADD: ready at once, check or not: the server is added again with another form (zone
+    #: routing turned it into or out of a backup) and its check passed just before.
+    proven: bool = False
 
 
 class Change(enum.Enum):
@@ -484,6 +532,9 @@ class Change(enum.Enum):
     OPTIONS = "options"
     WARMING = "warming"
     DRAINING = "draining"
+    WEIGHT = "weight"
+    #: Zone routing turns it into a backup server, or back into an active one.
+    ZONE = "zone"
     UNCHANGED = "unchanged"
     HELD = "held"
 
@@ -521,6 +572,47 @@ class LifecycleAction:
     timeout: int = 0
 
 
+class ZoneMode(enum.Enum):
+    """How a zone-routed backend sends the node's requests, decided every cycle."""
+
+    #: The local zone carries them: servers in other zones are backups.
+    LOCAL = "local"
+    #: The local zone is degraded: every zone's servers are active, traffic in proportion to
+    #: their healthy capacity.
+    SPILL = "spill"
+
+
+@dataclass(frozen=True)
+class ZoneCount:
+    """One zone's managed servers for the report and the metrics."""
+
+    servers: int
+    #: Usable at runtime (``RuntimeServer.usable``).
+    healthy: int
+    #: Sum of the weights of the usable ones (1 each without weights).
+    healthy_capacity: int
+
+
+@dataclass(frozen=True)
+class ZoneStatus:
+    """What zone routing decided for one backend this cycle."""
+
+    node_zone: str
+    mode: ZoneMode
+    #: By Availability Zone (``"unknown"`` for an instance DescribeInstances gave no zone).
+    zones: Mapping[str, ZoneCount]
+    #: The healthy capacity the local zone needs to carry the node's requests (the threshold).
+    needed: float
+    #: Share of the load balancer's choices that went to other zones' servers since the worker
+    #: started (``lbtot``); ``None`` before any.
+    cross_zone_share: float | None = None
+
+    @property
+    def local(self) -> ZoneCount:
+        """The node's zone (zeros when the group has no server there)."""
+        return self.zones.get(self.node_zone, ZoneCount(0, 0, 0))
+
+
 @dataclass(frozen=True)
 class BackendPlan:
     """
@@ -554,6 +646,13 @@ class BackendPlan:
     #: One message per instance refused for a malformed AWS value: the backend was planned,
     #: but without that instance, whose server (if any) was kept as it is.
     rejected: tuple[str, ...] = ()
+    #: Not errors: what the report should say (an instance type without a weight).
+    warnings: tuple[str, ...] = ()
+    #: Zone routing is on: HAProxy's health decides the zone mode, so the runtime is looked at
+    #: again soon whether or not a step waits.
+    watches_health: bool = False
+    #: What zone routing decided; ``None`` when it is off.
+    zones: ZoneStatus | None = None
 
 
 @dataclass(frozen=True)

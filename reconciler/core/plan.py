@@ -11,7 +11,10 @@ socket is configured) the servers of the running HAProxy. It decides:
   restarted controller picks up a warm-up or a drain exactly where it stands (``server_steps``,
   whose table lists every step);
 - which lifecycle actions to complete: a launch once its server's check passed, a termination once
-  its server is gone (``hook_actions``).
+  its server is gone (``hook_actions``);
+- the form of every desired line: its weight by instance type (``weights``) and, with zone
+  routing, whether it is a backup server (``zones``); a running server in another form is set
+  to it at runtime (``server_steps``).
 
 This module holds what ties them together: which backends may be planned at all, which instances
 serve, and the hold that keeps a backend's servers while its group reports none serving.
@@ -35,7 +38,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from reconciler.core import file_lines, hook_actions, server_steps
+from reconciler.core import file_lines, hook_actions, server_steps, weights, zones
 from reconciler.core.managed_servers import ManagedServers
 from reconciler.core.model import (
     BackendPlan,
@@ -49,9 +52,11 @@ from reconciler.core.model import (
     Row,
     RuntimeServer,
     ServerLine,
+    ZoneStatus,
 )
-from reconciler.core.server_steps import Move
-from reconciler.core.settings import Binding, Settings
+from reconciler.core.server_steps import Move, Rezoning
+from reconciler.core.settings import AUTO_ZONE, Binding, Settings
+from reconciler.core.weights import Weighing
 
 
 def compute(settings: Settings, observed: Observation) -> Plan:
@@ -60,24 +65,26 @@ def compute(settings: Settings, observed: Observation) -> Plan:
     # before template mode's first file exists (no HAProxy runs yet): that file is planned alone.
     runtime_mode = observed.runtime is not None or observed.runtime_error is not None
     plans = [
-        _plan_backend(binding, observed, runtime_mode, str(settings.haproxy.config))
-        for binding in settings.backends
+        _plan_backend(binding, observed, runtime_mode, settings) for binding in settings.backends
     ]
     return Plan(hook_actions.release_when_gone_everywhere(plans, observed.aws.groups))
 
 
 def _plan_backend(
-    binding: Binding, observed: Observation, runtime_mode: bool, config_path: str
+    binding: Binding, observed: Observation, runtime_mode: bool, settings: Settings
 ) -> BackendPlan:
     section = observed.config.get(binding.name)
+    config_path = str(settings.haproxy.config)
+    node_zone = settings.haproxy.zone
     refusal = _refusal(binding, observed, section, runtime_mode, config_path)
+    refusal = refusal or _zone_refusal(binding, node_zone)
     if refusal is not None or section is None:
         return BackendPlan(binding.name, binding.asg, refused=refusal or "not found")
     group = observed.aws.groups[binding.asg]
     running = observed.runtime
     runtime = None if running is None else running.backends[binding.name]
     backend = _Backend.read(binding, group, section, runtime, observed.interrupted)
-    return backend.plan(None if running is None else running.worker_uptime)
+    return backend.plan(None if running is None else running.worker_uptime, node_zone)
 
 
 def section_problem(
@@ -97,6 +104,41 @@ def section_problem(
             f"{section.hash_type}) cannot take servers added at runtime; use roundrobin, "
             "leastconn, first, random or 'hash-type consistent', or remove [haproxy] socket "
             "to manage this file with reloads"
+        )
+    if binding.zone_routing and not section.allbackups:
+        # Without it HAProxy sends every request to the first usable backup alone when the
+        # local zone fails; the controller never edits outside its managed lines to add it.
+        return (
+            f"backend '{binding.name}': zone_routing needs 'option allbackups' in its section "
+            "(the other zones' servers are backups and must all take over when the local zone "
+            "fails); add the line and reload HAProxy once"
+        )
+    if binding.zone_routing:
+        return _hand_written_backup(binding, section)
+    return None
+
+
+def _hand_written_backup(binding: Binding, section: ConfigBackend) -> str | None:
+    """Why an unmanaged backup server keeps zone routing off this backend, or ``None``."""
+    managed = binding.managed_name.fullmatch
+    for server in section.servers:
+        if "backup" in server.options and not managed(server.name):
+            return (
+                f"backend '{binding.name}': zone_routing makes the other zones' servers backups, "
+                f"and with 'option allbackups' the hand-written backup server '{server.name}' "
+                f"(line {server.line_index + 1}) would take a share of their failover traffic; "
+                "remove its 'backup' word or the line, or turn zone_routing off"
+            )
+    return None
+
+
+def _zone_refusal(binding: Binding, node_zone: str | None) -> str | None:
+    """Why zone routing cannot decide this backend's servers, or ``None``."""
+    if binding.zone_routing and node_zone in (None, AUTO_ZONE):
+        return (
+            f"backend '{binding.name}': zone_routing needs the node's Availability Zone, which "
+            'is not known; set [haproxy] zone to its name, or to "auto" where the instance '
+            "metadata service answers"
         )
     return None
 
@@ -206,7 +248,7 @@ class _Backend:
     def binding(self) -> Binding:
         return self.servers.binding
 
-    def plan(self, worker_uptime: float | None) -> BackendPlan:
+    def plan(self, worker_uptime: float | None, node_zone: str | None = None) -> BackendPlan:
         """
         The servers of the serving and launching instances come or stay, the doubtful ones are
         kept as they are, the others go; but none goes while the group reports no serving
@@ -217,8 +259,9 @@ class _Backend:
         held_back = {self.binding.server_name(i.instance_id) for i in launching}
         kept, kept_moves = server_steps.kept_as_is(self.servers, self.doubts)
         arriving = [*serving, *launching]
-        lines = file_lines.desired(self.servers, arriving, self.first_free_id)
-        arriving_rows, moving = self._arriving(lines, held_back)
+        shape = self._shape(arriving, node_zone)
+        lines = file_lines.desired(self.servers, arriving, self.first_free_id, shape.form)
+        arriving_rows, moving = self._arriving(lines, held_back, shape)
         rows, moves = [*(m.row for m in kept_moves), *arriving_rows], [*kept_moves, *moving]
         launches = self._launches(moves)
         present = self.servers.names - kept.keys()
@@ -226,7 +269,7 @@ class _Backend:
         if not serving and self.group.desired_capacity > 0 and present - held_back:
             held = server_steps.held(self.servers, present - held_back)
             taken = self._taking([*rows, *(m.row for m in held)], [*moves, *held], launches)
-            return replace(taken, held=self._hold_reason())
+            return shape.on(replace(taken, held=self._hold_reason()))
         wanted = {line.name for line in lines}
         leaving = [self._leaving(name) for name in sorted(present - wanted)]
         releases, draining = hook_actions.terminations(
@@ -236,13 +279,35 @@ class _Backend:
             [*rows, *(m.row for m in leaving)], [*moves, *leaving], (*launches, *releases)
         )
         in_file = [line for line in lines if line.name not in held_back] if held_back else lines
-        return replace(
-            planned,
-            lines=file_lines.written(self.servers, in_file, kept),
-            needs_reload=file_lines.needs_reload(self.servers, lines),
-            pending=planned.pending or draining,
-            awaits_haproxy=planned.awaits_haproxy or draining,
+        return shape.on(
+            replace(
+                planned,
+                lines=file_lines.written(self.servers, in_file, kept),
+                needs_reload=file_lines.needs_reload(self.servers, lines),
+                pending=planned.pending or draining,
+                awaits_haproxy=planned.awaits_haproxy or draining,
+            )
         )
+
+    def _shape(self, arriving: Sequence[Instance], node_zone: str | None) -> _Shape:
+        """The weights and the zone mode of the servers of the *arriving* instances."""
+        weighing = weights.weigh(self.binding, self.group, arriving)
+        if not self.binding.zone_routing or node_zone is None:
+            return _Shape(weighing)
+        server_name = self.binding.server_name
+        status = zones.decide(
+            node_zone,
+            self.binding.zone_threshold,
+            [(server_name(i.instance_id), i) for i in arriving],
+            self.servers.runtime or {},
+            _one if weighing is None else weighing.of,
+            self._zone_of_server,
+        )
+        return _Shape(weighing, status)
+
+    def _zone_of_server(self, name: str) -> str:
+        """The zone of managed server *name*'s instance (``zones.UNKNOWN`` when not known)."""
+        return zones.zone_of(self.instances.get(self.servers.instance_id(name)))
 
     def _serving(self) -> list[Instance]:
         """The instances whose servers serve: neither interrupted nor doubtful."""
@@ -267,7 +332,7 @@ class _Backend:
         return frozenset(i for i in self.warned if i in self.instances and self.instances[i].spot)
 
     def _arriving(
-        self, lines: Iterable[ServerLine], launching: set[str]
+        self, lines: Sequence[ServerLine], launching: set[str], shape: _Shape
     ) -> tuple[list[Row], list[Move]]:
         """
         The row of every desired line, and the moves of those not in place (see
@@ -276,6 +341,7 @@ class _Backend:
         servers, instances = self.servers, self.instances
         # A line's name is its instance's ``server_name``: the prefix, then the instance id.
         prefix = len(self.binding.server_prefix)
+        rezonings = shape.rezonings(lines, servers.runtime)
         rows: list[Row] = []
         moves: list[Move] = []
         for line in lines:
@@ -287,7 +353,8 @@ class _Backend:
                 if row is not None:
                     rows.append(row)
                     continue
-                move = server_steps.serving(servers, line, instance)
+                zone = None if rezonings is None else rezonings[line.backup]
+                move = server_steps.serving(servers, line, instance, zone)
             rows.append(move.row)
             moves.append(move)
         return rows, moves
@@ -340,3 +407,53 @@ class _Backend:
             "(never added, removed or cut) until AWS returns a valid value: check the AWS "
             "endpoint the controller reads (AWS_ENDPOINT_URL, any proxy on the way)"
         )
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What weights and zone routing make of a backend's desired lines this cycle."""
+
+    #: ``None`` when the backend sets no weights.
+    weighing: Weighing | None = None
+    #: ``None`` without zone routing.
+    zones: ZoneStatus | None = None
+
+    @property
+    def form(self) -> file_lines.Form | None:
+        """Each instance's weight and backup form; ``None`` when the backend sets neither."""
+        if self.weighing is None and self.zones is None:
+            return None
+        return self._form
+
+    def _form(self, instance: Instance) -> tuple[int | None, bool]:
+        weight = None if self.weighing is None else self.weighing.of(instance)
+        return weight, self.zones is not None and zones.backup(self.zones, instance)
+
+    def rezonings(
+        self, lines: Sequence[ServerLine], runtime: Mapping[str, RuntimeServer] | None
+    ) -> tuple[Rezoning, Rezoning] | None:
+        """
+        Zone routing's view of the active lines, then of the backup ones (index
+        ``line.backup``); ``None`` without zone routing.
+        """
+        if self.zones is None:
+            return None
+        carried = zones.carried(lines, runtime or {})
+        return (
+            Rezoning(zones.reason(self.zones, to_backup=False), carried),
+            Rezoning(zones.reason(self.zones, to_backup=True), carried),
+        )
+
+    def on(self, plan: BackendPlan) -> BackendPlan:
+        """*plan* with the warnings and the zone status."""
+        if self.weighing is None and self.zones is None:
+            return plan
+        warnings = () if self.weighing is None else self.weighing.warnings
+        return replace(
+            plan, warnings=warnings, watches_health=self.zones is not None, zones=self.zones
+        )
+
+
+def _one(_instance: Instance) -> int:
+    """The capacity of every server of a backend without weights."""
+    return 1

@@ -12,6 +12,12 @@ sooner than that; a quarter of it finishes a warm-up at most a quarter of an int
 longer the looks find nothing to do, the rarer they get (a quarter of the time waited), so a
 check that never passes costs little.
 
+A backend with zone routing is looked at all the time, pending or not: HAProxy's health checks
+decide whether its local zone can carry the node's requests, and a spill must follow a failing
+zone within one look. Its looks come at the same cadence, a quarter of its check interval (at
+most ``poll_interval``), and never grow rarer: nothing being to do is its normal state. It is
+no work left for a later cycle either, so ``--once`` does not wait for it.
+
 The servers in question are those of the backends the plan says wait on HAProxy (or that the
 cycle sent steps to: one more look confirms HAProxy took them); their options are the backend's
 ``server_options``, the only ones a managed server has (HAProxy 2.6 does not apply
@@ -67,14 +73,16 @@ def delay(bindings: Iterable[Binding], config: ControllerSettings, waited: float
 
 def next_look(settings: Settings, result: CycleResult, waited: float = 0.0) -> float | None:
     """
-    How soon to look at HAProxy again after the cycle that returned *result* (``delay`` for
-    the servers of its ``watched`` backends), ``None`` when nothing waits on HAProxy.
+    How soon to look at HAProxy again after the cycle that returned *result*: ``delay`` for the
+    servers of its ``watched`` backends (after *waited*), or of those ``watching_health`` (never
+    longer for waiting), whichever comes first; ``None`` when nothing waits on HAProxy.
     """
-    names = watched(result)
-    if not names:
-        return None
-    bindings = [binding for binding in settings.backends if binding.name in names]
-    return delay(bindings, settings.controller, waited)
+    looks = [
+        delay(bindings, settings.controller, after)
+        for names, after in ((watched(result), waited), (watching_health(result), 0.0))
+        if (bindings := [binding for binding in settings.backends if binding.name in names])
+    ]
+    return min(looks, default=None)
 
 
 def watched(result: CycleResult) -> frozenset[str]:
@@ -89,6 +97,11 @@ def watched(result: CycleResult) -> frozenset[str]:
     if result.outcome is not None:
         waiting.update(d.backend for d in result.outcome.deferred)
     return frozenset(waiting)
+
+
+def watching_health(result: CycleResult) -> frozenset[str]:
+    """The backends whose plan follows HAProxy's health checks (zone routing) all the time."""
+    return frozenset(b.backend for b in result.plan.backends if b.watches_health and not b.refused)
 
 
 def _seconds(text: str) -> float | None:

@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-from reconciler.core.model import BackendPlan, Change, CycleResult, Outcome, Plan, Row
+from reconciler.core.model import BackendPlan, Change, CycleResult, Outcome, Plan, Row, StepKind
 
 
 #: What a report row says about a server when the cycle changed it; the other changes report
 #: progress (warming, draining) or nothing to do.
-CHANGES = frozenset({Change.ADD, Change.REMOVE, Change.ADDRESS, Change.OPTIONS})
+CHANGES = frozenset(
+    {Change.ADD, Change.REMOVE, Change.ADDRESS, Change.OPTIONS, Change.WEIGHT, Change.ZONE}
+)
 
 
 def changed_rows(result: CycleResult) -> Iterator[tuple[str, Row]]:
@@ -31,9 +33,18 @@ def changed_rows(result: CycleResult) -> Iterator[tuple[str, Row]]:
     for backend in result.plan.backends:
         if backend.refused or backend.held:
             continue
+        readded: set[str] | None = None
         for row in backend.rows:
-            if row.change in CHANGES and (backend.backend, row.server) not in postponed:
-                yield backend.backend, row
+            if row.change not in CHANGES or (backend.backend, row.server) in postponed:
+                continue
+            if row.change is Change.ZONE:
+                # A server waiting to change its form has a zone row too: the change is the
+                # cycle that adds it again in the new form.
+                if readded is None:
+                    readded = {s.server for s in backend.steps if s.kind is StepKind.ADD}
+                if row.server not in readded:
+                    continue
+            yield backend.backend, row
 
 
 def merge(earlier: Plan | None, later: Plan) -> Plan:
@@ -67,6 +78,9 @@ def _merge_backend(earlier: BackendPlan | None, later: BackendPlan) -> BackendPl
         awaits_haproxy=later.awaits_haproxy,
         rereads_aws=later.rereads_aws,
         rows=tuple(rows.values()),
+        warnings=later.warnings,
+        watches_health=later.watches_health,
+        zones=later.zones,
     )
 
 

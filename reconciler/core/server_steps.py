@@ -12,6 +12,11 @@ serving, other address                  READDRESS (maint, set addr, warm up agai
 serving, in maintenance                 WARM_UP (enable health, drain) or READY
 serving, draining, check not passed     wait (warming up)
 serving, draining, check passed         READY
+serving, weight not the desired one    WEIGHT (with the step above, if any)
+serving, in the other backup form       MAINT, DELETE, ADD in the new form (ready at
+(zone routing), unused                  once when its check had passed)
+serving, in the other backup form,      DRAIN first, then as unused; sessions that
+in use                                  outlive the drain timeout are cut
 launching (behind a launch hook)        as serving, but never READY: the launch is
                                         completed once the check passes
 leaving, ready                          DRAIN (MAINT when its instance is gone)
@@ -70,8 +75,25 @@ class Move:
     launch: LifecycleResult | None = None
 
 
-def serving(servers: ManagedServers, line: ServerLine, instance: Instance) -> Move:
-    """The next step that brings a serving instance's server to ready, and its line in place."""
+@dataclass(frozen=True)
+class Rezoning:
+    """What zone routing says about the servers of one backup form, this cycle."""
+
+    #: Why the lines are in that form (for the rows of the servers changing into it).
+    reason: str
+    #: Some desired active server runs active, usable and in place: the traffic of a server
+    #: drained to become a backup has somewhere to go.
+    carried: bool
+
+
+def serving(
+    servers: ManagedServers, line: ServerLine, instance: Instance, zone: Rezoning | None = None
+) -> Move:
+    """
+    The next step that brings a serving instance's server to ready in its line's form (weight,
+    backup), and its line in place. *zone* is zone routing's view of the line's backup form;
+    ``None`` without zone routing.
+    """
     settled = in_place(servers, line, instance)
     if settled is not None:
         return Move((), settled, False)
@@ -84,6 +106,20 @@ def serving(servers: ManagedServers, line: ServerLine, instance: Instance) -> Mo
     if running is None:
         how = "warming up until its first check passes" if line.has_check else "ready"
         return Move(step(StepKind.ADD), row(Change.ADD, f"InService; added, {how}"), line.has_check)
+    if zone is not None and running.backup != line.backup:
+        return reformed(servers, line, running, row, zone)
+    return _weighted(_brought_up(servers, line, instance, running, row), running, line)
+
+
+def _brought_up(
+    servers: ManagedServers,
+    line: ServerLine,
+    instance: Instance,
+    running: RuntimeServer,
+    row: RowMaker,
+) -> Move:
+    """``serving`` for a server that runs in its line's backup form."""
+    step = _Steps(servers.binding.name, line.name, line)
     if not points_at(running, line):
         was = row(Change.ADDRESS, f"was {address(running)}")
         return Move(step(StepKind.READDRESS), was, line.has_check)
@@ -97,7 +133,67 @@ def serving(servers: ManagedServers, line: ServerLine, instance: Instance) -> Mo
             waiting = f"waiting for a passing check ({awaited_check(running)})"
             return Move((), row(Change.WARMING, waiting), True)
         return Move(step(StepKind.READY), row(Change.WARMING, "check passed; now ready"), False)
-    return Move((), _as_in_file(servers.file.get(line.name), line, instance), False)
+    return Move((), _as_in_file(servers, line, instance), False)
+
+
+def _weighted(move: Move, running: RuntimeServer, line: ServerLine) -> Move:
+    """*move*, which also sets the weight *line* calls for when *running* has another one."""
+    if line.weight is None or running.weight == line.weight:
+        return move
+    weight = RuntimeStep(running.backend, line.name, StepKind.WEIGHT, line)
+    row = move.row
+    if not move.steps and not move.waits:
+        reason = f"weight {running.weight} -> {line.weight}"
+        row = Row(row.server, row.instance_id, row.address, Change.WEIGHT, reason)
+    return Move((weight, *move.steps), row, move.waits, move.launch)
+
+
+def reformed(
+    servers: ManagedServers, line: ServerLine, running: RuntimeServer, row: RowMaker, zone: Rezoning
+) -> Move:
+    """
+    A running server in the other backup form than *line*'s, which zone routing calls for:
+    HAProxy cannot turn a server into a backup or back at runtime, so it is deleted and added
+    again in the new form. Unused, that happens at once, and the server is ready at once when it
+    was up (a check that fails from then on takes it down as before). In use, an active server
+    becoming a backup drains first (its traffic moves to the others at once), and sessions that
+    outlive the drain timeout are cut, as for a leaving server; but only while another active
+    server serves in place (``Rezoning.carried``), never draining the servers that carry every
+    request. A backup in use carries the traffic no active server can: it stays until unused.
+    """
+    step = _Steps(servers.binding.name, line.name)
+    timeout = servers.binding.drain_timeout
+    if _unattached(running):
+        return _readded(line, running, row, zone.reason)
+    held = running.draining or running.in_maintenance
+    if not held and not (line.backup and zone.carried):
+        waits = "once it is unused" if line.backup else "once the backups are unused"
+        return Move((), row(Change.ZONE, f"{zone.reason}; {waits}"), True)
+    if (held and running.seconds_in_state >= timeout) or timeout == 0:
+        kinds = () if running.in_maintenance else (StepKind.MAINT,)
+        cutting = row(Change.ZONE, f"{zone.reason}; drain timeout {timeout:g}s, cutting")
+        return Move(step(*kinds, StepKind.KILL_SESSIONS), cutting, True)
+    if held:
+        status = f"{attached(running)}, {running.seconds_in_state}s of {timeout:g}s"
+        return Move((), row(Change.ZONE, f"{zone.reason}; draining first: {status}"), True)
+    return Move(step(StepKind.DRAIN), row(Change.ZONE, f"{zone.reason}; draining first"), True)
+
+
+def _readded(line: ServerLine, running: RuntimeServer, row: RowMaker, why: str) -> Move:
+    """An unused server deleted and added again in *line*'s form, ready at once if it was up."""
+    # Up, and serving (its checks keep it up) or past its warm-up's check.
+    proven = (
+        points_at(running, line)
+        and running.op_state == 2
+        and not running.in_maintenance
+        and (running.admin_state == 0 or not running.has_check or running.check_passed)
+    )
+    added = RuntimeStep(running.backend, line.name, StepKind.ADD, line, proven=proven)
+    first = () if running.in_maintenance else (StepKind.MAINT,)
+    warms = line.has_check and not proven
+    how = "warming up until its check passes" if warms else "ready"
+    steps = (*_Steps(running.backend, line.name)(*first, StepKind.DELETE), added)
+    return Move(steps, row(Change.ZONE, f"{why}; {how}"), warms)
 
 
 def in_place(servers: ManagedServers, line: ServerLine, instance: Instance) -> Row | None:
@@ -121,18 +217,20 @@ def in_place(servers: ManagedServers, line: ServerLine, instance: Instance) -> R
             or running.admin_state != 0
             or running.address != line.address
             or running.port != line.port
+            or (line.weight is not None and running.weight != line.weight)
+            or (running.backup != line.backup and servers.binding.zone_routing)
         ):
             return None
     if (
         current is not None
         and current.address == line.address
         and current.port == line.port
-        and current.options == line.options
+        and current.options == line.file_options
         and current.server_id == line.server_id
     ):
         where = f"{line.address}:{line.port}"
         return Row(line.name, instance.instance_id, where, Change.UNCHANGED, "InService")
-    return _as_in_file(current, line, instance)
+    return _as_in_file(servers, line, instance)
 
 
 def launching(servers: ManagedServers, line: ServerLine, instance: Instance) -> Move:
@@ -317,9 +415,11 @@ class _Removal:
         return self.row(Change.DRAINING, f"draining: {status}")
 
 
-def _as_in_file(current: ConfigServer | None, line: ServerLine, instance: Instance) -> Row:
+def _as_in_file(servers: ManagedServers, line: ServerLine, instance: Instance) -> Row:
     """The row of a server in place at runtime (or not read there): its file line may differ."""
-    change, reason = file_lines.change(current, line) or (Change.UNCHANGED, "InService")
+    current = servers.file.get(line.name)
+    found = file_lines.change(current, line, servers.binding)
+    change, reason = found or (Change.UNCHANGED, "InService")
     return Row(line.name, instance.instance_id, address(line), change, reason)
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import shlex
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from types import MappingProxyType
@@ -39,6 +39,10 @@ REFUSED_SERVER_OPTIONS = frozenset({"cookie", "resolvers", "init-addr", "redir",
 _PROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
 _PREFIX = re.compile(r"^[A-Za-z0-9_.:-]*$")
 _ASG_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
+#: An Availability Zone name as AWS spells it (``eu-west-1a``, ``us-east-1-bos-1a``).
+_ZONE_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
+#: ``[haproxy] zone`` value that asks the instance metadata service at start-up.
+AUTO_ZONE = "auto"
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
 
@@ -52,22 +56,29 @@ class Limits:
     #: Only whole numbers (a port, a count of seconds an API takes as an integer).
     whole: bool = False
     unit: str = "seconds"
+    #: *low* itself is refused (a share that must be above 0).
+    open_low: bool = False
 
     def __str__(self) -> str:
         kind = "a whole number" if self.whole else "a number"
         unit = f" {self.unit}" if self.unit else ""
-        return f"{kind} from {self.low:g} to {self.high:g}{unit}"
+        above = f", above {self.low:g}" if self.open_low else ""
+        return f"{kind} from {self.low:g} to {self.high:g}{unit}{above}"
 
     def admits(self, value: float) -> bool:
         """Whether *value* is finite and within the range."""
         # The bounds are finite and nan compares false, so this refuses nan and infinities too;
         # math.isfinite() would raise on an integer too large for a float.
+        if self.open_low and value == self.low:
+            return False
         return self.low <= value <= self.high
 
 
 DAY = 86400.0
 HOUR = 3600.0
 PORT = Limits(1, 65535, whole=True, unit="")
+#: A server weight the controller sets: HAProxy takes 0 to 256, and 0 would take it out of traffic.
+WEIGHT = Limits(1, 256, whole=True, unit="")
 #: The range of every numeric key, as ``<section>.<key>`` (``backend`` for each ``[[backend]]``).
 LIMITS: Mapping[str, Limits] = MappingProxyType(
     {
@@ -90,6 +101,10 @@ LIMITS: Mapping[str, Limits] = MappingProxyType(
         # A lifecycle hook times out after at most 7200 s (its heartbeat timeout); abandoning
         # later than that can never happen.
         "backend.abandon_launch_after": Limits(1, 7200),
+        "backend.default_weight": WEIGHT,
+        # 0 would call any local zone enough, even one with no healthy server; above 1 the local
+        # zone would need more than an even spread gives it.
+        "backend.zone_threshold": Limits(0, 1, unit="", open_low=True),
     }
 )
 
@@ -115,6 +130,9 @@ class HAProxySettings:
     check_command: str = "haproxy -c -f {path}"
     #: A jinja2 template of the whole file; ``None`` edits ``config`` in place.
     template: Path | None = None
+    #: The node's Availability Zone, for zone routing: a name, ``"auto"`` (the runner asks the
+    #: instance metadata service at start-up and replaces it with the answer), or ``None``.
+    zone: str | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,22 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class Weights:
+    """
+    Where a backend's server weights come from: ``weight = "capacity"`` (the group's
+    ``WeightedCapacity``) or a ``[backend.weights]`` table by instance type.
+    """
+
+    #: Proportional to the group's ``WeightedCapacity``, scaled into 1..256.
+    capacity: bool
+    #: Instance type -> weight; empty with *capacity*. Not hashed: a dict cannot be, and the
+    #: binding's other fields tell bindings apart.
+    table: Mapping[str, int] = field(default_factory=dict, hash=False)
+    #: The weight of an instance type without one; ``None``: the smallest known weight.
+    default: int | None = None
+
+
+@dataclass(frozen=True)
 class Binding:
     """One ``[[backend]]``: a HAProxy backend fed by an Auto Scaling group."""
 
@@ -178,6 +212,15 @@ class Binding:
     #: The hooks this backend completes; ``None``: the group's only hook on that transition.
     launch_hook: str | None = None
     terminate_hook: str | None = None
+    #: Server weights by instance type; ``None`` writes no weight (HAProxy's default, or
+    #: ``server_options``).
+    weights: Weights | None = None
+    #: Keep the node's requests in its own Availability Zone while that zone can carry them:
+    #: the other zones' servers are backups then.
+    zone_routing: bool = False
+    #: The local zone carries the traffic while its healthy capacity is at least this share of
+    #: what an even spread over the zones gives it.
+    zone_threshold: float = 0.75
 
     def server_name(self, instance_id: str) -> str:
         """The name of the managed server for *instance_id*."""
@@ -282,7 +325,7 @@ def _server(reader: _Reader, raw: Mapping[str, Any]) -> ServerSettings:
 
 
 def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
-    keys = {"config", "socket", "reload_command", "check_command", "template"}
+    keys = {"config", "socket", "reload_command", "check_command", "template", "zone"}
     reader.unknown(raw, "haproxy", keys)
     config = reader.opt_str(raw, "haproxy", "config")
     socket = reader.opt_str(raw, "haproxy", "socket")
@@ -302,7 +345,20 @@ def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
         template=Path(template)
         if (template := reader.opt_str(raw, "haproxy", "template"))
         else None,
+        zone=_zone(reader, raw),
     )
+
+
+def _zone(reader: _Reader, raw: Mapping[str, Any]) -> str | None:
+    """``[haproxy] zone``: ``"auto"``, an Availability Zone name, or ``None``."""
+    zone = reader.opt_str(raw, "haproxy", "zone") or None
+    if zone is not None and not _ZONE_NAME.match(zone):
+        reader.problems.append(
+            f"haproxy.zone{_origin(raw['zone'])}: {zone!r} is not an Availability Zone name; "
+            'use "auto" (asks the instance metadata service) or a name such as "eu-west-1a"'
+        )
+        return None
+    return zone
 
 
 _BACKEND_KEYS = frozenset(
@@ -318,6 +374,11 @@ _BACKEND_KEYS = frozenset(
         "drain_on_spot_warning",
         "launch_hook",
         "terminate_hook",
+        "weight",
+        "weights",
+        "default_weight",
+        "zone_routing",
+        "zone_threshold",
     }
 )
 
@@ -348,21 +409,20 @@ def _backend(
     reader.unknown(entry, where, _BACKEND_KEYS)
     name = _backend_name(reader, entry, where, seen)
     where = where if name is None else f"backend '{name}'"
-    asg = reader.req_str(entry, where, "asg")
-    if asg is not None and not _ASG_NAME.match(asg):
-        reader.problems.append(f"{where}.asg: not a valid Auto Scaling group name")
+    asg = _asg(reader, entry, where)
     port = (
         reader.whole_number(entry, "backend", "port", where=where)
         if reader.present(entry, where, "port")
         else None
     )
-    prefix = reader.opt_str(entry, where, "server_prefix") or ""
-    if not _PREFIX.match(prefix):
-        reader.problems.append(f"{where}.server_prefix: use only letters, digits and - _ . :")
+    prefix = _prefix(reader, entry, where)
     options = _server_options(reader, entry, where, haproxy)
     drain = reader.number(entry, "backend", "drain_timeout", where=where)
     completes = _completes(reader, entry, where, haproxy)
     abandon = reader.number(entry, "backend", "abandon_launch_after", where=where)
+    threshold = reader.number(entry, "backend", "zone_threshold", where=where)
+    weights = _weights(reader, entry, where, options)
+    routing = _zone_routing(reader, entry, where, haproxy, options)
     if name is None or asg is None or port is None:
         return None
     return Binding(
@@ -377,7 +437,26 @@ def _backend(
         terminate_hook=reader.opt_str(entry, where, "terminate_hook") or None,
         abandon_launch_after=abandon,
         drain_on_spot_warning=bool(reader.opt_bool(entry, where, "drain_on_spot_warning")),
+        weights=weights,
+        zone_routing=routing,
+        zone_threshold=Binding.zone_threshold if threshold is None else threshold,
     )
+
+
+def _asg(reader: _Reader, entry: Mapping[str, Any], where: str) -> str | None:
+    """The backend's group name, checked."""
+    asg = reader.req_str(entry, where, "asg")
+    if asg is not None and not _ASG_NAME.match(asg):
+        reader.problems.append(f"{where}.asg: not a valid Auto Scaling group name")
+    return asg
+
+
+def _prefix(reader: _Reader, entry: Mapping[str, Any], where: str) -> str:
+    """The backend's ``server_prefix``, checked."""
+    prefix = reader.opt_str(entry, where, "server_prefix") or ""
+    if not _PREFIX.match(prefix):
+        reader.problems.append(f"{where}.server_prefix: use only letters, digits and - _ . :")
+    return prefix
 
 
 def _backend_name(
@@ -393,6 +472,90 @@ def _backend_name(
             reader.problems.append(f"{where}: declared twice; each backend once")
         seen.add(name)
     return name
+
+
+def _weights(
+    reader: _Reader, entry: Mapping[str, Any], where: str, options: tuple[str, ...]
+) -> Weights | None:
+    """``weight``, ``[backend.weights]`` and ``default_weight``: where server weights come from."""
+    source = entry.get("weight")
+    table = _weight_table(reader, entry, where)
+    default = reader.whole_number(entry, "backend", "default_weight", where=where)
+    if source is not None and source != "capacity":
+        reader.problems.append(
+            f'{where}.weight: {source!r} is not a weight source; use weight = "capacity" (the '
+            "group's WeightedCapacity) or a [backend.weights] table by instance type (one "
+            "weight for every server goes in server_options)"
+        )
+        return None
+    if source is not None and table is not None:
+        reader.problems.append(
+            f'{where}.weight: set weight = "capacity" or [backend.weights], not both'
+        )
+        return None
+    if source is None and table is None:
+        if default is not None:
+            reader.problems.append(
+                f'{where}.default_weight: only used with weight = "capacity" or '
+                "[backend.weights]; set one of them or remove default_weight"
+            )
+        return None
+    if "weight" in options:
+        reader.problems.append(
+            f"{where}.server_options: remove 'weight' (the backend's weights set each server's)"
+        )
+    return Weights(capacity=source is not None, table=table or {}, default=default)
+
+
+def _weight_table(reader: _Reader, entry: Mapping[str, Any], where: str) -> dict[str, int] | None:
+    """``[backend.weights]``: instance type -> weight; ``None`` when absent."""
+    raw = entry.get("weights")
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or not raw:
+        reader.problems.append(
+            f'{where}.weights: must be a table of instance types ("c5.large" = 10) under '
+            "[backend.weights], with at least one type"
+        )
+        return {}
+    table: dict[str, int] = {}
+    for kind, value in raw.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not WEIGHT.admits(value):
+            reader.problems.append(
+                f"{where}.weights.{kind!r}: {value!r} is out of range; use {WEIGHT}"
+            )
+        else:
+            table[kind] = value
+    return table
+
+
+def _zone_routing(
+    reader: _Reader,
+    entry: Mapping[str, Any],
+    where: str,
+    haproxy: HAProxySettings,
+    options: tuple[str, ...],
+) -> bool:
+    """``zone_routing``, which needs the runtime socket and the node's zone."""
+    routing = bool(reader.opt_bool(entry, where, "zone_routing"))
+    if not routing:
+        return False
+    if haproxy.socket is None:
+        reader.problems.append(
+            f"{where}.zone_routing: needs [haproxy] socket (servers become backups and active "
+            "again at runtime as the local zone's health changes; a reload is too slow)"
+        )
+    if haproxy.zone is None:
+        reader.problems.append(
+            f"{where}.zone_routing: needs [haproxy] zone (the node's Availability Zone, or "
+            '"auto" to ask the instance metadata service)'
+        )
+    if "backup" in options:
+        reader.problems.append(
+            f"{where}.server_options: remove 'backup' (zone routing decides which servers are "
+            "backups)"
+        )
+    return routing
 
 
 def _completes(

@@ -3,10 +3,12 @@ The ``MembershipSource`` adapter: who is in each Auto Scaling group, and where t
 
 Two read calls make an observation. DescribeAutoScalingGroups (at most 50 names per call, paged
 by ``NextToken``) lists each group's instances with their lifecycle and health states;
-DescribeInstances (at most 1000 ids per call, paged) adds the EC2 state and the primary private
-IPv4 address. Every instance of a group is returned, whatever its state: deciding who serves is
-the model's job. Both answers are read for the few fields the controller uses, page by page
-(``reconciler.adapters.aws.answers``): botocore's full parse of 5,000 instances cost seconds of CPU.
+DescribeInstances (at most 1000 ids per call, paged) adds the EC2 state, the primary private
+IPv4 address, the instance type and the Availability Zone; a mixed-instances group's launch
+template overrides give the ``WeightedCapacity`` of each instance type. Every instance of a group
+is returned, whatever its state: deciding who serves is the model's job. Both answers are read
+for the few fields the controller uses, page by page (``reconciler.adapters.aws.answers``):
+botocore's full parse of 5,000 instances cost seconds of CPU.
 
 For the groups whose lifecycle actions the controller completes, a third call,
 DescribeLifecycleHooks (one per group: it takes one group name and has no paging), adds the hooks.
@@ -26,6 +28,7 @@ by the daemon's backoff, which re-reads every group.
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -276,7 +279,27 @@ def _group(
         desired_capacity=group["DesiredCapacity"],
         instances=tuple(sorted(members, key=attrgetter("instance_id"))),
         hooks=hooks,
+        capacities=_capacities(group),
     )
+
+
+#: ``WeightedCapacity`` as AWS accepts it: a whole number from 1 to 999, in decimal digits.
+_WEIGHTED_CAPACITY = re.compile(r"[0-9]{1,3}")
+
+
+def _capacities(group: AutoScalingGroupTypeDef) -> dict[str, int]:
+    """
+    ``WeightedCapacity`` by instance type, from the overrides that give both; an override whose
+    capacity is not a whole number from 1 to 999 is left out (its type then has none, unless
+    another override gives one); a type listed twice keeps its first capacity.
+    """
+    policy = group.get("MixedInstancesPolicy", {}).get("LaunchTemplate", {})
+    capacities: dict[str, int] = {}
+    for override in policy.get("Overrides", []):
+        kind, text = override.get("InstanceType"), override.get("WeightedCapacity")
+        if kind and text and _WEIGHTED_CAPACITY.fullmatch(text) and int(text) > 0:
+            capacities.setdefault(kind, int(text))
+    return capacities
 
 
 def _hook(hook: LifecycleHookTypeDef) -> LifecycleHook:
@@ -301,6 +324,8 @@ def _instance(member: GroupMemberTypeDef, described: InstanceTypeDef | None) -> 
         # The top-level field is the primary ENI's; NetworkInterfaces[0] need not be device 0.
         private_ip=ec2.get("PrivateIpAddress") or None,
         spot=ec2.get("InstanceLifecycle") == SPOT_LIFECYCLE,
+        instance_type=ec2.get("InstanceType") or None,
+        zone=ec2.get("Placement", {}).get("AvailabilityZone") or None,
     )
 
 
