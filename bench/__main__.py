@@ -1,5 +1,5 @@
 """
-``python -m bench``: every benchmark of issue 7 in one run, tables on the terminal, JSON on disk.
+``python -m bench``: every benchmark in one run, tables on the terminal, JSON on disk.
 
     python -m bench                  # full size (make bench), several minutes
     python -m bench --quick          # everything tiny, for the smoke test
@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from bench import burst, convergence, cpu, scale
+from bench import burst, convergence, cpu, scale, zones
 from bench.profile import FULL, QUICK, Profile
 from bench.stats import machine
 from bench.world import MotoServer
@@ -35,13 +35,13 @@ RESULTS = Path(__file__).resolve().parent / "results"
 #: 2: convergence and traffic hold one run per HAProxy version (``versions``), not one ``modes``.
 #: 3: convergence adds the world of single events (``spread``); modes add ``served`` latencies,
 #: ``cycle_cpu_ms``, and read pairs and CPU to their work. 4: scale measures the controller
-#: process alone (``once_initial``, ``once_no_change``, ``daemon_cycle``). ``bench.report`` still
-#: shows the earlier versions.
-SCHEMA_VERSION = 4
+#: process alone (``once_initial``, ``once_no_change``, ``daemon_cycle``). 5: ``zones`` (zone
+#: routing). ``bench.report`` still shows the earlier versions.
+SCHEMA_VERSION = 5
 #: Columns of the tables when stdout is not a terminal.
 PIPED_WIDTH = 110
 #: In the order they run: the CPU-only one first, the ones that need moto after.
-SECTIONS = ("cpu", "convergence", "burst", "scale")
+SECTIONS = ("cpu", "convergence", "burst", "scale", "zones")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -109,6 +109,8 @@ def run(
                 results["burst"] = burst.run(cloud, profile, log)
             if "scale" in sections:
                 results["scale"] = scale.run(cloud, profile, log)
+            if "zones" in sections:
+                results["zones"] = zones.run(cloud, profile, log)
     results["duration_seconds"] = round(time.monotonic() - started, 1)
     # Others' work on a shared machine: compare with the load average at the start.
     results["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -50,6 +50,13 @@ class Profile:
     #: Group sizes, each with how many no-change cycles of the daemon are measured after its
     #: first (and two ``--once`` runs). Every cycle at 5,000 waits about 30 s for moto.
     scale: tuple[tuple[int, int], ...]
+    # -- zone routing --
+    #: Instances in each of the three zones.
+    zone_per_zone: int
+    #: Seconds of load per measured share (halves of it around a failure).
+    zone_seconds: float
+    #: Partial losses (and recoveries) timed in a row.
+    zone_repeats: int
     # -- CPU micro-benchmark --
     #: Servers in the backend, one run per size, reported side by side.
     cpu_sizes: tuple[int, ...]
@@ -75,6 +82,9 @@ FULL = Profile(
     burst_instances=100,
     burst_repeats=3,
     scale=((1000, 3), (5000, 2)),
+    zone_per_zone=3,
+    zone_seconds=10.0,
+    zone_repeats=5,
     cpu_sizes=(1_000, 10_000),
     cpu_repeats=9,
 )
@@ -94,6 +104,9 @@ QUICK = Profile(
     burst_instances=5,
     burst_repeats=1,
     scale=((20, 1),),
+    zone_per_zone=2,
+    zone_seconds=1.0,
+    zone_repeats=1,
     cpu_sizes=(50, 500),
     cpu_repeats=2,
 )

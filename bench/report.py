@@ -43,6 +43,8 @@ def _tables(results: Mapping[str, Any]) -> Iterator[Table]:
         yield cpu(results["cpu"])
     if "traffic" in results:
         yield traffic(versions(results["traffic"], machine))
+    if "zones" in results:
+        yield zones(results["zones"])
 
 
 def versions(section: Mapping[str, Any], machine: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -419,3 +421,72 @@ def cpu(section: Mapping[str, Any]) -> Table:
         ]
         table.add_row(f"{size['servers']:,}", *(spread(values, "{:.1f}") for values in in_ms))
     return table
+
+
+#: The failovers of the zones table: key, label.
+FAILOVER_ROWS = (
+    ("checks_fail", "every server fails its checks"),
+    ("servers_stop", "every server stops"),
+    ("servers_stop_observed", "every server stops, observe layer4"),
+)
+
+
+def zones(section: Mapping[str, Any]) -> Table:
+    """Part 5: zone routing in a three-zone world under load."""
+    node = section["node_zone"]
+    others = [zone for zone in section["cross_zone"]["off"]["by_zone"] if zone != node]
+    table = Table(
+        title=f"5. Zone routing: {section['per_zone']} instances in each of 3 zones, the node in "
+        f"{node}, {section['load_rate_per_second']:g} requests/s",
+        caption=f"servers: {section['server_options']}; spill: median of "
+        f"{len(section['spill']['seconds_to_spill']['runs'])} runs (min-max)",
+    )
+    table.add_column("")
+    table.add_column("requests", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("cross-zone share", justify="right")
+    table.add_column(f"share {node} / {' / '.join(others)}", justify="right")
+    table.add_column("reloads", justify="right")
+    for key, label in (("off", "zone_routing off, healthy"), ("on", "zone_routing on, healthy")):
+        run = section["cross_zone"][key]
+        table.add_row(
+            label,
+            str(run["requests"]),
+            str(run["failed"]),
+            f"{run['cross_zone_share']:.3f}",
+            _shares(run["by_zone"]),
+            str(run["reloads"]),
+        )
+    for key, label in FAILOVER_ROWS:
+        run = section["failover"][key]
+        table.add_row(
+            f"{node}: {label}, DOWN after {run['seconds_to_down']:.2f} s; share after",
+            str(run["requests"]),
+            str(run["failed"]),
+            "",
+            _shares(run["by_zone_after"]),
+            str(run["reloads"]),
+        )
+    spill = section["spill"]
+    shares = {zone: fig["median"] for zone, fig in spill["by_zone"].items()}
+    table.add_row(
+        f"{node} below the threshold: spilled (expected {_shares(spill['expected_by_zone'])})",
+        str(spill["requests"]),
+        str(spill["failed"]),
+        "",
+        _shares(shares),
+        str(spill["reloads"]),
+    )
+    for label, key in (
+        ("  s until HAProxy marks the servers DOWN", "seconds_to_down"),
+        ("  s until the other zones are active (spill)", "seconds_to_spill"),
+        ("  of which the controller, after DOWN", "spill_after_down"),
+        (f"  s after recovery until {node} alone serves", "seconds_to_return"),
+    ):
+        table.add_row(label, "", "", "", spread(spill[key]), "")
+    return table
+
+
+def _shares(by_zone: Mapping[str, float | None]) -> str:
+    """Each zone's share, in zone order: ``0.143 / 0.429 / 0.429``."""
+    return " / ".join("-" if share is None else f"{share:.3f}" for share in by_zone.values())

@@ -1,6 +1,7 @@
 """
-The demo's scripted story: five steps played against a running ``World``, each narrated in one
+The demo's scripted story: six steps played against a running ``World``, each narrated in one
 line, with the requests that went through HAProxy's frontend and ``reconcile drift`` after it.
+The last one starts a second node (``demo.zones``) before a mixed-instances group in three zones.
 
 A step has converged when HAProxy serves exactly the group's serving instances (every managed
 server ``UP``, none left over), the controller's last cycle succeeded with nothing in progress,
@@ -15,14 +16,19 @@ import json
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 
+from demo import zones as zone_world
 from demo.world import RESYNC_INTERVAL, DemoError, World
+from demo.zones import CAPACITIES, PER_ZONE, ZoneWorld
 from harness.haproxy import wait_for
+from harness.load import Load
 from harness.stack import BACKEND, GROUP, SERVER_PREFIX, asg_notification
+from harness.zones import ZoneStack
 
 
 TITLES = (
@@ -31,11 +37,14 @@ TITLES = (
     "Scale-in with draining",
     "A lost notification",
     "A server removed by hand",
+    "Mixed instances in three zones",
 )
 #: Seconds any step may take to converge: far above what it needs on a slow 2-core machine.
 STEP_TIMEOUT = 30.0
 #: Requests sent through the frontend after each step: a multiple of 2 and 3 instances.
 REQUESTS = 12
+#: Requests sent to the second node: a multiple of its weights' cycle (64 + 256 = 5 x 64).
+ZONE_REQUESTS = 20
 #: The request kept in flight on the instance that leaves: shorter than its drain_timeout.
 SLOW_SECONDS = 6.0
 #: The keys of an ``autoscaling:EC2_INSTANCE_*`` notification, in the order AWS writes them.
@@ -97,6 +106,7 @@ class Story:
             self.scale_in,
             self.lost_notification,
             self.removed_by_hand,
+            self.mixed_zones,
         )
         for number, (title, step) in enumerate(zip(TITLES, steps, strict=True), start=1):
             self._pause()
@@ -226,6 +236,88 @@ class Story:
         )
         self.requests()
         self.drift(expect="in sync")
+
+    def mixed_zones(self) -> None:
+        """
+        A second node before a mixed-instances group in three zones: weights from the group's
+        WeightedCapacity, every request in the node's zone; then that zone's servers fail their
+        checks and HAProxy's own failover sends every request to the other zones, no request
+        failing; they recover and the traffic returns.
+        """
+        second = zone_world.start(
+            self.world.cleanup, self.world.cloud, self.world.directory, self.haproxy.binary
+        )
+        stack = second.stack
+        kinds = ", ".join(f"{kind} (WeightedCapacity {n})" for kind, n in CAPACITIES.items())
+        self.say(
+            f"A second node, in {stack.node_zone}, before a mixed-instances group of {kinds}, "
+            f"{PER_ZONE} instances in each of {', '.join(stack.zone_names)}; its backend sets "
+            'weight = "capacity" and zone_routing = true.'
+        )
+        remote = stack.remote()
+        self.wait_on(second, lambda: stack.formed(remote, set()), "the other zones as backups")
+        zones, types, weights = stack.zones(), stack.types(), stack.runtime_weights()
+        for instance in sorted(stack.servers, key=lambda i: (zones[i], i)):
+            role = "backup" if instance in remote else "active"
+            self.console.print(
+                f"  {instance}  {zones[instance]}  {types[instance]:<11} weight "
+                f"{weights[instance]:>3}  {role}",
+                highlight=False,
+            )
+        self.zone_requests(stack)
+        self.zone_drift(second)
+        local = stack.in_zone(stack.node_zone)
+        worker = stack.haproxy.worker_pid()
+        with Load(stack.haproxy, ["/"] * 2) as load:
+            failed_at = time.monotonic()
+            stack.fail(local)
+            self.say(f"{stack.node_zone} loses its servers: their health checks fail.")
+            self.wait_on(second, lambda: stack.down() == set(local), f"{stack.node_zone} DOWN")
+            down = time.monotonic() - failed_at
+            marked = len(load.hits())
+            self.wait_on(second, lambda: len(load.hits()) > marked + 40, "requests")
+        hits = load.hits()
+        failed = sum(1 for hit in hits if hit.status != 200)
+        after = stack.by_zone(Counter(hit.instance for hit in hits[marked + 2 :]))
+        self.say(
+            f"HAProxy marked them DOWN {down:.1f} s later and sent every request to the backups "
+            f"of both other zones at once (option allbackups), no controller cycle needed: "
+            f"{len(hits)} requests, {failed} failed; after: "
+            + ", ".join(f"{zone}: {after[zone]}" for zone in stack.zone_names)
+        )
+        if failed:
+            raise DemoError(f"{failed} of {len(hits)} requests failed while the zone failed over")
+        stack.recover(local)
+        self.wait_on(second, lambda: stack.formed(remote, set()), f"{stack.node_zone} UP again")
+        self.say(f"{stack.node_zone} recovers: its servers take every request again.")
+        self.zone_requests(stack)
+        how = "without a reload" if stack.haproxy.worker_pid() == worker else "with a reload"
+        self.say(f"All of it {how}.")
+        self.zone_drift(second)
+
+    def wait_on(self, second: ZoneWorld, condition: Callable[[], bool], what: str) -> None:
+        """``wait``, for the second node's controller."""
+        wait_for(lambda: condition() or not second.daemon.alive, what, STEP_TIMEOUT)
+        if not second.daemon.alive:
+            code = second.daemon.process.returncode
+            raise DemoError(f"the controller exited (code {code}) while waiting for {what}")
+
+    def zone_requests(self, stack: ZoneStack) -> None:
+        """Send ``ZONE_REQUESTS`` requests to the second node; say where they went."""
+        seen = stack.answering(ZONE_REQUESTS)
+        zones = stack.zones()
+        by_zone = sorted(seen.items(), key=lambda item: (zones[item[0]], item[0]))
+        counts = ", ".join(f"{i} ({zones[i]}): {n}" for i, n in by_zone)
+        line = f"  {ZONE_REQUESTS} requests → {counts}"
+        self.console.print(line, highlight=False, soft_wrap=True)
+
+    def zone_drift(self, second: ZoneWorld) -> None:
+        """Show ``reconcile drift`` for the second node, which must be in sync."""
+        self.console.print("  $ reconcile drift   (expected: in sync)", style="dim")
+        self.console.file.flush()
+        code = second.drift()
+        if code != 0:
+            raise DemoError(f"reconcile drift on the second node exited with {code}")
 
     def summary(self) -> None:
         """What the controller did over the whole story, from its ``/metrics``."""

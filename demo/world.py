@@ -60,6 +60,8 @@ class World:
     queue: Notifications
     stack: Stack
     daemon: Daemon
+    #: Stops every part, newest first: a step that starts more registers them here.
+    cleanup: ExitStack
 
     @property
     def haproxy(self) -> HAProxyProcess:
@@ -172,7 +174,7 @@ def _start(
     if not daemon.alive:
         raise DemoError(f"the controller exited with code {daemon.process.returncode}")
     haproxy.start(haproxy.config_path.read_text())
-    return World(directory, cloud, queue, stack, daemon)
+    return World(directory, cloud, queue, stack, daemon, cleanup)
 
 
 def _has_content(path: Path) -> bool:

@@ -206,3 +206,26 @@ def test_scale_and_cpu_shape(run: tuple[subprocess.CompletedProcess[str], Any]) 
         assert is_figure(runs["daemon_cycle"]["aws_calls"])
     for stage in ("parse_seconds", "plan_seconds", "render_seconds", "total_seconds"):
         assert is_figure(results["cpu"][stage])
+
+
+def test_zones_shape(run: tuple[subprocess.CompletedProcess[str], Any]) -> None:
+    """
+    The three-zone world: each zone's share with zone routing off and on, both failovers, the
+    partial loss's times; the figures a healthy run must show (no failure, no reload, nothing
+    cross-zone while zone a is healthy, every zone used with routing off).
+    """
+    done, results = run
+    assert "Zone routing" in done.stdout
+    zones = results["zones"]
+    off, on = zones["cross_zone"]["off"], zones["cross_zone"]["on"]
+    assert all(share for share in off["by_zone"].values())
+    assert on["cross_zone_share"] == 0
+    for path in (off, on, *zones["failover"].values()):
+        assert path["requests"] > 0
+        assert path["reloads"] == 0
+    assert zones["failover"]["checks_fail"]["failed"] == 0
+    assert zones["failover"]["checks_fail"]["by_zone_after"][zones["node_zone"]] == 0
+    spill = zones["spill"]
+    for key in ("seconds_to_down", "seconds_to_spill", "spill_after_down", "seconds_to_return"):
+        assert is_figure(spill[key]), (key, spill)
+    assert spill["failed"] == 0
