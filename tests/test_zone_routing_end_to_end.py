@@ -177,3 +177,33 @@ def test_backend_without_allbackups_is_refused(
     assert "zone_routing" in done.stderr + done.stdout
     assert stack.haproxy.config_path.read_text() == before
     assert stack.states() == {}
+
+
+def test_turning_zone_routing_on_under_load_fails_no_request(
+    stack: ZoneStack, daemons: Daemons
+) -> None:
+    """
+    A backend served without zone routing, every server active and busy: a controller started
+    with zone routing drains the other zones' servers and adds them again as backups, with no
+    request failing and no reload, and zone a then takes every request.
+    """
+    plain = daemons.start(stack, controller=controller())
+    wait_for(lambda: stack.formed(set(), set()), "every server active", DEADLINE)
+    wait_for(lambda: settled(plain), "the controller to rest", DEADLINE)
+    worker = stack.haproxy.worker_pid()
+    with Load(stack.haproxy, ["/"] * 4) as load:
+        wait_for(lambda: len(load.hits()) > 40, "requests to every zone", DEADLINE)
+        plain.kill()
+        routing = daemons.start(stack, ZONE_ROUTING, controller=controller())
+        wait_for(
+            lambda: stack.formed(stack.remote(), set()), "the other zones as backups", DEADLINE
+        )
+        wait_for(lambda: settled(routing), "the controller to rest", DEADLINE)
+        marked = len(load.hits())
+        wait_for(lambda: len(load.hits()) > marked + 40, "requests after the change", DEADLINE)
+    hits = load.hits()
+
+    assert failures(hits) == []
+    after = stack.by_zone(Counter(hit.instance for hit in hits[marked + 4 :]))
+    assert after[ZONES[1]] == after[ZONES[2]] == 0
+    assert stack.haproxy.worker_pid() == worker
