@@ -107,6 +107,26 @@ def test_one_bad_key_is_named(tmp_path: Path, change: tuple[str, str], expected:
     assert any(expected in p for p in problems_of(tmp_path, text))
 
 
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        pytest.param(('name = "api"', 'name = "api\\n"'), "name", id="name"),
+        pytest.param(('server_prefix = "api-"', 'server_prefix = "api-\\n"'), "prefix", id="prefix"),
+        pytest.param(('asg = "int-asg-api"', 'asg = "int-asg-api\\n"'), "asg", id="asg"),
+        pytest.param(
+            ('[haproxy]\n', '[haproxy]\nzone = "eu-west-1a\\n"\n'), "haproxy.zone", id="zone"
+        ),
+    ],
+)
+def test_a_trailing_newline_is_no_name(
+    tmp_path: Path, change: tuple[str, str], expected: str
+) -> None:
+    """A name that ends in a newline is refused like any other character it may not hold."""
+    text = VALID.replace(*change)
+    assert text != VALID
+    assert any(expected in p for p in problems_of(tmp_path, text))
+
+
 def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     """Several mistakes give one error listing all of them."""
     text = VALID.replace("port = 80", "port = 0").replace('region = "eu-west-1"', "region = 5")

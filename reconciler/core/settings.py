@@ -36,11 +36,12 @@ DEFAULT_ENV_PREFIX = "RECONCILER_DEFAULT_"
 #: Words ``add server`` refuses in HAProxy 2.6; a managed line with them could not be mirrored at
 #: runtime, and ``id`` is chosen by the controller.
 REFUSED_SERVER_OPTIONS = frozenset({"cookie", "resolvers", "init-addr", "redir", "namespace", "id"})
-_PROXY_NAME = re.compile(r"^[A-Za-z0-9_.:-]+$")
-_PREFIX = re.compile(r"^[A-Za-z0-9_.:-]*$")
-_ASG_NAME = re.compile(r"^[^\x00-\x1f]{1,255}$")
+# Each is used with ``fullmatch``: ``$`` would also match before a trailing newline.
+_PROXY_NAME = re.compile(r"[A-Za-z0-9_.:-]+")
+_PREFIX = re.compile(r"[A-Za-z0-9_.:-]*")
+_ASG_NAME = re.compile(r"[^\x00-\x1f]{1,255}")
 #: An Availability Zone name as AWS spells it (``eu-west-1a``, ``us-east-1-bos-1a``).
-_ZONE_NAME = re.compile(r"^[a-z0-9-]{1,64}$")
+ZONE_NAME = re.compile(r"[a-z0-9-]{1,64}")
 #: ``[haproxy] zone`` value that asks the instance metadata service at start-up.
 AUTO_ZONE = "auto"
 _T = TypeVar("_T")
@@ -352,7 +353,7 @@ def _haproxy(reader: _Reader, raw: Mapping[str, Any]) -> HAProxySettings:
 def _zone(reader: _Reader, raw: Mapping[str, Any]) -> str | None:
     """``[haproxy] zone``: ``"auto"``, an Availability Zone name, or ``None``."""
     zone = reader.opt_str(raw, "haproxy", "zone") or None
-    if zone is not None and not _ZONE_NAME.match(zone):
+    if zone is not None and not ZONE_NAME.fullmatch(zone):
         reader.problems.append(
             f"haproxy.zone{_origin(raw['zone'])}: {zone!r} is not an Availability Zone name; "
             'use "auto" (asks the instance metadata service) or a name such as "eu-west-1a"'
@@ -446,7 +447,7 @@ def _backend(
 def _asg(reader: _Reader, entry: Mapping[str, Any], where: str) -> str | None:
     """The backend's group name, checked."""
     asg = reader.req_str(entry, where, "asg")
-    if asg is not None and not _ASG_NAME.match(asg):
+    if asg is not None and not _ASG_NAME.fullmatch(asg):
         reader.problems.append(f"{where}.asg: not a valid Auto Scaling group name")
     return asg
 
@@ -454,7 +455,7 @@ def _asg(reader: _Reader, entry: Mapping[str, Any], where: str) -> str | None:
 def _prefix(reader: _Reader, entry: Mapping[str, Any], where: str) -> str:
     """The backend's ``server_prefix``, checked."""
     prefix = reader.opt_str(entry, where, "server_prefix") or ""
-    if not _PREFIX.match(prefix):
+    if not _PREFIX.fullmatch(prefix):
         reader.problems.append(f"{where}.server_prefix: use only letters, digits and - _ . :")
     return prefix
 
@@ -466,7 +467,7 @@ def _backend_name(
     name = reader.req_str(entry, where, "name")
     if name is not None:
         where = f"backend '{name}'"
-        if not _PROXY_NAME.match(name):
+        if not _PROXY_NAME.fullmatch(name):
             reader.problems.append(f"{where}.name: use only letters, digits and - _ . :")
         if name in seen:
             reader.problems.append(f"{where}: declared twice; each backend once")
