@@ -18,7 +18,6 @@ out (the zone by name).
 
 from __future__ import annotations
 
-import re
 from http import HTTPStatus
 from typing import TYPE_CHECKING
 
@@ -27,6 +26,7 @@ from botocore.exceptions import BotoCoreError
 from botocore.utils import IMDSFetcher, resolve_imds_endpoint_mode
 
 from reconciler.core.errors import ConfigError
+from reconciler.core.settings import ZONE_NAME
 
 
 if TYPE_CHECKING:
@@ -35,8 +35,6 @@ if TYPE_CHECKING:
     from botocore.awsrequest import AWSResponse
 
 ZONE_PATH = "latest/meta-data/placement/availability-zone"
-#: An Availability Zone name as ``[haproxy] zone`` takes it (``eu-west-1a``, ``us-west-2-lax-1a``).
-_ZONE_NAME = re.compile(r"[a-z0-9-]{1,64}")
 _SETTING = '[haproxy] zone = "auto"'
 _WAY_OUT = "set the zone by name"
 
@@ -104,7 +102,7 @@ class _ZoneFetcher(IMDSFetcher):
         except BotoCoreError as exc:
             raise _unanswered(str(exc)) from exc
         zone = response.text.strip()
-        if not _ZONE_NAME.fullmatch(zone):
+        if not ZONE_NAME.fullmatch(zone):
             msg = (
                 f"{_SETTING}: the instance metadata service answered {zone[:80]!r}, which is not "
                 f"an Availability Zone name; {_WAY_OUT}"
