@@ -184,7 +184,22 @@ class _Server(http.server.ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+class PlainTextHandler(http.server.BaseHTTPRequestHandler):
+    """Answers in plain text and keeps the output quiet: the HTTP servers of the tests."""
+
+    def _answer(self, status: int, body: str) -> None:
+        data = body.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Keep the output quiet."""
+
+
+class _Handler(PlainTextHandler):
     """The three behaviours of ``HTTPBackend``; HTTP/1.0, so HAProxy keeps no idle connection."""
 
     server: _Server
@@ -201,17 +216,6 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             time.sleep(seconds)
         backend.count_request()
         self._answer(200, f"hello from {backend.name}")
-
-    def _answer(self, status: int, body: str) -> None:
-        data = body.encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        """Keep the output quiet."""
 
 
 class _KeepAliveHandler(_Handler):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.haproxy import PlainTextHandler
 from reconciler.adapters.aws.imds import ZONE_PATH, node_zone
 from reconciler.core.errors import ConfigError
 from reconciler.core.settings import Settings
@@ -49,8 +50,8 @@ class Imds:
 
 
 def _handler(imds: Imds) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_PUT(self) -> None:
+    class Handler(PlainTextHandler):
+        def do_PUT(self) -> None:  # noqa: N802 - http.server names the handlers
             self._saw()
             if self.path != TOKEN_PATH or not self.headers.get(TTL_HEADER) or not imds.tokens:
                 self._answer(HTTPStatus.FORBIDDEN, "")
@@ -59,7 +60,7 @@ def _handler(imds: Imds) -> type[BaseHTTPRequestHandler]:
             imds.issued.add(token)
             self._answer(HTTPStatus.OK, token)
 
-        def do_GET(self) -> None:
+        def do_GET(self) -> None:  # noqa: N802 - http.server names the handlers
             self._saw()
             if self.headers.get(TOKEN_HEADER) not in imds.issued:
                 self._answer(HTTPStatus.UNAUTHORIZED, "")
@@ -72,17 +73,6 @@ def _handler(imds: Imds) -> type[BaseHTTPRequestHandler]:
 
         def _saw(self) -> None:
             imds.seen.append((self.command, self.path, self.headers.get(TOKEN_HEADER)))
-
-        def _answer(self, status: int, body: str) -> None:
-            data = body.encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *_: object) -> None:
-            pass
 
     return Handler
 
