@@ -588,8 +588,7 @@ def _zone_move(running: RuntimeServer, line: ServerLine, zones: ZoneStatus) -> s
     """Why a running server of the wrong form is re-added in the other, and what it waits for."""
     now = "a backup" if running.backup else "active"
     detail = f"{now} at runtime; re-added {routing.reason(zones, to_backup=line.backup)}"
-    # Unused as the planner means it: idle connections do not hold the re-add back.
-    if running.sessions == 0 and running.queued == 0:
+    if server_steps.unattached(running):
         return detail
     return f"{detail} once unused ({server_steps.attached(running)})"
 

@@ -163,7 +163,7 @@ def reformed(
     """
     step = _Steps(servers.binding.name, line.name)
     timeout = servers.binding.drain_timeout
-    if _unattached(running):
+    if unattached(running):
         return _readded(line, running, row, zone.reason)
     held = running.draining or running.in_maintenance
     if not held and not (line.backup and zone.carried):
@@ -356,7 +356,7 @@ class _Removal:
     def in_maintenance(self) -> Move:
         """Deleted once unused; sessions that outlived the drain are cut."""
         running = self.running
-        if _unattached(running):
+        if unattached(running):
             return Move(self.step(StepKind.DELETE), self._row_removed(self.reason), False)
         if running.sessions and running.seconds_in_state >= self.timeout:
             cut = self.row(Change.DRAINING, "sessions outlived the drain; cutting them")
@@ -365,7 +365,7 @@ class _Removal:
 
     def draining(self) -> Move:
         """Drained once no session or request is left; cut at the drain timeout."""
-        if _unattached(self.running):
+        if unattached(self.running):
             return self._finish(f"{self.reason}; drained")
         if self.running.seconds_in_state >= self.timeout:
             cutting = self.row(Change.DRAINING, f"drain timeout {self.timeout:g}s; cutting")
@@ -380,7 +380,7 @@ class _Removal:
         they are cut.
         """
         running = self.running
-        if _unattached(running):
+        if unattached(running):
             return self._finish(f"{self.reason}; idle")
         drained = running.seconds_in_state if running.draining else 0
         if running.sessions and drained >= self.timeout:
@@ -391,7 +391,7 @@ class _Removal:
 
     def start(self) -> Move:
         """A ready server starts to drain."""
-        if _unattached(self.running):
+        if unattached(self.running):
             return self._finish(f"{self.reason}; idle", drain=True)
         draining = self.row(Change.DRAINING, f"{self.reason}; draining")
         return Move(self.step(StepKind.DRAIN), draining, True)
@@ -423,6 +423,6 @@ def _as_in_file(servers: ManagedServers, line: ServerLine, instance: Instance) -
     return Row(line.name, instance.instance_id, address(line), change, reason)
 
 
-def _unattached(running: RuntimeServer) -> bool:
+def unattached(running: RuntimeServer) -> bool:
     """Unused: no session and no queued request (idle connections aside: HAProxy decides)."""
     return running.sessions == 0 and running.queued == 0
