@@ -111,10 +111,12 @@ def test_one_bad_key_is_named(tmp_path: Path, change: tuple[str, str], expected:
     ("change", "expected"),
     [
         pytest.param(('name = "api"', 'name = "api\\n"'), "name", id="name"),
-        pytest.param(('server_prefix = "api-"', 'server_prefix = "api-\\n"'), "prefix", id="prefix"),
+        pytest.param(
+            ('server_prefix = "api-"', 'server_prefix = "api-\\n"'), "prefix", id="prefix"
+        ),
         pytest.param(('asg = "int-asg-api"', 'asg = "int-asg-api\\n"'), "asg", id="asg"),
         pytest.param(
-            ('[haproxy]\n', '[haproxy]\nzone = "eu-west-1a\\n"\n'), "haproxy.zone", id="zone"
+            ("[haproxy]\n", '[haproxy]\nzone = "eu-west-1a\\n"\n'), "haproxy.zone", id="zone"
         ),
     ],
 )
