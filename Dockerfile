@@ -1,5 +1,5 @@
 # haproxy-asg-reconciler as a container: the sidecar of an HAProxy container that shares its config
-# directory and runtime sockets (README, "Container sidecar").
+# directory and runtime sockets (docs/container.md).
 
 # -- build: the wheel, installed with its dependencies into a virtual environment ---------------
 FROM python:3.11-slim-bookworm AS builder
@@ -21,7 +21,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends haproxy tini \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /opt/venv /opt/venv
-COPY haproxy.cfg.j2 /usr/share/haproxy-asg-reconciler/haproxy.cfg.j2
+# The template inside the package (`reconcile template` prints the same file); the repository's
+# top-level haproxy.cfg.j2 is a symlink to it, and a symlink is not a file to copy.
+COPY reconciler/haproxy.cfg.j2 /usr/share/haproxy-asg-reconciler/haproxy.cfg.j2
 # A numeric user, so that `runAsNonRoot` can verify it; the shared directories are its own, so a
 # fresh volume mounted on them starts writable for it.
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent reconciler \

@@ -656,6 +656,55 @@ class Cloud:
             )
         return self._template
 
+    # -- notification configurations (moto lacks them) --------------------------------------------
+
+    def put_notification_configuration(self, group: str, topic_arn: str) -> None:
+        """
+        Send *group*'s launch and terminate notifications to SNS topic *topic_arn*, as
+        ``PutNotificationConfiguration`` does, and answer ``DescribeNotificationConfigurations``
+        from now on (moto has neither). The configurations live on moto's group object, so a
+        reset or the group's deletion wipes them. Nothing is ever published: tests that need a
+        notification publish it themselves.
+        """
+        moto_group = self._backend().autoscaling_groups[group]
+        configured = getattr(moto_group, "harness_notifications", [])
+        # moto's group has no such attribute: a new one, which its type does not know.
+        vars(moto_group)["harness_notifications"] = [
+            *configured,
+            *(
+                {"AutoScalingGroupName": group, "TopicARN": topic_arn, "NotificationType": kind}
+                for kind in (
+                    "autoscaling:EC2_INSTANCE_LAUNCH",
+                    "autoscaling:EC2_INSTANCE_TERMINATE",
+                )
+            ),
+        ]
+        self.answer_notification_configurations()
+
+    def answer_notification_configurations(self) -> None:
+        """
+        Answer ``DescribeNotificationConfigurations`` as AWS does from now on (moto's own answer
+        is an HTML 500 page): with what ``put_notification_configuration`` configured, an empty
+        list for a group without any. ``fail`` can then fail it too.
+        """
+        if "describe_notification_configurations" not in AutoScalingResponse.__dict__:
+            answer = self._notification_configurations
+            self._patch(
+                AutoScalingResponse, "describe_notification_configurations", _handler(answer)
+            )
+
+    def _notification_configurations(self, response: AutoScalingResponse) -> ActionResult:
+        """``DescribeNotificationConfigurations`` of the groups named (one page)."""
+        groups = self._backend().autoscaling_groups
+        names = response._get_param("AutoScalingGroupNames", [])
+        found = [
+            config
+            for name in names
+            if name in groups
+            for config in getattr(groups[name], "harness_notifications", [])
+        ]
+        return ActionResult({"NotificationConfigurations": found})
+
 
 class _Countdown:
     """How many faults are still to inject; thread-safe, as the server answers in threads."""

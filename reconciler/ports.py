@@ -84,7 +84,8 @@ class ConfigStore(Protocol):
         Everything a cycle makes the next file from, read now: the file's current bytes
         (``b""`` for a missing file in template mode) and, in template mode, the template's text
         with the environment, or the ``ConfigError`` saying why the template cannot be read.
-        Raises ``TransientError`` when the file cannot be read.
+        Raises ``ConfigError`` when the file is missing (outside template mode: nothing will
+        make it appear), ``TransientError`` when it cannot be read otherwise.
         """
         ...
 

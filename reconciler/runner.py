@@ -35,11 +35,11 @@ from reconciler.adapters.aws.membership import AwsMembership
 from reconciler.adapters.config_store import FileStore
 from reconciler.adapters.status_server import StatusServer
 from reconciler.core import drift, progress
-from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError
+from reconciler.core.errors import PermanentError, ReconcilerError
 from reconciler.core.model import AwsObservation, CycleResult
 from reconciler.core.results import RunReport
 from reconciler.core.settings import AUTO_ZONE, Settings
-from reconciler.cycle import config_problems, observe, run_cycle
+from reconciler.cycle import observe, run_cycle
 from reconciler.loop import Controller
 from reconciler.metrics import Metrics
 from reconciler.ports import Ports
@@ -88,13 +88,14 @@ def prepare(
     command_timeout: float = haproxy_socket.DEFAULT_TIMEOUT,
 ) -> Ports:
     """
-    Build the adapters and check the config file's sections: ``ConfigError`` for sections that
-    cannot be managed (or no AWS region), ``TransientError`` when the file cannot be read.
+    Build the adapters and read the config file once, so that a run stops before anything when
+    it cannot work at all: ``ConfigError`` for a missing file (or no AWS region),
+    ``TransientError`` when the file cannot be read. A section that cannot be managed is no
+    reason to stop: each cycle refuses its backend alone and goes on with the others, as drift
+    and the running controller do (one rule, in the README's "Reports and exit codes").
     """
     ports = build_ports(loaded, clients, command_timeout=command_timeout)
-    problems = config_problems(loaded, ports.store.read())
-    if problems:
-        raise ConfigError(problems, str(loaded.haproxy.config))
+    ports.store.read()
     return ports
 
 

@@ -178,7 +178,7 @@ class TestRefusedWrites:
         """When the file no longer holds the expected bytes, nothing is written."""
         theirs = OLD + b"# an operator's edit\n"
         cfg.write_bytes(theirs)
-        with pytest.raises(TransientError, match="changed while reconciling; will retry"):
+        with pytest.raises(TransientError, match=r"changed while reconciling$"):
             store.write(OLD, NEW)
         assert cfg.read_bytes() == theirs
         assert entries(cfg.parent) == CLEAN

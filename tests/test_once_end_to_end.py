@@ -108,7 +108,11 @@ def test_missing_group_is_an_error_and_changes_nothing(stack: Stack) -> None:
 
 
 def test_bad_configuration_exits_2_and_names_every_problem(stack: Stack) -> None:
-    """Unknown backend section and a bad port: exit 2, each problem named, nothing changed."""
+    """
+    Unknown backend section and a bad port: exit 2, each problem named, nothing changed. The
+    unknown section alone is no settings error: its backend is refused (exit 1, the reason
+    named), like any backend that cannot be managed.
+    """
     text = stack.settings.read_text()
     stack.settings.write_text(
         text.replace('name = "api"', 'name = "nope"').replace(f"port = {stack.port}", "port = 0")
@@ -120,8 +124,9 @@ def test_bad_configuration_exits_2_and_names_every_problem(stack: Stack) -> None
     assert stack.haproxy.config_path.read_bytes() == before
     stack.settings.write_text(text.replace('name = "api"', 'name = "nope"'))
     done = stack.reconcile()
-    assert done.returncode == 2
+    assert done.returncode == 1
     assert "no backend or listen section 'nope'" in done.stderr
+    assert stack.haproxy.config_path.read_bytes() == before
 
 
 def test_console_script_is_installed(stack: Stack) -> None:

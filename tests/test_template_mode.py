@@ -21,22 +21,17 @@ from harness.haproxy import HAProxyFactory, HAProxyProcess, HTTPBackends, free_p
 from harness.moto import REGION, Cloud
 from reconciler.adapters.config_store import FileStore
 from reconciler.core import next_config, template
-from reconciler.core.errors import TransientError
+from reconciler.core.errors import ConfigError, TransientError
 from reconciler.core.model import CycleResult, ServerLine
 from reconciler.core.settings import AwsSettings, Binding, HAProxySettings, Settings
 from reconciler.cycle import run_cycle
 from reconciler.ports import Ports
 from reconciler.runner import build_ports
+from tests.support.haproxy import MASTER_CLI_RELOAD
 
 
 SHIPPED = Path(__file__).resolve().parent.parent / "haproxy.cfg.j2"
 GROUP = "api-asg"
-#: The README's reload command for the sidecar: ``reload`` on HAProxy's master CLI. HAProxy 2.6
-#: closes the connection when the master re-executes, which is what ``recv`` waits for.
-RELOAD = (
-    "{python} -c \"import socket; s = socket.socket(socket.AF_UNIX); s.connect('{master}'); "
-    "s.sendall(b'reload\\n'); s.recv(1)\""
-)
 #: Answers ``GET /version`` from the frontend itself, to see which template is being served.
 VERSION_RULE = (
     "    http-request return status 200 content-type text/plain "
@@ -61,7 +56,7 @@ class Node:
             haproxy=HAProxySettings(
                 config=haproxy.config_path,
                 socket=haproxy.socket_path,
-                reload_command=RELOAD.format(
+                reload_command=MASTER_CLI_RELOAD.format(
                     python=sys.executable, master=haproxy.master_socket_path
                 ),
                 template=template_path,
@@ -305,7 +300,7 @@ def test_template_modes_store_creates_the_first_file(tmp_path: Path) -> None:
     """
     The store of template mode reads a missing file as empty and its first write creates it,
     readable by all (HAProxy may run as another user); once the file exists, a write planned
-    from "missing" is a conflict. Without template mode a missing file stays an error.
+    from "missing" is a conflict. Without template mode a missing file is a configuration error.
     """
     path = tmp_path / "haproxy.cfg"
     template_path = tmp_path / "haproxy.cfg.j2"
@@ -317,5 +312,6 @@ def test_template_modes_store_creates_the_first_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     with pytest.raises(TransientError, match="changed while reconciling"):
         store.write(b"", b"defaults\n")
-    with pytest.raises(TransientError, match="No such file"):
+    with pytest.raises(ConfigError, match=r"no such file; point \[haproxy\] config at") as missing:
         FileStore(tmp_path / "other.cfg", "true {path}", None).read()
+    assert missing.value.source == str(tmp_path / "other.cfg")

@@ -17,8 +17,9 @@ A write never leaves a half-written, unchecked or foreign file behind:
 
 The temp file is removed on every path that does not rename it. A store made with a ``template``
 (template mode, where the file is the controller's own) reads a missing file as empty, and its
-first write creates the file, mode 0644; each ``read`` also reads the template and takes the
-environment as it is then, so an edited template takes effect at the next cycle.
+first write creates the file, mode 0644; without one, a missing file is a ``ConfigError`` (it is
+not transient). Each ``read`` also reads the template and takes the environment as it is then, so
+an edited template takes effect at the next cycle.
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ DEFAULT_TIMEOUT = 60.0
 OUTPUT_LIMIT = 2000
 #: The mode of a file ``create`` makes: HAProxy may run as another user of the group.
 NEW_FILE_MODE = 0o644
+_NO_FILE = (
+    "no such file; point [haproxy] config at HAProxy's configuration file, or set [haproxy] "
+    "template to have the controller write it"
+)
 _NO_RELOAD_COMMAND = (
     "a reload is needed but [haproxy] reload_command is not set; set it or reload HAProxy yourself"
 )
@@ -86,10 +91,13 @@ class FileStore:
     def _read_file(self) -> bytes:
         try:
             return self._path.read_bytes()
-        except OSError as exc:
-            if self._template is not None and isinstance(exc, FileNotFoundError):
+        except FileNotFoundError:
+            if self._template is not None:
                 return b""
-            raise TransientError(f"cannot read {self._path} ({exc.strerror}); will retry") from exc
+            # Not transient: nothing the controller does will make the file appear.
+            raise ConfigError([_NO_FILE], str(self._path)) from None
+        except OSError as exc:
+            raise TransientError(f"cannot read {self._path} ({exc.strerror})") from exc
 
     def _read_template(self) -> Template | ConfigError | None:
         """
@@ -138,21 +146,35 @@ class FileStore:
         except FileNotFoundError:
             unchanged = self._template is not None and not expected
         if not unchanged:
-            raise TransientError(f"{self._path} changed while reconciling; will retry")
+            raise TransientError(f"{self._path} changed while reconciling")
+
+    def check_live(self) -> tuple[int, str] | None:
+        """
+        Run the check command on the file as it is (``reconcile check``): ``None`` when it
+        accepts the file, else its exit code and what it said, [NOTICE] lines left out.
+        """
+        return self._rejection(self._path)
 
     def _check(self, candidate: Path) -> None:
-        words = [
-            word.replace("{path}", str(candidate)) for word in shlex.split(self._check_command)
-        ]
-        code, output = _run(words, self._timeout)
-        if code != 0:
-            # HAProxy opens every report with its version and path as [NOTICE] lines.
-            lines = output.splitlines()
-            alerts = "\n".join(line for line in lines if not line.startswith("[NOTICE]"))
+        rejected = self._rejection(candidate)
+        if rejected is not None:
+            code, alerts = rejected
             raise PermanentError(
                 f"`{self._check_command}` rejected the new {self._path} (exit {code}), so the live "
                 f"file was left unchanged: {_trim(alerts)}"
             )
+
+    def _rejection(self, candidate: Path) -> tuple[int, str] | None:
+        """The check command's exit code and alerts when it rejects *candidate*, else ``None``."""
+        words = [
+            word.replace("{path}", str(candidate)) for word in shlex.split(self._check_command)
+        ]
+        code, output = _run(words, self._timeout)
+        if code == 0:
+            return None
+        # HAProxy opens every report with its version and path as [NOTICE] lines.
+        lines = output.splitlines()
+        return code, "\n".join(line for line in lines if not line.startswith("[NOTICE]"))
 
 
 @contextlib.contextmanager
@@ -164,7 +186,7 @@ def _exclusive(lock: Path, shown: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            msg = f"another process is writing {shown} (it holds {lock}); will retry"
+            msg = f"another process is writing {shown} (it holds {lock})"
             raise TransientError(msg) from None
         yield
     finally:
@@ -225,7 +247,7 @@ def _run(args: Sequence[str], timeout: float) -> tuple[int, str]:
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait()
             raise TransientError(
-                f"`{shown}` did not finish within {timeout:g} s and was killed; will retry"
+                f"`{shown}` did not finish within {timeout:g} s and was killed"
             ) from None
         output.seek(0)
         return code, output.read().decode("utf-8", errors="replace")

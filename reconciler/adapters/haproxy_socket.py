@@ -270,6 +270,10 @@ class RuntimeSocket:
 
         return _again(both, "; nothing in this backend changes until a read is complete")
 
+    def process(self) -> tuple[ProcessInfo, HAProxyFeatures]:
+        """The answering HAProxy process and what it accepts, as a cycle reads them."""
+        return self._process()
+
     def _process(self) -> tuple[ProcessInfo, HAProxyFeatures]:
         """
         The answering process (``show info``; without its uptime a young worker could pass for

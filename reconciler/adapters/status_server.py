@@ -1,6 +1,6 @@
 """
-The status listener: ``/healthz`` and ``/metrics`` over HTTP, the only listener of the package,
-and ``probe_health``, its client for the image's HEALTHCHECK.
+The status listener: ``/healthz`` and ``/metrics`` over HTTP, the only listener of the package;
+``probe_health``, its client for the image's HEALTHCHECK; ``bind_error``, whether it could listen.
 
 Both answers come from a ``Status`` (``reconciler.metrics.Metrics`` in the controller). A client
 that says nothing or trickles bytes is dropped after a deadline, and at most a few connections are
@@ -108,6 +108,21 @@ def probe_health(listen: str, timeout: float) -> tuple[int, str]:
             return int(reply.status), reply.read().decode(errors="replace")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
+
+
+def bind_error(listen: str) -> OSError | None:
+    """
+    Why a ``StatusServer`` could not listen on *listen* now (``EADDRINUSE``: something listens
+    there), or ``None`` when it could; the address is released at once. For ``reconcile check``.
+    """
+    host, _, port = listen.rpartition(":")
+    try:
+        # Bound the way StatusServer binds (SO_REUSEADDR), so the answers agree.
+        server = ThreadingHTTPServer((host, int(port)), BaseHTTPRequestHandler)
+    except OSError as exc:
+        return exc
+    server.server_close()
+    return None
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -34,6 +34,13 @@ from harness.haproxy import (
 
 
 _REAL_FIXTURES = frozenset({"haproxy_binary", "haproxy_factory", "http_backends"})
+#: The reload command the README gives for the sidecar and the VM unit: ``reload`` on HAProxy's
+#: master CLI. HAProxy 2.6 closes the connection when the master re-executes, which is what
+#: ``recv`` waits for.
+MASTER_CLI_RELOAD = (
+    "{python} -c \"import socket; s = socket.socket(socket.AF_UNIX); s.connect('{master}'); "
+    "s.sendall(b'reload\\n'); s.recv(1)\""
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

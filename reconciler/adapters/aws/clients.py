@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from botocore.client import BaseClient
     from mypy_boto3_autoscaling import AutoScalingClient
     from mypy_boto3_ec2 import EC2Client
+    from mypy_boto3_sns import SNSClient
     from mypy_boto3_sqs import SQSClient
 
 #: botocore counts the first try, so 3 means two retries (its standard-mode default), each after
@@ -45,7 +46,8 @@ DEFAULT_CONNECT_TIMEOUT = 5.0
 #: Must exceed the longest SQS long poll (20 s), or every empty poll would end in a read timeout.
 DEFAULT_READ_TIMEOUT = 30.0
 
-Service = Literal["autoscaling", "ec2", "sqs"]
+#: ``sts``, ``sns`` and ``events`` are read by ``reconcile check`` only (``probes``).
+Service = Literal["autoscaling", "ec2", "sqs", "sns", "sts", "events"]
 
 
 @dataclass(frozen=True)
@@ -174,6 +176,10 @@ class AwsClients:
     def client(self, service: Literal["ec2"]) -> EC2Client: ...
     @overload
     def client(self, service: Literal["sqs"]) -> SQSClient: ...
+    @overload
+    def client(self, service: Literal["sns"]) -> SNSClient: ...
+    @overload
+    def client(self, service: Literal["sts", "events"]) -> BaseClient: ...
     def client(self, service: Service) -> BaseClient:
         """The client for *service*, created on first use with the shared config and counter."""
         with self._lock:
@@ -183,3 +189,12 @@ class AwsClients:
                 self.calls.attach(made, service)
                 self._clients[service] = made
             return made
+
+    def credentials_method(self) -> str | None:
+        """
+        Where botocore's chain found the credentials (``env``, ``shared-credentials-file``,
+        ``iam-role``, ``assume-role-with-web-identity``...), or ``None`` when it found none.
+        """
+        with self._lock:
+            found = self._session.get_credentials()
+        return None if found is None else found.method
