@@ -61,7 +61,8 @@ test: install lint
 	matrix=$$(bash .ci/haproxy-matrix) && HAPROXY_MATRIX="$$matrix" $(BIN)/pytest -q -p no:cacheprovider
 
 # The whole system on one machine, AWS played by moto on loopback; exit 0 when every step
-# converged. DEMO_INTERACTIVE=1 pauses before each step.
+# converged. DEMO_INTERACTIVE=1 pauses before each step; DEMO_STAY=1 keeps the world up after the
+# last step, until Ctrl-C, to run the CLI against it with the lines the demo prints.
 demo: install
 	$(BIN)/python -m demo
 

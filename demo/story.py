@@ -39,6 +39,8 @@ TITLES = (
     "A server removed by hand",
     "Mixed instances in three zones",
 )
+#: The environment switch of ``--stay`` (``DEMO_STAY=1 make demo``).
+STAY_ENV = "DEMO_STAY"
 #: Seconds any step may take to converge: far above what it needs on a slow 2-core machine.
 STEP_TIMEOUT = 30.0
 #: Requests sent through the frontend after each step: a multiple of 2 and 3 instances.
@@ -95,11 +97,40 @@ class Story:
         self.haproxy = world.haproxy
         self.daemon = world.daemon
 
-    def play(self) -> None:
-        """Every step in order; a step that does not converge raises ``DemoError``."""
+    def introduce(self, *, stay: bool) -> None:
+        """
+        Where to look while the story plays, and how to reach the world from another shell;
+        unless it will *stay* up after the last step, how to make it.
+        """
         self.console.print("Where to look while it runs:")
         for label, where in self.world.where_to_look():
             self.console.print(f"  {label:<15}{where}", highlight=False, soft_wrap=True)
+        self.poke()
+        if not stay:
+            self.console.print(
+                f"They work until the last step; `{STAY_ENV}=1 make demo` (python -m demo "
+                "--stay) keeps the world up after it, until Ctrl-C.",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    def poke(self) -> None:
+        """The lines to paste into another shell to run ``reconcile`` on the world."""
+        self.console.print(
+            f"Poke it from another shell: AWS is moto at {self.world.cloud.endpoint} (dummy "
+            "keys); paste these lines:",
+            highlight=False,
+            soft_wrap=True,
+        )
+        for line in self.world.shell_lines():
+            # Never wrapped, never read as markup: pasted, the line must be what was printed.
+            self.console.print(f"  {line}", markup=False, highlight=False, soft_wrap=True)
+
+    def play(self, count: int = len(TITLES)) -> None:
+        """
+        The first *count* steps in order (every step by default); a step that does not converge
+        raises ``DemoError``.
+        """
         steps: tuple[Callable[[], None], ...] = (
             self.initial_sync,
             self.scale_out,
@@ -108,7 +139,8 @@ class Story:
             self.removed_by_hand,
             self.mixed_zones,
         )
-        for number, (title, step) in enumerate(zip(TITLES, steps, strict=True), start=1):
+        played = zip(TITLES[:count], steps[:count], strict=True)
+        for number, (title, step) in enumerate(played, start=1):
             self._pause()
             self.console.print()
             self.console.rule(f"Step {number}/{len(TITLES)}: {title}", align="left")

@@ -14,9 +14,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -45,6 +47,17 @@ START_TIMEOUT = 30.0
 CONTROLLER_LOG = "reconcile.log"
 #: Long-poll wait of the queue; short, so that stopping the controller never waits for a poll.
 SQS_WAIT = 2
+#: What ``reconcile`` needs from the environment to act on this world as its controller does:
+#: moto's endpoint, dummy keys and region (``use_moto_only``), and template mode (``_configure``).
+SHELL_ENVIRONMENT = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_REGION",
+    "RECONCILER_HAPROXY_TEMPLATE",
+    "RECONCILER_HAPROXY_RELOAD_COMMAND",
+    "FRONTEND_BIND",
+)
 
 
 class DemoError(Exception):
@@ -90,6 +103,18 @@ class World:
                 f"controller pid {self.daemon.process.pid}, haproxy master pid {self.master_pid}",
             ),
         ]
+
+    def shell_lines(self) -> list[str]:
+        """
+        What to paste into another shell to run the CLI on this world: the environment, each
+        variable on an ``export`` line (``RECONCILER_CONFIG`` naming the settings), then
+        ``reconcile drift`` by its full path.
+        """
+        environment = {name: os.environ[name] for name in SHELL_ENVIRONMENT}
+        environment["RECONCILER_CONFIG"] = str(self.stack.settings)
+        exports = [f"export {name}={shlex.quote(value)}" for name, value in environment.items()]
+        drift = [*_reconcile_command(), "drift", "--config", str(self.stack.settings)]
+        return [*exports, shlex.join(drift)]
 
     def drift(self) -> int:
         """
@@ -175,6 +200,15 @@ def _start(
         raise DemoError(f"the controller exited with code {daemon.process.returncode}")
     haproxy.start(haproxy.config_path.read_text())
     return World(directory, cloud, queue, stack, daemon, cleanup)
+
+
+def _reconcile_command() -> list[str]:
+    """
+    The ``reconcile`` script installed beside this Python (``.venv/bin/reconcile``), else this
+    Python running the package: a full path either way, which works from any directory.
+    """
+    script = Path(sys.executable).with_name("reconcile")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "reconciler"]
 
 
 def _has_content(path: Path) -> bool:

@@ -10,7 +10,9 @@ puts off (something is still attached) is no failure, but it too ends the server
 cycle: a server added again in another form (zone routing: maintenance, delete, add) must not be
 added while its old form is still there. The next file is made by the ``NextFileMaker`` the
 cycle's observation built: edited in place, or rendered from a template, which also asks for a
-reload when more than the servers changed.
+reload when more than the servers changed. Each reload is logged at INFO with its cause
+(``RELOAD_*``): a reload restarts HAProxy's workers, and the log is where an operator looks for
+why one happened.
 
 An ``add server`` that HAProxy calls a duplicate (the name or the id is taken) is no refusal: the
 read the plan came from was out of date. That backend's remaining steps are skipped, its section of
@@ -21,6 +23,7 @@ failed during it).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from reconciler.core.errors import ConfigError, PermanentError, ReconcilerError, TransientError
@@ -35,6 +38,15 @@ from reconciler.core.model import (
 )
 from reconciler.core.next_config import NextFile, NextFileMaker
 from reconciler.ports import ConfigStore, LifecycleApi, RuntimeApi
+
+
+log = logging.getLogger(__name__)
+#: What caused a reload, as its log line says: the template changed more than the servers...
+RELOAD_TEMPLATE = "template"
+#: ... a server's options changed, which the runtime API cannot apply...
+RELOAD_SERVER_OPTIONS = "server-options"
+#: ... or there is no runtime socket, so every change to the servers takes a reload.
+RELOAD_NO_SOCKET = "no-socket"
 
 
 def execute(
@@ -60,8 +72,7 @@ def execute(
     }
     errors = list(runner.errors)
     new = _next_file(maker, lines, errors)
-    needs_reload = runtime is None or any(b.needs_reload for b in active)
-    written, reloaded = _store(store, maker, new, needs_reload, errors)
+    written, reloaded = _store(store, maker, new, _plan_reload(runtime, active), errors)
     completed = 0
     if lifecycle is not None and (written or (new is not None and new.content == maker.current)):
         for backend in active:
@@ -90,16 +101,26 @@ def _next_file(
         return None
 
 
+def _plan_reload(runtime: RuntimeApi | None, active: Sequence[BackendPlan]) -> str | None:
+    """Why the plan needs a reload once the file is written (its log line's cause), if it does."""
+    if runtime is None:
+        return RELOAD_NO_SOCKET
+    if any(b.needs_reload for b in active):
+        return RELOAD_SERVER_OPTIONS
+    return None
+
+
 def _store(
     store: ConfigStore,
     maker: NextFileMaker,
     new: NextFile | None,
-    needs_reload: bool,
+    plan_reload: str | None,
     errors: list[str],
 ) -> tuple[bool, bool]:
     """
-    Write *new* when it changes the file, then reload when the plan or the file needs it;
-    whether the file was written and whether HAProxy was reloaded.
+    Write *new* when it changes the file, then reload when the file (*new*) or the plan
+    (*plan_reload*, the cause) needs it; whether the file was written and whether HAProxy was
+    reloaded.
     """
     if new is None or new.content == maker.current:
         return False, False
@@ -108,14 +129,17 @@ def _store(
     except PermanentError as exc:
         errors.append(str(exc))
         return False, False
+    cause = RELOAD_TEMPLATE if new.needs_reload else plan_reload
     # Nothing runs from the file before template mode's first one, so there is nothing to reload.
-    if not (needs_reload or new.needs_reload) or maker.bootstrapping:
+    if cause is None or maker.bootstrapping:
         return True, False
     try:
         store.reload()
     except PermanentError as exc:
         errors.append(f"{exc} (the file was written; reload HAProxy to apply it)")
         return True, False
+    # The cycle's summary counts reloads; this says why, which no server line does.
+    log.info("haproxy reloaded", extra={"fields": {"cause": cause}})
     return True, True
 
 

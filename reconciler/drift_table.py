@@ -353,8 +353,12 @@ def _padded(cells: Sequence[_Cell], widths: Sequence[int]) -> list[_Cell]:
 def _pack(fields: Sequence[str], width: int) -> list[str]:
     """*fields* joined by commas in lines of at most *width* columns, never splitting a field."""
     lines = [fields[0]]
-    for field in fields[1:]:
-        if cell_len(lines[-1]) + 2 + cell_len(field) <= width:
+    last = len(fields) - 1
+    for index, field in enumerate(fields[1:], start=1):
+        # A line that more fields follow ends with a comma, which must fit too: a line filling
+        # the width would have its comma cropped.
+        comma = 0 if index == last else 1
+        if cell_len(lines[-1]) + 2 + cell_len(field) + comma <= width:
             lines[-1] += f", {field}"
         else:
             lines[-1] += ","

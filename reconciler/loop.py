@@ -70,13 +70,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from reconciler.core import claims, progress
 from reconciler.core.errors import ReconcilerError
-from reconciler.core.model import AwsObservation, CycleResult, Verdicts
+from reconciler.core.model import AwsObservation, Change, CycleResult, Row, StepKind, Verdicts
 from reconciler.core.results import changed_rows
 from reconciler.core.settings import ControllerSettings, Settings
 from reconciler.cycle import run_cycle
@@ -563,23 +563,16 @@ class Controller:
     def _log(
         self, trigger: str, result: CycleResult | None, error: str, fields: dict[str, object]
     ) -> None:
-        """One line per changed server, then the cycle's summary line with *fields*."""
+        """
+        One line per changed server and per finished warm-up, then the cycle's summary line with
+        *fields*.
+        """
         changed = list(changed_rows(result)) if result is not None else []
         for backend, row in changed:
-            log.info(
-                "server %s",
-                row.change.value,
-                extra={
-                    "fields": {
-                        "backend": backend,
-                        "server": row.server,
-                        "instance": row.instance_id,
-                        "address": row.address,
-                        "change": row.change.value,
-                        "reason": row.reason,
-                    }
-                },
-            )
+            log.info("server %s", row.change.value, extra={"fields": _row_fields(backend, row)})
+        # Not a change (the server was added cycles before), but the moment it takes requests.
+        for backend, row in _warmed_up(result) if result is not None else ():
+            log.info("warm-up done", extra={"fields": _row_fields(backend, row)})
         summary: dict[str, object] = {
             "cycle": self.cycles,
             "trigger": trigger,
@@ -600,3 +593,29 @@ class Controller:
         quiet = resting and self._resting and trigger == PROGRESS
         self._resting = resting
         log.log(logging.DEBUG if quiet else logging.INFO, "cycle done", extra={"fields": summary})
+
+
+def _warmed_up(result: CycleResult) -> Iterator[tuple[str, Row]]:
+    """
+    The rows of the servers whose warm-up the cycle ended (their check passed, and the cycle
+    made them ready), each with its backend; none for a dry run.
+    """
+    if result.outcome is None:
+        return
+    for backend in result.plan.backends:
+        ready = {step.server for step in backend.steps if step.kind is StepKind.READY}
+        for row in backend.rows:
+            if row.change is Change.WARMING and row.server in ready:
+                yield backend.backend, row
+
+
+def _row_fields(backend: str, row: Row) -> dict[str, object]:
+    """A server line's fields: where the server is, and what happened to it and why."""
+    return {
+        "backend": backend,
+        "server": row.server,
+        "instance": row.instance_id,
+        "address": row.address,
+        "change": row.change.value,
+        "reason": row.reason,
+    }

@@ -37,6 +37,11 @@ _STYLES = {
 }
 #: Rows sort by what matters most to a reader: changes first, unchanged last.
 _ORDER = {change: index for index, change in enumerate(_STYLES)}
+#: What 80 columns (a pipe's width) leave the reason beside the widest other cells ("unchanged",
+#: an instance id, "255.255.255.255:65535") and the borders: any wider and rich crops the table's
+#: right edge instead of wrapping the reason. The same arithmetic keeps the server's name, which
+#: is the prefix and the instance id, out of the table: it is in ``--json``.
+_REASON_MIN_WIDTH = 18
 
 
 def counts(backend: BackendPlan) -> dict[str, int]:
@@ -66,7 +71,7 @@ def _backend_table(backend: BackendPlan) -> RenderableType:
     table.add_column("change", no_wrap=True)
     table.add_column("instance", no_wrap=True)
     table.add_column("address", no_wrap=True)
-    table.add_column("reason", overflow="fold", min_width=24)
+    table.add_column("reason", overflow="fold", min_width=_REASON_MIN_WIDTH)
     for row in sorted_rows(backend.rows):
         style = _STYLES[row.change]
         table.add_row(
@@ -107,7 +112,7 @@ def totals_line(report: RunReport) -> str:
 
 
 def report_json(report: RunReport, *, dry_run: bool) -> dict[str, Any]:
-    """The report of a run as a JSON-ready dictionary (see the README for the schema)."""
+    """The report of a run as a JSON-ready dictionary (docs/reports.md has the schema)."""
     plan = report.plan or Plan(())
     return {
         "dry_run": dry_run,

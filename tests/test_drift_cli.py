@@ -5,16 +5,19 @@ and a real HAProxy on loopback.
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from harness.haproxy import BackendSpec, HAProxyFactory, HAProxyProcess
 from harness.moto import REGION, Cloud
 from reconciler import drift_table
 from reconciler.cli import app
+from reconciler.core.drift import BackendDrift, DriftReport, DriftRow, RuntimeState, Verdict
 from tests.support.schema import validate
 
 
@@ -37,10 +40,34 @@ def write_settings(path: Path, haproxy: HAProxyProcess) -> Path:
     return path
 
 
-def run(*args: str) -> tuple[int, str]:
-    """Run ``reconcile`` with *args*; its exit code and output (no terminal: no colour)."""
-    result = CliRunner().invoke(app, list(args))
+def run(*args: str, columns: int | None = None) -> tuple[int, str]:
+    """
+    Run ``reconcile`` with *args*; its exit code and output (no terminal: no colour), 80 columns
+    wide as when piped, or *columns* wide.
+    """
+    env = {} if columns is None else {"COLUMNS": str(columns)}
+    result = CliRunner(env=env).invoke(app, list(args))
     return result.exit_code, result.output
+
+
+def stacked_fields(row: dict[str, object]) -> str:
+    """
+    The ``name value`` pairs a stacked row shows for a JSON *row* of a backend without weights
+    or zones, comma-separated as the report prints them.
+    """
+    asg = f"{row['lifecycle_state']} {row['health_status']}" if row["lifecycle_state"] else "-"
+    running = row["runtime_state"] or "not read"
+    check = row["check_status"] or row["check"] or "-"
+    return (
+        f"ASG {asg}, EC2 {row['ec2_state'] or '-'}, IP {row['private_ip'] or '-'}, "
+        f"server {row['server'] or '-'}, file {'yes' if row['in_file'] else 'no'}, "
+        f"runtime {running}, check {check}"
+    )
+
+
+def words(text: str) -> str:
+    """*text* with every run of blanks and line breaks as one space: what it says, not where."""
+    return " ".join(text.split())
 
 
 def test_exit_codes_follow_the_state(cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path) -> None:
@@ -151,3 +178,67 @@ def test_weights_and_zones_are_shown_and_judged(
     code, output = run("drift", "--config", config)
     assert code == drift_table.EXIT_DRIFT, output
     assert "1 drifted: 1 weight" in output
+
+
+def test_stacked_rows_keep_every_comma_at_80_columns(
+    cloud: Cloud, haproxy: HAProxyProcess, tmp_path: Path
+) -> None:
+    """
+    Piped (80 columns), rows are stacked: each row's pairs, read across its lines, are separated
+    by commas, also where a line ends exactly at the width (the server's name fills the second
+    line to its last column: a verdict of 7, an instance id of 19 and the gaps leave 50 columns,
+    and ``server <15-character prefix><instance id>, file no`` is 50 long).
+    """
+    settings = write_settings(tmp_path / "reconciler.toml", haproxy)
+    settings.write_text(settings.read_text().replace('"api-"', '"api-node-group-"'))
+    cloud.create_group(ASG, 2)
+    code, output = run("drift", "--config", str(settings), columns=80)
+    assert code == drift_table.EXIT_DRIFT, output
+    assert max(len(line) for line in output.splitlines()) <= 80
+    assert "api-node-group-i-" in output
+    code, document = run("drift", "--config", str(settings), "--json")
+    (backend,) = json.loads(document)["backends"]
+    for row in backend["rows"]:
+        assert stacked_fields(row) in words(output), output
+
+
+def stacked(ip: str) -> DriftRow:
+    """A missing instance's row at address *ip*."""
+    return DriftRow(
+        verdict=Verdict.MISSING,
+        detail="InService; not in the file or the running HAProxy",
+        server="api-i-0123456789abcdef0",
+        instance_id="i-0123456789abcdef0",
+        lifecycle_state="InService",
+        health_status="Healthy",
+        ec2_state="running",
+        private_ip=ip,
+        in_file=False,
+        file_address=None,
+        runtime_state=RuntimeState.ABSENT,
+        runtime_address=None,
+        check=None,
+        check_status=None,
+    )
+
+
+#: Addresses that end the first stacked line (``ASG InService Healthy, EC2 running, IP <ip>``, in
+#: 50 columns) two columns short of the width, one short, exactly at it, one and two past it.
+ADDRESSES = ("127.0.1.1", "127.0.10.1", "127.0.100.1", "127.0.100.10", "127.0.100.100")
+
+
+@pytest.mark.parametrize("ip", ADDRESSES)
+def test_a_stacked_line_that_fills_the_width_keeps_its_comma(ip: str) -> None:
+    """Wherever the pairs break, each break is after a comma, and no line is cropped."""
+    row = stacked(ip)
+    report = DriftReport((BackendDrift("api", "api-asg", rows=(row,)),), runtime=True)
+    out = Console(file=io.StringIO(), width=80, force_terminal=False)
+    out.print(drift_table.tables(report))
+    assert isinstance(out.file, io.StringIO)
+    text = out.file.getvalue()
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    pairs = (
+        f"ASG InService Healthy, EC2 running, IP {ip}, server {row.server}, file no, "
+        "runtime absent, check -"
+    )
+    assert pairs in words(text), text

@@ -10,6 +10,7 @@ the master CLI.
 
 from __future__ import annotations
 
+import logging
 import stat
 import subprocess
 import sys
@@ -315,3 +316,33 @@ def test_template_modes_store_creates_the_first_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"no such file; point \[haproxy\] config at") as missing:
         FileStore(tmp_path / "other.cfg", "true {path}", None).read()
     assert missing.value.source == str(tmp_path / "other.cfg")
+
+
+def reloads(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    """The reload lines logged so far."""
+    return [r for r in caplog.records if r.getMessage() == "haproxy reloaded"]
+
+
+def test_a_template_driven_reload_is_logged_with_its_cause(
+    node: Node, caplog: pytest.LogCaptureFixture
+) -> None:
+    """
+    The first file needs no reload (nothing runs from it yet) and a membership change goes
+    through the runtime API: neither logs one. An edited template is reloaded, logged at INFO
+    with the cause ``template``.
+    """
+    with caplog.at_level(logging.INFO, logger="reconciler"):
+        node.start()
+        node.cloud.set_desired(GROUP, 3)
+        node.serve_instances()
+        node.converge()
+        assert not reloads(caplog)
+        node.edit_template(
+            "    default_backend", VERSION_RULE.format(version="v2") + "    default_backend"
+        )
+        result = node.cycle()
+    assert result.outcome is not None, result.errors
+    assert result.outcome.reloaded, result.errors
+    (record,) = reloads(caplog)
+    assert record.levelno == logging.INFO
+    assert record.__dict__["fields"] == {"cause": "template"}
