@@ -55,6 +55,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
 	$(BIN)/lint-imports --no-cache
+	$(BIN)/cfn-lint deploy/aws/*.yaml
 
 # Tests marked haproxy_versions run once per HAProxy of the matrix; the rest on the system's.
 test: install lint

@@ -48,7 +48,8 @@ class Mode:
 
 EVENT = Mode("event", "controller: queue, runtime API")
 #: HAProxy runs a server's first check one ``inter`` after ``add server`` unless
-#: ``max-spread-checks`` caps that wait: the setting the README recommends for the runtime path.
+#: ``max-spread-checks`` caps that wait: the setting docs/controller.md recommends for the runtime
+#: path.
 FIRST_CHECK = Mode(
     "event_first_check",
     "controller: queue, runtime API, max-spread-checks 10ms",

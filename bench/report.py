@@ -49,8 +49,9 @@ def _tables(results: Mapping[str, Any]) -> Iterator[Table]:
 
 def versions(section: Mapping[str, Any], machine: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     """
-    The runs of a convergence or traffic section, one per HAProxy version. A schema 1 file (the
-    README quotes one) holds a single unnamed run, on the HAProxy its machine record names.
+    The runs of a convergence or traffic section, one per HAProxy version. A schema 1 file
+    (the oldest results) holds a single unnamed run, on the HAProxy its machine
+    record names.
     """
     if "versions" in section:
         return list(section["versions"])

@@ -17,19 +17,17 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from harness.haproxy import DEADLINE, HAProxyFactory, HTTPBackends, free_port, wait_for
 from harness.moto import Cloud
+from tests.support.dockerfile import IMAGE_VENV, Image, instructions, read_image
 
 
 ROOT = Path(__file__).resolve().parent.parent
 GROUP = "api-asg"
-#: Where the image keeps its virtual environment; here, this interpreter's.
-IMAGE_VENV = "/opt/venv"
 #: Runs a command the way a container runs its ENTRYPOINT as PID 1, as far as orphans go: the
 #: process is a child subreaper (kept across exec), so orphaned descendants become its children
 #: and stay zombies until it waits for them.
@@ -40,87 +38,6 @@ AS_PID_1 = [
     "assert ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0; "
     "os.execvp(sys.argv[1], sys.argv[1:])",
 ]
-
-
-@dataclass(frozen=True)
-class Instruction:
-    """One Dockerfile instruction, continuation lines joined."""
-
-    keyword: str
-    arguments: str
-
-
-@dataclass(frozen=True)
-class Image:
-    """The final stage of the Dockerfile, and how many stages it has."""
-
-    stages: int
-    base: str
-    instructions: tuple[Instruction, ...]
-
-    def only(self, keyword: str) -> str:
-        """The arguments of the stage's single *keyword* instruction."""
-        (found,) = [i.arguments for i in self.instructions if i.keyword == keyword]
-        return found
-
-    def env(self) -> dict[str, str]:
-        """
-        The stage's ENV, as a process here gets it: the image's venv is this one, and whichever
-        variable sets the listen address says a free loopback port.
-        """
-        values = {}
-        for instruction in self.instructions:
-            if instruction.keyword == "ENV":
-                for pair in shlex.split(instruction.arguments):
-                    name, _, value = pair.partition("=")
-                    values[name] = value.replace(IMAGE_VENV, sys.prefix).replace(
-                        "$PATH", os.environ["PATH"]
-                    )
-                    if name.endswith("SERVER_LISTEN"):
-                        values[name] = f"127.0.0.1:{free_port()}"
-        return values
-
-    def env_as_written(self) -> dict[str, str]:
-        """The stage's ENV exactly as the Dockerfile writes it."""
-        return dict(
-            pair.partition("=")[::2]
-            for instruction in self.instructions
-            if instruction.keyword == "ENV"
-            for pair in shlex.split(instruction.arguments)
-        )
-
-    def entrypoint(self) -> list[str]:
-        """The exec-form ENTRYPOINT."""
-        return list(json.loads(self.only("ENTRYPOINT")))
-
-    def healthcheck(self) -> list[str]:
-        """The exec-form command of the HEALTHCHECK."""
-        _, _, command = self.only("HEALTHCHECK").partition(" CMD ")
-        return list(json.loads(command))
-
-
-def read_image(path: Path) -> Image:
-    """The final stage of the Dockerfile at *path*."""
-    instructions = _instructions(path.read_text())
-    starts = [n for n, i in enumerate(instructions) if i.keyword == "FROM"]
-    final = instructions[starts[-1]]
-    return Image(len(starts), final.arguments.split()[0], tuple(instructions[starts[-1] + 1 :]))
-
-
-def _instructions(text: str) -> list[Instruction]:
-    """Every instruction of a Dockerfile, without comments."""
-    logical: list[str] = []
-    current = ""
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            current += line[:-1] + " "
-            continue
-        logical.append(current + line)
-        current = ""
-    return [Instruction(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in logical]
 
 
 def ignored(path: str, patterns: Sequence[str]) -> bool:
@@ -184,7 +101,7 @@ def test_build_context_holds_what_the_build_copies(image: Image) -> None:
     ]
     copied = [
         source
-        for instruction in _instructions((ROOT / "Dockerfile").read_text())
+        for instruction in instructions((ROOT / "Dockerfile").read_text())
         if instruction.keyword == "COPY" and not instruction.arguments.startswith("--from")
         for source in instruction.arguments.split()[:-1]
     ]
