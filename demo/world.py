@@ -162,6 +162,39 @@ def running(console: Console, *, verbose: bool = False) -> Iterator[World]:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _wire_as_in_an_account(cloud: Cloud, queue: Notifications) -> None:
+    """
+    What an account set up as docs/aws-setup.md says has and moto does not need: the group's
+    notifications to the topic, a dead-letter queue, and a queue policy admitting the topic
+    alone; so that ``reconcile check``, run on the playground, finds the path a message takes.
+    """
+    cloud.put_notification_configuration(GROUP, queue.topic_arn)
+    dead = cloud.sqs.create_queue(QueueName="asg-events-dlq")["QueueUrl"]
+    dead_arn = cloud.sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
+    queue_arn = cloud.sqs.get_queue_attributes(
+        QueueUrl=queue.queue_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    from_topic = {"ArnEquals": {"aws:SourceArn": queue.topic_arn}}
+    policy = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "FromAsgTopic",
+                "Effect": "Allow",
+                "Principal": {"Service": "sns.amazonaws.com"},
+                "Action": "sqs:SendMessage",
+                "Resource": queue_arn,
+                "Condition": from_topic,
+            }
+        ],
+    }
+    redrive = {"deadLetterTargetArn": dead_arn["Attributes"]["QueueArn"], "maxReceiveCount": "10"}
+    cloud.sqs.set_queue_attributes(
+        QueueUrl=queue.queue_url,
+        Attributes={"Policy": json.dumps(policy), "RedrivePolicy": json.dumps(redrive)},
+    )
+
+
 def _start(
     console: Console, directory: Path, cleanup: ExitStack, haproxy_binary: str, *, verbose: bool
 ) -> World:
@@ -171,6 +204,7 @@ def _start(
     cloud = Cloud(endpoint)
     cloud.create_group(GROUP, INITIAL_SIZE)
     queue = Notifications(cloud)
+    _wire_as_in_an_account(cloud, queue)
 
     backends = HTTPBackends()
     cleanup.callback(backends.stop_all)

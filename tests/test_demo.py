@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import platform
 import re
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 
 from demo.story import TITLES
+from harness.stack import GROUP
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,15 +230,24 @@ def test_ctrl_c_stops_everything(demo: DemoRun) -> None:
     assert_nothing_left(output)
 
 
-def test_ctrl_c_ends_a_staying_demo_cleanly(start_demo: Callable[..., DemoRun]) -> None:
+def test_ctrl_c_ends_a_staying_demo_cleanly(
+    start_demo: Callable[..., DemoRun], tmp_path: Path
+) -> None:
     """
     ``python -m demo --stay --steps 1``: the first step, then the world stays up (printing how
-    to reach it) until Ctrl-C, which ends it with exit 0 and nothing left over.
+    to reach it; ``reconcile check`` there passes and finds the topic that feeds the queue) until
+    Ctrl-C, which ends it with exit 0 and nothing left over.
     """
     demo = start_demo("--stay", "--steps", "1")
     demo.wait_for_line(STAYING_LINE)
     assert f"Step 2/{len(TITLES)}" not in demo.output
-    assert demo.pasted()
+    *exports, drift = demo.pasted()
+    checked = paste([*exports, drift.replace(" drift ", " check --json ", 1)], tmp_path)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    rows = json.loads(checked.stdout)["checks"]
+    verdicts = {(row["area"], row["subject"]): row["verdict"] for row in rows}
+    assert verdicts[("queue", "dead-letter queue")] == "ok", verdicts
+    assert verdicts[("queue", f"events of group '{GROUP}'")] == "ok", verdicts
     demo.interrupt()
     code = demo.wait(CLEANUP_DEADLINE)
     output = demo.output
