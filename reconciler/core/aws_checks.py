@@ -23,7 +23,8 @@ from fnmatch import fnmatchcase
 from typing import Any
 
 from reconciler.core.checks import Check, Verdict
-from reconciler.core.model import LAUNCHING, TERMINATING
+from reconciler.core.hook_actions import completed
+from reconciler.core.model import LAUNCHING, TERMINATING, LifecycleHook
 from reconciler.core.settings import Binding, Settings
 
 
@@ -116,12 +117,9 @@ class Failure:
 
 
 @dataclass(frozen=True)
-class Hook:
-    """A lifecycle hook as ``DescribeLifecycleHooks`` gives it."""
+class Hook(LifecycleHook):
+    """A lifecycle hook with what only the check judges of it."""
 
-    name: str
-    transition: str
-    heartbeat_timeout: int
     default_result: str
     notification_target: str = ""
 
@@ -743,23 +741,21 @@ def _transition_rows(
     named = binding.launch_hook if transition == LAUNCHING else binding.terminate_hook
     on = [h for h in hooks if h.transition == transition]
     key = f"{word}_hook"
-    if named is not None:
+    chosen = completed(binding, hooks, transition)
+    if chosen is not None:
+        yield Check(HOOKS, subject, Verdict.OK, f"'{chosen.name}' on {transition}")
+        yield _timeout_row(loaded, binding, chosen, subject)
+        yield _default_result_row(loaded, binding, chosen, subject)
+    elif named is not None:
         found = next((h for h in hooks if h.name == named), None)
-        if found is None or found.transition != transition:
-            where = "no such hook" if found is None else f"'{named}' is on {found.transition}"
-            yield Check(
-                HOOKS,
-                subject,
-                Verdict.FAIL,
-                f"{key} = '{named}': {where} of the group; the controller completes none",
-                _put_hook(loaded, binding, named, transition),
-            )
-            return
-        on = [found]
-    if len(on) == 1:
-        yield Check(HOOKS, subject, Verdict.OK, f"'{on[0].name}' on {transition}")
-        yield _timeout_row(loaded, binding, on[0], subject)
-        yield _default_result_row(loaded, binding, on[0], subject)
+        where = "no such hook" if found is None else f"'{named}' is on {found.transition}"
+        yield Check(
+            HOOKS,
+            subject,
+            Verdict.FAIL,
+            f"{key} = '{named}': {where} of the group; the controller completes none",
+            _put_hook(loaded, binding, named, transition),
+        )
     elif on:
         names = ", ".join(f"'{h.name}'" for h in on)
         yield Check(
@@ -809,7 +805,7 @@ def _timeout_row(loaded: Settings, binding: Binding, hook: Hook, subject: str) -
     how = "the queue" if loaded.sqs.queue_url else "the resync (no queue)"
     if hook.transition == TERMINATING:
         least = 2 * notice + HOOK_MARGIN
-        enough = max(least, notice + binding.drain_timeout + HOOK_MARGIN)
+        enough = _whole_drain(loaded, binding)
         short = f"shorter than the drain ({binding.drain_timeout:g} s) plus noticing it"
         late = "the hook can time out before the first heartbeat (sent at half the timeout)"
     else:
@@ -827,6 +823,12 @@ def _timeout_row(loaded: Settings, binding: Binding, hook: Hook, subject: str) -
         f"{seen}: {why}",
         _put_hook(loaded, binding, hook.name, hook.transition, timeout=_advised(enough)),
     )
+
+
+def _whole_drain(loaded: Settings, binding: Binding) -> float:
+    """Seconds a terminate hook lasts through the first heartbeat and the whole drain."""
+    notice = _notice(loaded)
+    return max(2 * notice, notice + binding.drain_timeout) + HOOK_MARGIN
 
 
 def _advised(needed: float) -> int:
@@ -858,8 +860,7 @@ def _put_hook(
 ) -> str:
     """The command that creates or updates the hook (keeping its notification target, if any)."""
     if timeout is None:
-        notice = _notice(loaded)
-        timeout = _advised(max(2 * notice, notice + binding.drain_timeout) + HOOK_MARGIN)
+        timeout = _advised(_whole_drain(loaded, binding))
     return (
         f"aws autoscaling put-lifecycle-hook --auto-scaling-group-name {shlex.quote(binding.asg)} "
         f"--lifecycle-hook-name {shlex.quote(name)} --lifecycle-transition {transition} "

@@ -10,8 +10,9 @@ HAProxy worker that may still serve it; heartbeats extend the wait while it drai
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
+from typing import TypeVar
 
 from reconciler.core.managed_servers import ManagedServers
 from reconciler.core.model import (
@@ -29,17 +30,26 @@ from reconciler.core.model import (
 from reconciler.core.settings import Binding
 
 
+#: A group's hook as the controller reads it, or with more of its attributes (``reconcile check``).
+_Hook = TypeVar("_Hook", bound=LifecycleHook)
+
+
 def hook(binding: Binding, group: Group, transition: str) -> LifecycleHook | None:
+    """The hook on *transition* the backend completes among *group*'s (``completed``)."""
+    return completed(binding, group.hooks, transition)
+
+
+def completed(binding: Binding, hooks: Iterable[_Hook], transition: str) -> _Hook | None:
     """
-    The hook on *transition* the backend completes: the one its settings name, else the group's
-    only one; ``None`` when it completes none. Never a guess: another system's hook is not ours
-    to complete.
+    The hook of *hooks* on *transition* the backend completes: the one its settings name, else
+    the only one; ``None`` when it completes none. Never a guess: another system's hook is not
+    ours to complete.
     """
     if not binding.complete_lifecycle_actions:
         return None
     named = binding.launch_hook if transition == LAUNCHING else binding.terminate_hook
-    hooks = [h for h in group.hooks if h.transition == transition and named in (None, h.name)]
-    return hooks[0] if len(hooks) == 1 else None
+    found = [h for h in hooks if h.transition == transition and named in (None, h.name)]
+    return found[0] if len(found) == 1 else None
 
 
 def launching(

@@ -226,7 +226,7 @@ class AwsMembership:
 
     def _describe_hooks(self, name: str) -> tuple[LifecycleHook, ...]:
         answer = self._autoscaling.describe_lifecycle_hooks(AutoScalingGroupName=name)
-        return tuple(_hook(hook) for hook in answer.get("LifecycleHooks", []))
+        return tuple(lifecycle_hook(hook) for hook in answer.get("LifecycleHooks", []))
 
     def _describe_instances(self, ids: Sequence[str]) -> dict[str, InstanceTypeDef]:
         try:
@@ -302,7 +302,8 @@ def _capacities(group: AutoScalingGroupTypeDef) -> dict[str, int]:
     return capacities
 
 
-def _hook(hook: LifecycleHookTypeDef) -> LifecycleHook:
+def lifecycle_hook(hook: LifecycleHookTypeDef) -> LifecycleHook:
+    """A hook of ``DescribeLifecycleHooks``' answer, as the controller uses it."""
     return LifecycleHook(
         name=hook.get("LifecycleHookName", ""),
         transition=hook.get("LifecycleTransition", ""),

@@ -24,6 +24,7 @@ from botocore.parsers import ResponseParserError
 
 from reconciler.adapters.aws.classify import Cause, error_codes, explain
 from reconciler.adapters.aws.clients import AwsClients
+from reconciler.adapters.aws.membership import lifecycle_hook
 from reconciler.core.aws_checks import (
     DESCRIBE_GROUPS,
     DESCRIBE_HOOKS,
@@ -193,9 +194,7 @@ def _read_hooks(clients: AwsClients, loaded: Settings, facts: AwsFacts) -> AwsFa
             continue
         hooks[name] = tuple(
             Hook(
-                name=h.get("LifecycleHookName", ""),
-                transition=h.get("LifecycleTransition", ""),
-                heartbeat_timeout=h.get("HeartbeatTimeout", 3600),
+                **vars(lifecycle_hook(h)),
                 default_result=h.get("DefaultResult", "ABANDON"),
                 notification_target=h.get("NotificationTargetARN", ""),
             )
