@@ -237,7 +237,7 @@ class RuntimeSocket:
                 found[backend] = self._timed_drains(backend, servers)
         # After the servers: a reload in between then shows as a young worker (the cautious
         # reading), never as an old worker's uptime beside the new worker's servers.
-        process, features = self._process()
+        process, features = self.process()
         return RuntimeObservation(found, errors, worker_uptime=process.uptime, features=features)
 
     def _timed_drains(
@@ -271,10 +271,6 @@ class RuntimeSocket:
         return _again(both, "; nothing in this backend changes until a read is complete")
 
     def process(self) -> tuple[ProcessInfo, HAProxyFeatures]:
-        """The answering HAProxy process and what it accepts, as a cycle reads them."""
-        return self._process()
-
-    def _process(self) -> tuple[ProcessInfo, HAProxyFeatures]:
         """
         The answering process (``show info``; without its uptime a young worker could pass for
         an old one, so a reply that never comes whole fails the read) and its features: those
