@@ -158,6 +158,8 @@ class AwsClients:
             msg = "aws.region: no AWS region found; set [aws] region or AWS_REGION"
             raise ConfigError([msg])
         self.region: str = found
+        #: Where the region came from, for ``reconcile check``.
+        self.region_source = _region_source(region)
         self.calls = ApiCallCounter()
         self._session = session
         self._config = Config(
@@ -198,3 +200,13 @@ class AwsClients:
         with self._lock:
             found = self._session.get_credentials()
         return None if found is None else found.method
+
+
+def _region_source(region: str | None) -> str:
+    """Where ``AwsClients`` found its region, *region* being ``[aws] region``."""
+    if region:
+        return "[aws] region"
+    for variable in ("AWS_REGION", "AWS_DEFAULT_REGION"):
+        if os.environ.get(variable):
+            return variable
+    return f"profile {os.environ.get('AWS_PROFILE', 'default')!r}"

@@ -13,7 +13,6 @@ and answers the call says the same). ``core.aws_checks.judge`` turns the facts i
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -77,14 +76,15 @@ class _ReadError(Exception):
 
 def read_facts(loaded: Settings) -> AwsFacts:
     """Everything ``judge`` needs about AWS for *loaded*; never raises for an AWS answer."""
-    source = _region_source(loaded)
     try:
         clients = AwsClients(loaded.aws.region)
     except ConfigError:
         found = botocore.session.get_session().get_credentials()
-        return AwsFacts(credentials=None if found is None else found.method, region_source=source)
+        return AwsFacts(credentials=None if found is None else found.method)
     facts = AwsFacts(
-        credentials=clients.credentials_method(), region=clients.region, region_source=source
+        credentials=clients.credentials_method(),
+        region=clients.region,
+        region_source=clients.region_source,
     )
     if facts.credentials is None:
         return facts
@@ -99,16 +99,6 @@ def read_facts(loaded: Settings) -> AwsFacts:
     if loaded.sqs.queue_url:
         facts = replace(facts, queue=_read_queue(clients, loaded.sqs.queue_url, facts))
     return facts
-
-
-def _region_source(loaded: Settings) -> str:
-    """Where ``AwsClients`` takes the region from, in its order."""
-    if loaded.aws.region:
-        return "[aws] region"
-    for var in ("AWS_REGION", "AWS_DEFAULT_REGION"):
-        if os.environ.get(var):
-            return var
-    return f"profile {os.environ.get('AWS_PROFILE', 'default')!r}"
 
 
 def _call(action: str, call: Callable[[], _T]) -> _T:
